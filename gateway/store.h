@@ -1,0 +1,90 @@
+// store.h - the sender's media store: content-addressed objects plus an SQLite
+// index of items, shared by every program on the sending host (mm-milter writes,
+// mm-gateway serves).
+//
+// Layout under store.dir: objects/ab/<sha256> (the media, read-only once in
+// place), tmp/ (files being written), index.sqlite (items), tls/ (the gateway's
+// key and self-signed certificate when none is configured).
+// Reads store.dir, gateway.public_url, gateway.retention, gateway.tls_cert, gateway.tls_key.
+#pragma once
+
+#include "../mime/config.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mm {
+
+struct StoreError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// What a detaching program knows about a media attachment.
+struct ItemMeta {
+    std::string type, name, title, note, copyright, date;
+    std::vector<std::string> recipients;
+};
+
+/// A freshly registered item: everything that goes into its handle.
+struct NewItem {
+    std::string id;       // item id (random, 32 hex digits)
+    std::string token;    // capability token in clear (only ever in the mail)
+    std::string sha256;
+    uint64_t size = 0;
+    std::string url;      // gateway.public_url + "/m/<id>/<token>"
+    std::string pin;      // "sha256//BASE64"
+    std::string expires;  // RFC 3339
+};
+
+/// An item as the gateway serves it.
+struct Item {
+    std::string id, sha256, type, name, title, note, copyright, date, created, expires, state;
+    uint64_t size = 0;
+};
+
+class Store {
+public:
+    /// Opens (creating if needed) the store under store.dir. Throws StoreError.
+    explicit Store(const Config& cfg);
+    ~Store();
+
+    /// Streams one media file into the store. Nothing is visible until commit()
+    /// returns: the bytes are fsync'ed and renamed into objects/ and the item is
+    /// recorded first. Destroying a Writer without commit() removes its temp file.
+    class Writer {
+    public:
+        virtual ~Writer() = default;
+        virtual void write(const void* data, size_t len) = 0;   // throws StoreError
+        virtual NewItem commit(const ItemMeta& meta) = 0;        // throws StoreError
+    };
+    std::unique_ptr<Writer> create();
+
+    /// The item for (id, token) if the token is valid and the item not expired
+    /// or revoked; otherwise nullopt, whatever the reason (no oracle for callers).
+    std::optional<Item> authorize(const std::string& id, const std::string& token);
+
+    /// Absolute path of an item's bytes.
+    std::string object_path(const std::string& sha256) const;
+
+    /// The public-key pin of the gateway's TLS key, for handles.
+    const std::string& pin() const;
+
+    struct Impl;
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+/// The TLS key and certificate the gateway serves with: gateway.tls_cert and
+/// gateway.tls_key when configured, else store.dir/tls/{key,cert}.pem, created
+/// (EC P-256, self-signed) on first use. Safe when two programs race to create.
+struct TlsIdentity {
+    std::string key_path, cert_path;
+    std::string pin;   // "sha256//" + base64(SHA-256(SubjectPublicKeyInfo DER))
+};
+TlsIdentity tls_identity(const Config& cfg);
+
+} // namespace mm

@@ -1,0 +1,162 @@
+// util.cpp - hashing, encodings, tokens and time helpers on top of OpenSSL.
+#include "util.h"
+
+#include <cstring>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdexcept>
+#include <unistd.h>
+
+namespace mm {
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new())
+{
+    if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
+        throw std::runtime_error("SHA-256 init failed");
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256::update(const void* data, size_t len)
+{
+    EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, len);
+}
+
+std::string Sha256::raw_digest()
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &n);
+    return std::string(reinterpret_cast<char*>(md), n);
+}
+
+std::string Sha256::hex_digest() { return hex_encode(raw_digest()); }
+
+std::string sha256_hex(std::string_view data)
+{
+    Sha256 h;
+    h.update(data.data(), data.size());
+    return h.hex_digest();
+}
+
+std::string hex_encode(std::string_view raw)
+{
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(raw.size() * 2);
+    for (unsigned char c : raw) {
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    }
+    return out;
+}
+
+std::string base64_encode(std::string_view raw)
+{
+    std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(raw.data()), static_cast<int>(raw.size()));
+    out.resize(n);
+    return out;
+}
+
+bool base64_decode(std::string_view text, std::string& out)
+{
+    if (text.size() % 4 != 0)
+        return false;
+    for (char c : text)
+        if (!(isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '='))
+            return false;
+    out.assign(text.size() / 4 * 3 + 1, '\0');
+    int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+    if (n < 0)
+        return false;
+    size_t pad = 0;
+    if (!text.empty() && text.back() == '=')
+        pad = (text.size() >= 2 && text[text.size() - 2] == '=') ? 2 : 1;
+    out.resize(static_cast<size_t>(n) - pad);
+    return true;
+}
+
+bool is_hex_digest(std::string_view s)
+{
+    if (s.size() != 64)
+        return false;
+    for (char c : s)
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    return true;
+}
+
+std::string random_hex(size_t bytes)
+{
+    std::string raw(bytes, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes)) != 1)
+        throw std::runtime_error("no randomness available");
+    return hex_encode(raw);
+}
+
+bool equal_ct(std::string_view a, std::string_view b)
+{
+    if (a.size() != b.size())
+        return false;
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string rfc3339(time_t t)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char buf[32];
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+bool parse_rfc3339(std::string_view s, time_t& out)
+{
+    // Only the form we write: YYYY-MM-DDTHH:MM:SSZ.
+    if (s.size() != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        s[19] != 'Z')
+        return false;
+    auto num = [&](size_t pos, size_t len, int& v) {
+        v = 0;
+        for (size_t i = pos; i < pos + len; ++i) {
+            if (s[i] < '0' || s[i] > '9')
+                return false;
+            v = v * 10 + (s[i] - '0');
+        }
+        return true;
+    };
+    struct tm tm {};
+    int y, mo, d, h, mi, se;
+    if (!num(0, 4, y) || !num(5, 2, mo) || !num(8, 2, d) || !num(11, 2, h) || !num(14, 2, mi) ||
+        !num(17, 2, se))
+        return false;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+        return false;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    out = timegm(&tm);
+    return true;
+}
+
+bool fsync_dir_of(const std::string& path)
+{
+    size_t slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool ok = fsync(fd) == 0;
+    close(fd);
+    return ok;
+}
+
+} // namespace mm
