@@ -1,0 +1,79 @@
+// rewrite.h - the MIME rewriting engine: detach media attachments from a message
+// into a sink (the sender's store), and re-insert them from files (the receiver).
+//
+// Messages are files, parsed by GMime with a persistent stream so that no body is
+// held in memory; every part of the message we do not replace is copied byte for
+// byte from the input. Only base64 parts are detached in format v1.
+#pragma once
+
+#include "handle.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mm {
+
+/// Caps on what the engine walks.
+constexpr unsigned kMaxMimeDepth = 32;
+constexpr unsigned kMaxMimeParts = 2000;
+
+struct DetachPolicy {
+    uint64_t min_size = 1 << 20;                 // decoded bytes
+    std::vector<std::string> types{"video/*", "audio/*"};
+    bool sniff = true;                           // also detach parts whose bytes sniff as media
+};
+
+/// Receives one attachment's decoded bytes. begin() is called per detached part;
+/// the returned sink gets the bytes, then finish() fills the handle's url, pin,
+/// expires (and checks sha256/size). Any throw aborts the whole rewrite.
+class MediaSink {
+public:
+    virtual ~MediaSink() = default;
+    struct Part {
+        virtual ~Part() = default;
+        virtual void write(const void* data, size_t len) = 0;
+        /// The handle has sha256, size, type, name and layout set; fill in the rest.
+        virtual void finish(Handle& h) = 0;
+    };
+    virtual std::unique_ptr<Part> begin(const std::string& type, const std::string& name) = 0;
+};
+
+struct DetachResult {
+    unsigned detached = 0;
+    std::vector<Handle> handles;
+    uint64_t in_size = 0, out_size = 0;
+    uint64_t out_body_offset = 0;   // where the body starts in the output file
+    std::string skipped_why;        // when nothing was detached for a reason worth logging
+};
+
+/// Reads the message at in_path and, if anything is detached, writes the
+/// rewritten message to out_path (with a top-level "X-Media-Handles: N" header
+/// first) and returns detached > 0. With nothing to detach, out_path is not
+/// written. Throws std::runtime_error on I/O errors and sink failures.
+DetachResult detach_message(const std::string& in_path, const std::string& out_path,
+                            const DetachPolicy& policy, MediaSink& sink);
+
+/// One location part found in a message.
+struct FoundHandle {
+    HandleParse parsed;   // parsed.error != none: the part is left as it is
+};
+
+/// The location parts of the message at path, in order of appearance.
+std::vector<FoundHandle> find_handles(const std::string& path);
+
+/// Writes the message at in_path to out_path with location part i replaced by
+/// the original part rebuilt from the media file media[i] (an empty string
+/// leaves that location part in place). The caller has verified each file's size
+/// and SHA-256. Returns false with `err` set on failure.
+bool reinsert_media(const std::string& in_path, const std::vector<std::string>& media,
+                    const std::string& out_path, std::string& err);
+
+/// Sniffs the first bytes of decoded content: returns a media type such as
+/// "video/mp4" for MP4/MOV, Matroska/WebM, AVI, MPEG-PS/TS, MP3, Ogg, FLAC, WAV,
+/// or "" when it is none of them.
+std::string sniff_media(const unsigned char* p, size_t n);
+
+} // namespace mm
