@@ -68,6 +68,11 @@ HandleParse parse_handle(std::string_view value);
 /// follows the part in the message supplies it).
 std::string build_location_part(const Handle& h, std::string_view eol);
 
+/// Checks before sending that `h` is one handle parse_handle() reads back
+/// exactly (every field valid, every value short enough for 100 RFC 2231
+/// sections). Returns none, or the error with the parameter named in `detail`.
+HandleError validate_handle(const Handle& h, std::string& detail);
+
 const char* handle_error_name(HandleError e);
 
 } // namespace mm
