@@ -71,6 +71,10 @@ std::vector<FoundHandle> find_handles(const std::string& path);
 bool reinsert_media(const std::string& in_path, const std::vector<std::string>& media,
                     const std::string& out_path, std::string& err);
 
+/// Octets of `size` bytes encoded as base64 in lines of line_len characters
+/// separated by an eol of eol_len octets (and ended by one when final_eol).
+uint64_t base64_encoded_size(uint64_t size, unsigned line_len, size_t eol_len, bool final_eol);
+
 /// Sniffs the first bytes of decoded content: returns a media type such as
 /// "video/mp4" for MP4/MOV, Matroska/WebM, AVI, MPEG-PS/TS, MP3, Ogg, FLAC, WAV,
 /// or "" when it is none of them.

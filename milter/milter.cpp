@@ -1,0 +1,295 @@
+// milter.cpp - the libmilter callbacks of mm-milter (Sendmail milter protocol 6,
+// as Postfix speaks it): spool each message to a file, detach its media into the
+// store at end of message, and hand the rewritten body back in 64 KiB chunks.
+//
+// Reads milter.min_size, milter.types, milter.on_error, milter.max_message_size
+// and store.dir (the spool lives in store.dir/spool, beside the store's tmp/).
+#include "milter.h"
+
+#include "mime/log.h"
+#include "store_sink.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fcntl.h>
+#include <libmilter/mfapi.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace mm {
+
+namespace {
+
+constexpr size_t kReplaceChunk = 64 * 1024;   // smfi_replacebody chunk bound
+
+MilterSettings* g_settings = nullptr;
+
+/// Per-message state: the spool file and what the envelope said.
+struct Message {
+    std::string spool_path;
+    int fd = -1;
+    uint64_t size = 0;
+    bool too_big = false;
+    std::vector<std::string> recipients;
+    std::chrono::steady_clock::time_point started;
+};
+
+/// Per-connection context, created at connect and freed at close.
+struct Connection {
+    std::string client;
+    Message msg;
+};
+
+void drop_message(Message& m)
+{
+    if (m.fd >= 0)
+        close(m.fd);
+    if (!m.spool_path.empty())
+        unlink(m.spool_path.c_str());
+    m = Message{};
+}
+
+Connection* conn_of(SMFICTX* ctx) { return static_cast<Connection*>(smfi_getpriv(ctx)); }
+
+bool spool_write(Message& m, const void* data, size_t len)
+{
+    const char* p = static_cast<const char*>(data);
+    while (len > 0) {
+        ssize_t n = write(m.fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        p += n;
+        len -= static_cast<size_t>(n);
+        m.size += static_cast<uint64_t>(n);
+    }
+    return true;
+}
+
+/// The one place that turns an internal failure into a verdict for the MTA:
+/// tempfail (the client retries later, nothing is lost) or accept unchanged.
+sfsistat on_internal_error(SMFICTX* ctx, const std::string& why)
+{
+    Connection* c = conn_of(ctx);
+    const char* qid = smfi_getsymval(ctx, const_cast<char*>("i"));
+    log_error(std::string("queue ") + (qid ? qid : "?") + ": " + why + "; answering " + g_settings->on_error);
+    if (c)
+        drop_message(c->msg);
+    if (g_settings->on_error == "accept")
+        return SMFIS_ACCEPT;
+    smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
+                  const_cast<char*>("MediaMail could not store an attachment, try again later"));
+    return SMFIS_TEMPFAIL;
+}
+
+sfsistat cb_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR*)
+{
+    auto* c = new Connection;
+    c->client = hostname ? printable(hostname, 80) : "?";
+    smfi_setpriv(ctx, c);
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_envfrom(SMFICTX* ctx, char**)
+{
+    Connection* c = conn_of(ctx);
+    if (!c)
+        return SMFIS_TEMPFAIL;
+    drop_message(c->msg);
+    c->msg.started = std::chrono::steady_clock::now();
+    std::string path = g_settings->spool_dir + "/msg.XXXXXX";
+    c->msg.fd = mkostemp(path.data(), O_CLOEXEC);
+    if (c->msg.fd < 0)
+        return on_internal_error(ctx, "cannot create spool file in " + g_settings->spool_dir + ": " + strerror(errno));
+    c->msg.spool_path = path;
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_envrcpt(SMFICTX* ctx, char** argv)
+{
+    Connection* c = conn_of(ctx);
+    if (c && argv && argv[0]) {
+        std::string r = argv[0];
+        if (r.size() >= 2 && r.front() == '<' && r.back() == '>')
+            r = r.substr(1, r.size() - 2);
+        if (c->msg.recipients.size() < 1000)
+            c->msg.recipients.push_back(r);
+    }
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_header(SMFICTX* ctx, char* name, char* value)
+{
+    Connection* c = conn_of(ctx);
+    if (!c || c->msg.fd < 0)
+        return SMFIS_CONTINUE;
+    // Only the engine's MIME parser reads these header lines; Postfix keeps its
+    // own copy of the headers, so folded values just need CRLF line ends here.
+    std::string line = std::string(name) + ": ";
+    for (const char* p = value; *p; ++p) {
+        if (*p == '\n' && (p == value || p[-1] != '\r'))
+            line += '\r';
+        line += *p;
+    }
+    line += "\r\n";
+    if (!spool_write(c->msg, line.data(), line.size()))
+        return on_internal_error(ctx, "cannot write spool file: " + std::string(strerror(errno)));
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_eoh(SMFICTX* ctx)
+{
+    Connection* c = conn_of(ctx);
+    if (!c || c->msg.fd < 0)
+        return SMFIS_CONTINUE;
+    if (!spool_write(c->msg, "\r\n", 2))
+        return on_internal_error(ctx, "cannot write spool file: " + std::string(strerror(errno)));
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
+{
+    Connection* c = conn_of(ctx);
+    if (!c || c->msg.fd < 0 || c->msg.too_big)
+        return SMFIS_CONTINUE;
+    if (c->msg.size + len > g_settings->max_message_size) {
+        // Over our cap: stop spooling and let the message pass unchanged.
+        c->msg.too_big = true;
+        return SMFIS_CONTINUE;
+    }
+    if (!spool_write(c->msg, chunk, len))
+        return on_internal_error(ctx, "cannot write spool file: " + std::string(strerror(errno)));
+    return SMFIS_CONTINUE;
+}
+
+/// Sends [offset, end) of a file as the new body, in chunks of at most 64 KiB.
+bool replace_body(SMFICTX* ctx, const std::string& path, uint64_t offset)
+{
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    std::string buf(kReplaceChunk, '\0');
+    bool ok = true;
+    for (;;) {
+        ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(offset));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ok = n == 0;
+            break;
+        }
+        if (smfi_replacebody(ctx, reinterpret_cast<unsigned char*>(buf.data()), static_cast<int>(n)) != MI_SUCCESS) {
+            ok = false;
+            break;
+        }
+        offset += static_cast<uint64_t>(n);
+    }
+    close(fd);
+    return ok;
+}
+
+sfsistat cb_eom(SMFICTX* ctx)
+{
+    Connection* c = conn_of(ctx);
+    if (!c || c->msg.fd < 0)
+        return SMFIS_CONTINUE;
+    const char* qid_p = smfi_getsymval(ctx, const_cast<char*>("i"));
+    std::string qid = qid_p ? printable(qid_p, 40) : "?";
+    Message& m = c->msg;
+    auto elapsed_ms = [&] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - m.started)
+            .count();
+    };
+    if (m.too_big) {
+        log_info("queue " + qid + ": passed (larger than milter.max_message_size), " + std::to_string(m.size) +
+                 "+ bytes");
+        drop_message(m);
+        return SMFIS_CONTINUE;
+    }
+    if (fsync(m.fd) != 0 && errno != EINVAL)
+        return on_internal_error(ctx, "cannot sync spool file: " + std::string(strerror(errno)));
+
+    std::string out_path = m.spool_path + ".out";
+    DetachResult r;
+    try {
+        StoreSink sink(*g_settings->store, m.recipients, [ctx] { smfi_progress(ctx); });
+        r = detach_message(m.spool_path, out_path, g_settings->policy, sink);
+    } catch (const std::exception& e) {
+        unlink(out_path.c_str());
+        return on_internal_error(ctx, e.what());
+    }
+    if (r.detached == 0) {
+        log_info("queue " + qid + ": passed (" + r.skipped_why + "), " + std::to_string(r.in_size) + " bytes, " +
+                 std::to_string(elapsed_ms()) + " ms");
+        drop_message(m);
+        return SMFIS_CONTINUE;
+    }
+    std::string count = std::to_string(r.detached);
+    bool ok = smfi_addheader(ctx, const_cast<char*>("X-Media-Handles"), count.data()) == MI_SUCCESS &&
+              replace_body(ctx, out_path, r.out_body_offset);
+    unlink(out_path.c_str());
+    if (!ok)
+        return on_internal_error(ctx, "could not hand the rewritten body to the MTA");
+    log_info("queue " + qid + ": detached " + count + ", " + std::to_string(r.in_size) + " -> " +
+             std::to_string(r.out_size) + " bytes, " + std::to_string(elapsed_ms()) + " ms");
+    drop_message(m);
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_abort(SMFICTX* ctx)
+{
+    if (Connection* c = conn_of(ctx))
+        drop_message(c->msg);
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_close(SMFICTX* ctx)
+{
+    Connection* c = conn_of(ctx);
+    if (c) {
+        drop_message(c->msg);
+        delete c;
+        smfi_setpriv(ctx, nullptr);
+    }
+    return SMFIS_CONTINUE;
+}
+
+} // namespace
+
+int run_milter(MilterSettings& settings)
+{
+    g_settings = &settings;
+    struct smfiDesc desc {};
+    desc.xxfi_name = const_cast<char*>("mm-milter");
+    desc.xxfi_version = SMFI_VERSION;
+    desc.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGBODY;
+    desc.xxfi_connect = cb_connect;
+    desc.xxfi_envfrom = cb_envfrom;
+    desc.xxfi_envrcpt = cb_envrcpt;
+    desc.xxfi_header = cb_header;
+    desc.xxfi_eoh = cb_eoh;
+    desc.xxfi_body = cb_body;
+    desc.xxfi_eom = cb_eom;
+    desc.xxfi_abort = cb_abort;
+    desc.xxfi_close = cb_close;
+
+    if (smfi_setconn(settings.socket.data()) != MI_SUCCESS) {
+        log_error("milter.socket = '" + settings.socket + "' is not a usable milter socket");
+        return 78;
+    }
+    if (smfi_register(desc) != MI_SUCCESS) {
+        log_error("smfi_register failed");
+        return 70;
+    }
+    if (smfi_opensocket(true) != MI_SUCCESS) {
+        log_error("cannot listen on milter.socket = '" + settings.socket + "'");
+        return 69;
+    }
+    log_info("listening on " + settings.socket);
+    return smfi_main() == MI_SUCCESS ? 0 : 70;
+}
+
+} // namespace mm

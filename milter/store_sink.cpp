@@ -1,0 +1,61 @@
+// store_sink.cpp - MediaSink onto the media store (see store_sink.h).
+#include "store_sink.h"
+
+#include <stdexcept>
+
+namespace mm {
+
+namespace {
+
+constexpr uint64_t kProgressEvery = 16ULL << 20;
+
+class StorePart : public MediaSink::Part {
+public:
+    StorePart(std::unique_ptr<Store::Writer> w, ItemMeta meta, const std::function<void()>& progress)
+        : writer_(std::move(w)), meta_(std::move(meta)), progress_(progress)
+    {
+    }
+    void write(const void* data, size_t len) override
+    {
+        writer_->write(data, len);
+        written_ += len;
+        if (progress_ && written_ - last_progress_ >= kProgressEvery) {
+            last_progress_ = written_;
+            progress_();
+        }
+    }
+    void finish(Handle& h) override
+    {
+        meta_.title = h.title;
+        meta_.note = h.note;
+        meta_.copyright = h.copyright;
+        meta_.date = h.date;
+        NewItem item = writer_->commit(meta_);
+        // The store hashed what it wrote; the engine hashed what it decoded.
+        // They must agree, or the handle would promise bytes nobody has.
+        if (item.sha256 != h.sha256 || item.size != h.size)
+            throw std::runtime_error("store and engine disagree on the media's hash or size");
+        h.url = item.url;
+        h.pin = item.pin;
+        h.expires = item.expires;
+    }
+
+private:
+    std::unique_ptr<Store::Writer> writer_;
+    ItemMeta meta_;
+    const std::function<void()>& progress_;
+    uint64_t written_ = 0, last_progress_ = 0;
+};
+
+} // namespace
+
+std::unique_ptr<MediaSink::Part> StoreSink::begin(const std::string& type, const std::string& name)
+{
+    ItemMeta meta;
+    meta.type = type;
+    meta.name = name;
+    meta.recipients = recipients_;
+    return std::make_unique<StorePart>(store_.create(), std::move(meta), progress_);
+}
+
+} // namespace mm

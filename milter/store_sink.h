@@ -1,0 +1,28 @@
+// store_sink.h - the bridge from the rewrite engine to the media store: each
+// detached attachment is streamed into a Store::Writer and committed (durable)
+// before its handle is finished. Reads nothing from the config itself.
+#pragma once
+
+#include "gateway/store.h"
+#include "mime/rewrite.h"
+
+#include <functional>
+
+namespace mm {
+
+class StoreSink : public MediaSink {
+public:
+    /// `progress` is called every few MiB so a long detach keeps the MTA waiting.
+    StoreSink(Store& store, std::vector<std::string> recipients, std::function<void()> progress)
+        : store_(store), recipients_(std::move(recipients)), progress_(std::move(progress))
+    {
+    }
+    std::unique_ptr<Part> begin(const std::string& type, const std::string& name) override;
+
+private:
+    Store& store_;
+    std::vector<std::string> recipients_;
+    std::function<void()> progress_;
+};
+
+} // namespace mm

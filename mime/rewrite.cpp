@@ -1,0 +1,747 @@
+// rewrite.cpp - detach media attachments into a sink, and re-insert them, while
+// every byte of the message that is not replaced is copied as it was.
+//
+// GMime parses the message with a persistent stream: part bodies stay in the
+// file and GMime only records their offsets, so memory does not grow with the
+// message. We then copy byte ranges of the input and splice in new parts.
+#include "rewrite.h"
+
+#include "util.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <gmime/gmime.h>
+#include <mutex>
+#include <openssl/evp.h>
+#include <stdexcept>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace mm {
+
+namespace {
+
+constexpr size_t kIoBuffer = 64 * 1024;
+constexpr size_t kSniffBytes = 8 * 1024;   // encoded bytes read to sniff a part
+
+[[noreturn]] void io_fail(const std::string& what, const std::string& path)
+{
+    throw std::runtime_error(what + " " + path + ": " + strerror(errno));
+}
+
+void ensure_gmime()
+{
+    static std::once_flag once;
+    std::call_once(once, [] { g_mime_init(); });
+}
+
+/// An input file with positioned reads.
+class InFile {
+public:
+    explicit InFile(const std::string& path) : path_(path)
+    {
+        fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd_ < 0)
+            io_fail("cannot open", path);
+        struct stat st;
+        if (fstat(fd_, &st) != 0)
+            io_fail("cannot stat", path);
+        size_ = static_cast<uint64_t>(st.st_size);
+    }
+    ~InFile() { close(fd_); }
+    InFile(const InFile&) = delete;
+    InFile& operator=(const InFile&) = delete;
+
+    size_t pread_some(void* buf, size_t len, uint64_t off) const
+    {
+        for (;;) {
+            ssize_t n = ::pread(fd_, buf, len, static_cast<off_t>(off));
+            if (n >= 0)
+                return static_cast<size_t>(n);
+            if (errno != EINTR)
+                io_fail("cannot read", path_);
+        }
+    }
+    uint64_t size() const { return size_; }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+    uint64_t size_ = 0;
+};
+
+/// A buffered output file, created exclusively by the caller's choice of name.
+class OutFile {
+public:
+    explicit OutFile(const std::string& path) : path_(path)
+    {
+        fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd_ < 0)
+            io_fail("cannot create", path);
+        buf_.reserve(kIoBuffer);
+    }
+    ~OutFile()
+    {
+        if (fd_ >= 0)
+            close(fd_);
+    }
+    OutFile(const OutFile&) = delete;
+    OutFile& operator=(const OutFile&) = delete;
+
+    void write(const void* data, size_t len)
+    {
+        const char* p = static_cast<const char*>(data);
+        if (buf_.size() + len > kIoBuffer)
+            flush();
+        if (len >= kIoBuffer) {
+            write_all(p, len);
+            return;
+        }
+        buf_.append(p, len);
+    }
+    void write(std::string_view s) { write(s.data(), s.size()); }
+    void flush()
+    {
+        write_all(buf_.data(), buf_.size());
+        buf_.clear();
+    }
+    void close_checked()
+    {
+        flush();
+        if (::close(fd_) != 0) {
+            fd_ = -1;
+            io_fail("cannot close", path_);
+        }
+        fd_ = -1;
+    }
+    uint64_t written() const { return written_ + buf_.size(); }
+
+private:
+    void write_all(const char* p, size_t len)
+    {
+        while (len > 0) {
+            ssize_t n = ::write(fd_, p, len);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                io_fail("cannot write", path_);
+            }
+            p += n;
+            len -= static_cast<size_t>(n);
+            written_ += static_cast<uint64_t>(n);
+        }
+    }
+    std::string path_;
+    int fd_ = -1;
+    std::string buf_;
+    uint64_t written_ = 0;
+};
+
+void copy_range(const InFile& in, uint64_t from, uint64_t to, OutFile& out)
+{
+    char buf[kIoBuffer];
+    while (from < to) {
+        size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof buf, to - from));
+        size_t n = in.pread_some(buf, want, from);
+        if (n == 0)
+            throw std::runtime_error("unexpected end of " + in.path());
+        out.write(buf, n);
+        from += n;
+    }
+}
+
+/// The parsed message, owning GMime's objects.
+struct Parsed {
+    GMimeStream* stream = nullptr;
+    GMimeParser* parser = nullptr;
+    GMimeMessage* message = nullptr;
+    int fd = -1;
+    ~Parsed()
+    {
+        if (message)
+            g_object_unref(message);
+        if (parser)
+            g_object_unref(parser);
+        if (stream)
+            g_object_unref(stream);   // closes fd (owner)
+        else if (fd >= 0)
+            close(fd);
+    }
+};
+
+std::unique_ptr<Parsed> parse_file(const std::string& path)
+{
+    ensure_gmime();
+    auto p = std::make_unique<Parsed>();
+    p->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (p->fd < 0)
+        io_fail("cannot open", path);
+    p->stream = g_mime_stream_fs_new(p->fd);
+    p->parser = g_mime_parser_new_with_stream(p->stream);
+    // Persistent: part contents stay in the file as offsets, never copied to memory.
+    g_mime_parser_set_persist_stream(p->parser, TRUE);
+    p->message = g_mime_parser_construct_message(p->parser, nullptr);
+    return p;
+}
+
+/// A leaf part directly inside a multipart, with its byte range in the file:
+/// [hdr_start, body_start) is its header block including the empty line,
+/// [body_start, body_end) its body without the line break that belongs to the
+/// next boundary delimiter.
+struct Leaf {
+    GMimePart* part;
+    uint64_t hdr_start, body_start, body_end;
+};
+
+struct Walk {
+    std::vector<Leaf> leaves;
+    unsigned parts = 0;
+    bool over_cap = false;
+    std::string protected_why;   // signed/encrypted content seen and left alone
+};
+
+bool leaf_range(const InFile& in, GMimePart* part, Leaf& leaf)
+{
+    GMimeHeaderList* headers = g_mime_object_get_header_list(GMIME_OBJECT(part));
+    if (!headers || g_mime_header_list_get_count(headers) == 0)
+        return false;
+    GMimeHeader* first = g_mime_header_list_get_header_at(headers, 0);
+    gint64 hoff = g_mime_header_get_offset(first);
+    GMimeDataWrapper* content = g_mime_part_get_content(part);
+    if (!content)
+        return false;
+    GMimeStream* s = g_mime_data_wrapper_get_stream(content);
+    if (!s || hoff < 0 || s->bound_start <= hoff || s->bound_end < s->bound_start ||
+        static_cast<uint64_t>(s->bound_end) > in.size())
+        return false;
+    // The header block must really start with this part's first header field:
+    // offsets we cannot confirm are never used to cut the message.
+    const char* name = g_mime_header_get_name(first);
+    size_t nlen = strlen(name);
+    if (nlen == 0 || nlen > 200)
+        return false;
+    char buf[256];
+    if (in.pread_some(buf, nlen + 1, static_cast<uint64_t>(hoff)) != nlen + 1 ||
+        g_ascii_strncasecmp(buf, name, nlen) != 0 || buf[nlen] != ':')
+        return false;
+    // ...and end with an empty line.
+    uint64_t bs = static_cast<uint64_t>(s->bound_start);
+    if (bs < 2 || in.pread_some(buf, 2, bs - 2) != 2 || buf[1] != '\n')
+        return false;
+    leaf = Leaf{part, static_cast<uint64_t>(hoff), bs, static_cast<uint64_t>(s->bound_end)};
+    return true;
+}
+
+void walk(const InFile& in, GMimeObject* obj, bool in_multipart, unsigned depth, Walk& w)
+{
+    if (!obj || w.over_cap)
+        return;
+    if (depth > kMaxMimeDepth || ++w.parts > kMaxMimeParts) {
+        w.over_cap = true;
+        return;
+    }
+    if (GMIME_IS_MULTIPART_SIGNED(obj) || GMIME_IS_MULTIPART_ENCRYPTED(obj)) {
+        // A signature covers these bytes; changing them would break it.
+        w.protected_why = GMIME_IS_MULTIPART_SIGNED(obj) ? "multipart/signed" : "multipart/encrypted";
+        return;
+    }
+    if (GMIME_IS_MULTIPART(obj)) {
+        GMimeMultipart* mp = GMIME_MULTIPART(obj);
+        int n = g_mime_multipart_get_count(mp);
+        for (int i = 0; i < n && !w.over_cap; ++i)
+            walk(in, g_mime_multipart_get_part(mp, i), true, depth + 1, w);
+        return;
+    }
+    if (GMIME_IS_MESSAGE_PART(obj)) {
+        GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
+        if (inner)
+            walk(in, g_mime_message_get_mime_part(inner), false, depth + 1, w);
+        return;
+    }
+    // A single part that is a whole message's body shares its header block with
+    // the message headers; only parts inside a multipart have a block of their own.
+    if (GMIME_IS_PART(obj) && in_multipart) {
+        Leaf leaf;
+        if (leaf_range(in, GMIME_PART(obj), leaf))
+            w.leaves.push_back(leaf);
+    }
+}
+
+Walk walk_message(const InFile& in, Parsed& p)
+{
+    Walk w;
+    if (p.message) {
+        GMimeObject* top = g_mime_message_get_mime_part(p.message);
+        if (top && GMIME_IS_PART(top)) {
+            const char* ct = g_mime_object_get_content_type(top)
+                                 ? g_mime_content_type_get_media_type(g_mime_object_get_content_type(top))
+                                 : nullptr;
+            if (ct && g_ascii_strcasecmp(ct, "application") == 0) {
+                char* t = g_mime_content_type_get_mime_type(g_mime_object_get_content_type(top));
+                if (t && g_ascii_strcasecmp(t, "application/pkcs7-mime") == 0)
+                    w.protected_why = "application/pkcs7-mime";
+                g_free(t);
+            }
+        }
+        walk(in, top, false, 0, w);
+    }
+    return w;
+}
+
+std::string lower(std::string s)
+{
+    for (auto& c : s)
+        c = static_cast<char>(g_ascii_tolower(c));
+    return s;
+}
+
+std::string part_type(GMimePart* part)
+{
+    GMimeContentType* ct = g_mime_object_get_content_type(GMIME_OBJECT(part));
+    if (!ct)
+        return "application/octet-stream";
+    char* t = g_mime_content_type_get_mime_type(ct);
+    std::string s = t ? lower(t) : "application/octet-stream";
+    g_free(t);
+    return s;
+}
+
+bool type_matches(const std::string& type, const std::vector<std::string>& patterns)
+{
+    for (const auto& pat : patterns) {
+        std::string p = lower(pat);
+        if (p.size() >= 2 && p.compare(p.size() - 2, 2, "/*") == 0) {
+            if (type.compare(0, p.size() - 1, p, 0, p.size() - 1) == 0)
+                return true;
+        } else if (p == type || p == "*/*" || p == "*") {
+            return true;
+        }
+    }
+    return false;
+}
+
+/// The line ending a file uses, from its first line.
+std::string detect_eol(const InFile& in)
+{
+    char buf[4096];
+    size_t n = in.pread_some(buf, sizeof buf, 0);
+    for (size_t i = 0; i < n; ++i)
+        if (buf[i] == '\n')
+            return (i > 0 && buf[i - 1] == '\r') ? "\r\n" : "\n";
+    return "\r\n";
+}
+
+/// Where the top-level body starts: after the empty line that ends the header
+/// block. Returns the file size when there is no body.
+uint64_t body_offset(const InFile& in, Parsed& p)
+{
+    gint64 he = g_mime_parser_get_headers_end(p.parser);
+    uint64_t pos = he > 0 ? static_cast<uint64_t>(he) : 0;
+    char buf[kIoBuffer];
+    int newlines = 0;
+    while (pos < in.size()) {
+        size_t n = in.pread_some(buf, sizeof buf, pos);
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; ++i) {
+            char c = buf[i];
+            if (c == '\n') {
+                if (++newlines == 2)
+                    return pos + i + 1;
+            } else if (c != '\r') {
+                newlines = 0;
+            }
+        }
+        pos += n;
+    }
+    return in.size();
+}
+
+/// Follows the encoded text of a base64 body to learn whether it has the regular
+/// layout (equal lines of a multiple of 4 characters, one kind of line ending,
+/// canonical padding) that lets a receiver re-encode it byte for byte.
+class LayoutScan {
+public:
+    void feed(const char* p, size_t n)
+    {
+        for (size_t i = 0; i < n; ++i) {
+            char c = p[i];
+            if (c == '\n') {
+                std::string e = prev_cr_ ? "\r\n" : "\n";
+                if (eol_.empty())
+                    eol_ = e;
+                else if (eol_ != e)
+                    regular_ = false;
+                end_line();
+                prev_cr_ = false;
+                ended_with_eol_ = true;
+                continue;
+            }
+            if (prev_cr_)
+                regular_ = false;   // a bare CR
+            if (c == '\r') {
+                prev_cr_ = true;
+                continue;
+            }
+            ended_with_eol_ = false;
+            if (saw_pad_ && c != '=')
+                regular_ = false;
+            if (c == '=')
+                saw_pad_ = true;
+            else if (!(g_ascii_isalnum(c) || c == '+' || c == '/'))
+                regular_ = false;
+            ++cur_;
+            ++chars_;
+            last4_[(chars_ - 1) % 4] = c;
+        }
+    }
+
+    /// Decides; `decoded_size` and `tail` (the last up to 3 decoded bytes of
+    /// the final quantum) check that re-encoding gives the same characters.
+    void finish(uint64_t decoded_size, const std::string& tail)
+    {
+        if (prev_cr_)
+            regular_ = false;
+        if (cur_ > 0)
+            end_line();
+        final_eol_ = ended_with_eol_ && lines_ > 0;
+        if (line_len_ == 0 || line_len_ % 4 != 0 || line_len_ > 998)
+            regular_ = false;
+        if (chars_ != 4 * ((decoded_size + 2) / 3))
+            regular_ = false;
+        if (regular_ && decoded_size % 3 != 0) {
+            unsigned char enc[8];
+            EVP_EncodeBlock(enc, reinterpret_cast<const unsigned char*>(tail.data()), static_cast<int>(tail.size()));
+            // last4_ holds the final quantum in ring order starting at chars_ % 4 == 0.
+            if (memcmp(enc, last4_, 4) != 0)
+                regular_ = false;
+        }
+    }
+
+    bool regular() const { return regular_; }
+    unsigned line_len() const { return static_cast<unsigned>(line_len_); }
+    const std::string& eol() const { return eol_; }
+    bool final_eol() const { return final_eol_; }
+
+private:
+    void end_line()
+    {
+        ++lines_;
+        if (cur_ == 0 || short_seen_) {
+            regular_ = false;   // an empty line, or a line after a short one
+        } else if (lines_ == 1) {
+            line_len_ = cur_;
+        } else if (cur_ > line_len_) {
+            regular_ = false;
+        } else if (cur_ < line_len_) {
+            short_seen_ = true;
+        }
+        cur_ = 0;
+    }
+    uint64_t cur_ = 0, line_len_ = 0, lines_ = 0, chars_ = 0;
+    bool prev_cr_ = false, ended_with_eol_ = false, short_seen_ = false, saw_pad_ = false;
+    bool regular_ = true, final_eol_ = false;
+    std::string eol_;
+    char last4_[4] = {0, 0, 0, 0};
+};
+
+/// Streams decoded base64 from a byte range.
+class Base64Reader {
+public:
+    Base64Reader(const InFile& in, uint64_t from, uint64_t to) : in_(in), pos_(from), end_(to) {}
+    /// Decodes the next chunk into out; returns false at the end. `raw` gets the
+    /// encoded bytes that were consumed.
+    bool next(std::string& out, std::string_view& raw)
+    {
+        if (pos_ >= end_)
+            return false;
+        size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof in_buf_, end_ - pos_));
+        size_t n = in_.pread_some(in_buf_, want, pos_);
+        if (n == 0)
+            throw std::runtime_error("unexpected end of " + in_.path());
+        pos_ += n;
+        out.resize(n / 4 * 3 + 8);
+        size_t m = g_mime_encoding_base64_decode_step(reinterpret_cast<unsigned char*>(in_buf_), n,
+                                                      reinterpret_cast<unsigned char*>(out.data()), &state_,
+                                                      &save_);
+        out.resize(m);
+        raw = std::string_view(in_buf_, n);
+        return true;
+    }
+
+private:
+    const InFile& in_;
+    uint64_t pos_, end_;
+    int state_ = 0;
+    guint32 save_ = 0;
+    char in_buf_[kIoBuffer];
+};
+
+std::string part_filename(GMimePart* part, const std::string& type)
+{
+    const char* fn = g_mime_part_get_filename(part);
+    if (fn && *fn)
+        return fn;
+    // No name given: make one from the type, so the receiver's file is usable.
+    size_t slash = type.find('/');
+    std::string sub = slash == std::string::npos ? "bin" : type.substr(slash + 1);
+    return "attachment." + sub;
+}
+
+struct Chosen {
+    Leaf leaf;
+    std::string type;
+};
+
+} // namespace
+
+uint64_t base64_encoded_size(uint64_t size, unsigned line_len, size_t eol_len, bool final_eol)
+{
+    uint64_t chars = 4 * ((size + 2) / 3);
+    if (chars == 0)
+        return 0;
+    uint64_t lines = (chars + line_len - 1) / line_len;
+    return chars + eol_len * (final_eol ? lines : lines - 1);
+}
+
+DetachResult detach_message(const std::string& in_path, const std::string& out_path, const DetachPolicy& policy,
+                            MediaSink& sink)
+{
+    DetachResult r;
+    InFile in(in_path);
+    r.in_size = in.size();
+    auto parsed = parse_file(in_path);
+    if (!parsed->message) {
+        r.skipped_why = "not a parseable message";
+        return r;
+    }
+    Walk w = walk_message(in, *parsed);
+    if (w.over_cap) {
+        r.skipped_why = "MIME structure over the depth or part cap";
+        return r;
+    }
+
+    // Choose the parts: base64 (v1), declared or sniffed media, large enough.
+    std::vector<Chosen> chosen;
+    for (const Leaf& leaf : w.leaves) {
+        if (g_mime_part_get_content_encoding(leaf.part) != GMIME_CONTENT_ENCODING_BASE64)
+            continue;
+        // Encoded length bounds the decoded length from above: skip small parts early.
+        if ((leaf.body_end - leaf.body_start) / 4 * 3 < policy.min_size)
+            continue;
+        std::string type = part_type(leaf.part);
+        bool match = type_matches(type, policy.types);
+        if (!match && policy.sniff) {
+            Base64Reader rd(in, leaf.body_start, std::min(leaf.body_end, leaf.body_start + kSniffBytes));
+            std::string dec;
+            std::string_view raw;
+            if (rd.next(dec, raw))
+                match = !sniff_media(reinterpret_cast<const unsigned char*>(dec.data()), dec.size()).empty();
+        }
+        if (match)
+            chosen.push_back(Chosen{leaf, type});
+    }
+    if (chosen.empty()) {
+        r.skipped_why = !w.protected_why.empty() ? "signed or encrypted content (" + w.protected_why + ")"
+                                                 : "no media";
+        return r;
+    }
+
+    std::string msg_eol = detect_eol(in);
+    std::vector<std::pair<const Chosen*, std::string>> replacements;   // part and its location part
+    for (const Chosen& c : chosen) {
+        const Leaf& leaf = c.leaf;
+        Handle h;
+        h.type = c.type;
+        h.name = part_filename(leaf.part, c.type);
+        h.encoding = "base64";
+        h.headers.resize(leaf.body_start - leaf.hdr_start);
+        if (in.pread_some(h.headers.data(), h.headers.size(), leaf.hdr_start) != h.headers.size())
+            throw std::runtime_error("short read of part headers in " + in_path);
+
+        auto out = sink.begin(h.type, h.name);
+        Sha256 sha;
+        LayoutScan layout;
+        Base64Reader rd(in, leaf.body_start, leaf.body_end);
+        std::string dec, tail;
+        std::string_view raw;
+        uint64_t size = 0;
+        while (rd.next(dec, raw)) {
+            layout.feed(raw.data(), raw.size());
+            sha.update(dec.data(), dec.size());
+            out->write(dec.data(), dec.size());
+            size += dec.size();
+            tail.append(dec);
+            if (tail.size() > 3)
+                tail.erase(0, tail.size() - 3);
+        }
+        if (size < policy.min_size)
+            continue;   // smaller than the estimate; `out` is dropped, nothing stored
+        layout.finish(size, tail.substr(tail.size() - std::min<size_t>(tail.size(), size % 3)));
+        h.size = size;
+        h.sha256 = sha.hex_digest();
+        if (layout.regular()) {
+            h.line_len = layout.line_len();
+            h.eol = layout.eol().empty() ? msg_eol : layout.eol();
+            h.final_eol = layout.final_eol();
+        } else {
+            // The sender's encoder was irregular: the receiver re-encodes in the
+            // standard layout. The decoded attachment is still byte-identical.
+            h.line_len = 76;
+            h.eol = msg_eol;
+            h.final_eol = false;
+            r.skipped_why = "irregular base64 layout re-encoded";
+        }
+        h.part_size = h.headers.size() + base64_encoded_size(h.size, h.line_len, h.eol.size(), h.final_eol);
+        out->finish(h);   // durable in the store before any handle exists
+        r.handles.push_back(h);
+        replacements.emplace_back(&c, build_location_part(h, msg_eol));
+    }
+    r.detached = static_cast<unsigned>(replacements.size());
+    if (r.detached == 0) {
+        r.skipped_why = "no media";
+        return r;
+    }
+
+    OutFile out(out_path);
+    std::string top = "X-Media-Handles: " + std::to_string(r.detached) + msg_eol;
+    out.write(top);
+    r.out_body_offset = top.size() + body_offset(in, *parsed);
+    uint64_t pos = 0;
+    for (const auto& [c, text] : replacements) {
+        copy_range(in, pos, c->leaf.hdr_start, out);
+        out.write(text);
+        pos = c->leaf.body_end;
+    }
+    copy_range(in, pos, in.size(), out);
+    out.close_checked();
+    r.out_size = out.written();
+    return r;
+}
+
+namespace {
+
+/// Location parts in message order, with their parsed handles.
+struct Located {
+    Leaf leaf;
+    HandleParse parsed;
+};
+
+std::vector<Located> locate(const InFile& in, Parsed& p)
+{
+    std::vector<Located> found;
+    if (!p.message)
+        return found;
+    Walk w = walk_message(in, p);
+    for (const Leaf& leaf : w.leaves) {
+        GMimeHeaderList* hl = g_mime_object_get_header_list(GMIME_OBJECT(leaf.part));
+        int n = g_mime_header_list_get_count(hl);
+        for (int i = 0; i < n; ++i) {
+            GMimeHeader* hdr = g_mime_header_list_get_header_at(hl, i);
+            if (g_ascii_strcasecmp(g_mime_header_get_name(hdr), "X-Media-Handle") != 0)
+                continue;
+            const char* raw = g_mime_header_get_raw_value(hdr);
+            found.push_back(Located{leaf, parse_handle(raw ? raw : "")});
+            break;
+        }
+    }
+    return found;
+}
+
+/// Writes `size` bytes of a media file as base64 in the handle's layout.
+void encode_media(const std::string& media_path, const Handle& h, OutFile& out)
+{
+    InFile media(media_path);
+    if (media.size() != h.size)
+        throw std::runtime_error("media file " + media_path + " has the wrong size");
+    const size_t line_bytes = h.line_len / 4 * 3;
+    std::string buf(line_bytes * 512, '\0');
+    std::string enc(h.line_len + 8, '\0');
+    uint64_t pos = 0;
+    bool first = true;
+    size_t have = 0;
+    auto emit = [&](const char* p, size_t n) {
+        if (!first)
+            out.write(h.eol);
+        first = false;
+        int m = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(enc.data()),
+                                reinterpret_cast<const unsigned char*>(p), static_cast<int>(n));
+        out.write(enc.data(), static_cast<size_t>(m));
+    };
+    while (pos < media.size()) {
+        size_t n = media.pread_some(buf.data() + have, buf.size() - have, pos);
+        if (n == 0)
+            throw std::runtime_error("unexpected end of " + media_path);
+        pos += n;
+        have += n;
+        size_t off = 0;
+        while (have - off >= line_bytes) {
+            emit(buf.data() + off, line_bytes);
+            off += line_bytes;
+        }
+        memmove(buf.data(), buf.data() + off, have - off);
+        have -= off;
+    }
+    if (have > 0)
+        emit(buf.data(), have);
+    if (!first && h.final_eol)
+        out.write(h.eol);
+}
+
+} // namespace
+
+std::vector<FoundHandle> find_handles(const std::string& path)
+{
+    InFile in(path);
+    auto parsed = parse_file(path);
+    std::vector<FoundHandle> out;
+    for (auto& l : locate(in, *parsed))
+        out.push_back(FoundHandle{std::move(l.parsed)});
+    return out;
+}
+
+bool reinsert_media(const std::string& in_path, const std::vector<std::string>& media, const std::string& out_path,
+                    std::string& err)
+{
+    try {
+        InFile in(in_path);
+        auto parsed = parse_file(in_path);
+        std::vector<Located> found = locate(in, *parsed);
+        if (media.size() != found.size()) {
+            err = "message has " + std::to_string(found.size()) + " location parts, " +
+                  std::to_string(media.size()) + " media files given";
+            return false;
+        }
+        OutFile out(out_path);
+        uint64_t pos = 0;
+        for (size_t i = 0; i < found.size(); ++i) {
+            if (media[i].empty())
+                continue;
+            const Located& l = found[i];
+            if (l.parsed.error != HandleError::none) {
+                err = "location part " + std::to_string(i + 1) + " has a bad handle";
+                return false;
+            }
+            const Handle& h = l.parsed.handle;
+            copy_range(in, pos, l.leaf.hdr_start, out);
+            uint64_t before = out.written();
+            out.write(h.headers);
+            encode_media(media[i], h, out);
+            if (out.written() - before != h.part_size) {
+                err = "rebuilt part " + std::to_string(i + 1) + " is not the size the handle promises";
+                return false;
+            }
+            pos = l.leaf.body_end;
+        }
+        copy_range(in, pos, in.size(), out);
+        out.close_checked();
+        return true;
+    } catch (const std::exception& e) {
+        err = e.what();
+        return false;
+    }
+}
+
+} // namespace mm
