@@ -1,0 +1,175 @@
+// main.cpp - mm-gateway: the sender's peer HTTPS server (serve) and admin
+// commands on the media store (put). Reads mediamail.conf via -c and --set:
+// store.dir, gateway.* and log.level.
+#include "server.h"
+#include "store.h"
+
+#include "../mime/log.h"
+
+#include <Poco/Exception.h>
+#include <Poco/Net/SSLManager.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <iostream>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+const char* const kUsage =
+    "usage: mm-gateway [-c FILE] [--set section.key=value]... [COMMAND]\n"
+    "\n"
+    "commands:\n"
+    "  serve        run the peer HTTPS server (the default)\n"
+    "  put FILE [--type TYPE] [--name NAME] [--title TITLE] [--note NOTE]\n"
+    "               store FILE as a new item and print its URL, pin, sha256,\n"
+    "               size and expiry (TYPE defaults to application/octet-stream,\n"
+    "               NAME to the file's base name)\n"
+    "\n"
+    "options:\n"
+    "  -c, --config FILE   read mediamail.conf from FILE\n"
+    "  --set k=v           override a key, e.g. --set gateway.listen=127.0.0.1:8443\n"
+    "  -h, --help          this text\n"
+    "\n"
+    "keys read: store.dir, gateway.listen, gateway.public_url, gateway.tls_cert,\n"
+    "  gateway.tls_key, gateway.retention, gateway.threads, gateway.max_connections,\n"
+    "  gateway.timeout, log.level\n"
+    "\n"
+    "The server answers GET and HEAD for <public_url>/m/<id>/<token>[/<name>].\n"
+    "Signals: SIGTERM or SIGINT stop the server cleanly.\n";
+
+int usage_error(const std::string& msg)
+{
+    std::fprintf(stderr, "mm-gateway: %s\n%s", msg.c_str(), kUsage);
+    return 2;
+}
+
+int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
+{
+    std::string file;
+    mm::ItemMeta meta;
+    meta.type = "application/octet-stream";
+    for (size_t i = 1; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&]() -> const std::string& {
+            if (i + 1 >= args.size())
+                throw mm::ConfigError(a + " needs a value");
+            return args[++i];
+        };
+        if (a == "--type")
+            meta.type = value();
+        else if (a == "--name")
+            meta.name = value();
+        else if (a == "--title")
+            meta.title = value();
+        else if (a == "--note")
+            meta.note = value();
+        else if (!a.empty() && a[0] == '-')
+            return usage_error("put: unknown option " + a);
+        else if (file.empty())
+            file = a;
+        else
+            return usage_error("put: only one FILE");
+    }
+    if (file.empty())
+        return usage_error("put: FILE is missing");
+    if (meta.name.empty()) {
+        size_t slash = file.rfind('/');
+        meta.name = slash == std::string::npos ? file : file.substr(slash + 1);
+    }
+    int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        std::fprintf(stderr, "mm-gateway: cannot open %s: %s\n", file.c_str(), std::strerror(errno));
+        return 1;
+    }
+    mm::Store store(cfg);
+    auto w = store.create();
+    std::vector<char> buf(256 * 1024);
+    for (;;) {
+        ssize_t n = read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            std::fprintf(stderr, "mm-gateway: cannot read %s: %s\n", file.c_str(), std::strerror(e));
+            return 1;
+        }
+        if (n == 0)
+            break;
+        w->write(buf.data(), static_cast<size_t>(n));
+    }
+    close(fd);
+    mm::NewItem item = w->commit(meta);
+    std::printf("url: %s\npin: %s\nsha256: %s\nsize: %llu\nexpires: %s\n", item.url.c_str(), item.pin.c_str(),
+                item.sha256.c_str(), static_cast<unsigned long long>(item.size), item.expires.c_str());
+    return 0;
+}
+
+int cmd_serve(const mm::Config& cfg)
+{
+    // Block the stop signals in every thread (they inherit this mask) and wait
+    // for them here: no work in a signal handler.
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);   // a peer closing mid-transfer is an error return, not a death
+
+    mm::Gateway gw(cfg);
+    gw.start();
+    std::fprintf(stderr, "mm-gateway: listening on https://%s\nmm-gateway: pin %s\n", gw.address().c_str(),
+                 gw.pin().c_str());
+    std::fflush(stderr);
+    int sig = 0;
+    sigwait(&stop, &sig);
+    mm::log_info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    gw.stop();
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    mm::CommonArgs args;
+    try {
+        args = mm::parse_common_args(argc, argv);
+    } catch (const mm::ConfigError& e) {
+        return usage_error(e.what());
+    }
+    if (args.help) {
+        std::fputs(kUsage, stdout);
+        return 0;
+    }
+    std::string command = args.rest.empty() ? "serve" : args.rest[0];
+    try {
+        mm::Config cfg = mm::Config::load(args.config_path, args.overrides);
+        mm::log_init("mm-gateway", cfg.str("log.level"));
+        if (command == "serve") {
+            if (args.rest.size() > 1)
+                return usage_error("serve takes no arguments");
+            Poco::Net::initializeSSL();
+            int rc = cmd_serve(cfg);
+            Poco::Net::uninitializeSSL();
+            return rc;
+        }
+        if (command == "put")
+            return cmd_put(cfg, args.rest);
+        return usage_error("unknown command " + mm::printable(command, 40));
+    } catch (const mm::ConfigError& e) {
+        std::fprintf(stderr, "mm-gateway: configuration: %s\n", e.what());
+        return 2;
+    } catch (const Poco::Exception& e) {
+        std::fprintf(stderr, "mm-gateway: %s\n", e.displayText().c_str());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "mm-gateway: %s\n", e.what());
+        return 1;
+    }
+}

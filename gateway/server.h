@@ -1,0 +1,29 @@
+// server.h - mm-gateway's peer HTTPS server: GET/HEAD /m/<id>/<token>[/<name>]
+// serves one stored item, with single byte ranges (RFC 9110) over TLS 1.2+ (Poco NetSSL).
+// Reads gateway.listen, gateway.threads, gateway.max_connections, gateway.timeout (and the store's keys).
+#pragma once
+
+#include "../mime/config.h"
+
+#include <memory>
+#include <string>
+
+namespace mm {
+
+class Gateway {
+public:
+    /// Opens the store, loads or creates the TLS identity and binds gateway.listen.
+    /// Throws (ConfigError, StoreError, Poco exceptions) on any start-up failure.
+    explicit Gateway(const Config& cfg);
+    ~Gateway();
+    void start();
+    void stop();                        // stops accepting, aborts running requests
+    std::string address() const;        // the bound address, "host:port"
+    const std::string& pin() const;     // the TLS key pin clients should use
+
+    struct Impl;
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace mm
