@@ -1,0 +1,101 @@
+// server.cpp - accept loop of mm-fetcher: thread per connection, capped by
+// fetcher.max_sessions, clean stop on SIGTERM/SIGINT. Config keys: fetcher.listen,
+// fetcher.max_sessions (through ServerConfig).
+#include "server.h"
+
+#include "log.h"
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <netdb.h>
+#include <poll.h>
+#include <set>
+#include <signal.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+namespace mm {
+
+int listen_on(const std::string& host, uint16_t port, std::string& err)
+{
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    std::string p = std::to_string(port);
+    int rc = getaddrinfo(host.c_str(), p.c_str(), &hints, &res);
+    if (rc != 0) {
+        err = std::string("fetcher.listen: cannot resolve ") + host + ": " + gai_strerror(rc);
+        return -1;
+    }
+    int fd = -1;
+    for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+            err = std::string("fetcher.listen: cannot listen on ") + host + ":" + p + ": " + std::strerror(errno);
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask)
+{
+    // Static: a session still running after serve() returns must not touch a dead frame.
+    static std::mutex mu;
+    static std::condition_variable cv;
+    static std::set<int> active;   // client fds, so that a stop can wake their sessions
+
+    while (!stop.load()) {
+        pollfd p{listen_fd, POLLIN, 0};
+        timespec ts{0, 500 * 1000 * 1000};
+        int n = ppoll(&p, 1, &ts, static_cast<const sigset_t*>(wait_mask));
+        if (n <= 0)
+            continue;
+        int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            if (active.size() >= cfg.max_sessions) {
+                static const char busy[] = "-ERR [SYS/TEMP] too many sessions, try later\r\n";
+                (void)!send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL);
+                close(fd);
+                log_warning("refused a client: fetcher.max_sessions reached");
+                continue;
+            }
+            active.insert(fd);
+        }
+        std::thread([fd, &cfg, &stop] {
+            try {
+                run_session(fd, cfg.session, stop);   // closes fd
+            } catch (const std::exception& e) {
+                log_error(std::string("session ended by exception: ") + e.what());
+            }
+            std::lock_guard<std::mutex> lock(mu);
+            active.erase(fd);
+            cv.notify_all();
+        }).detach();
+    }
+    close(listen_fd);
+    // Wake sessions blocked on their clients, then give them a moment to finish.
+    std::unique_lock<std::mutex> lock(mu);
+    for (int fd : active)
+        shutdown(fd, SHUT_RDWR);
+    cv.wait_for(lock, std::chrono::seconds(10), [&] { return active.empty(); });
+    if (!active.empty())
+        log_warning(std::to_string(active.size()) + " sessions still busy at exit");
+}
+
+} // namespace mm

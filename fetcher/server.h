@@ -1,0 +1,25 @@
+// server.h - the listening side of mm-fetcher: accept clients on fetcher.listen,
+// one thread per session, at most fetcher.max_sessions at once (RFC 1939 transport).
+#pragma once
+
+#include "session.h"
+
+#include <atomic>
+
+namespace mm {
+
+struct ServerConfig {
+    std::string host;               // fetcher.listen
+    uint16_t port = 0;
+    unsigned max_sessions = 32;     // fetcher.max_sessions
+    SessionConfig session;
+};
+
+/// Binds the listening socket; returns the fd or -1 with err set.
+int listen_on(const std::string& host, uint16_t port, std::string& err);
+
+/// Accepts and serves until `stop` is set (checked at least twice a second and on
+/// signals unblocked by `wait_mask` during the wait), then ends the sessions.
+void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask);
+
+} // namespace mm

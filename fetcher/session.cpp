@@ -1,0 +1,369 @@
+// session.cpp - the POP3 server side of mm-fetcher (RFC 1939, CAPA/RESP-CODES from
+// RFC 2449): an explicit state machine with a command table, strict numbers, capped
+// lines and a bad-command limit. Config keys come in through SessionConfig.
+#include "session.h"
+
+#include "log.h"
+#include "pop3_parse.h"
+
+#include <cstdio>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+namespace mm {
+
+namespace {
+
+using pop3::Verb;
+
+enum class State { authorization, got_user, transaction, closed };
+
+constexpr unsigned bit(State s) { return 1u << static_cast<unsigned>(s); }
+constexpr unsigned kAuth = bit(State::authorization) | bit(State::got_user);
+constexpr unsigned kTrans = bit(State::transaction);
+
+// Which state allows which command (RFC 1939 4-7, RFC 2449 5).
+struct Allowed {
+    Verb verb;
+    unsigned states;
+};
+constexpr Allowed kTable[] = {
+    {Verb::capa, kAuth | kTrans},
+    {Verb::quit, kAuth | kTrans},
+    {Verb::user, kAuth},
+    {Verb::pass, bit(State::got_user)},
+    {Verb::apop, kAuth},
+    {Verb::auth, kAuth},
+    {Verb::stls, kAuth},
+    {Verb::stat, kTrans},
+    {Verb::list, kTrans},
+    {Verb::uidl, kTrans},
+    {Verb::retr, kTrans},
+    {Verb::top, kTrans},
+    {Verb::dele, kTrans},
+    {Verb::rset, kTrans},
+    {Verb::noop, kTrans},
+};
+
+bool allowed(Verb v, State s)
+{
+    for (const auto& a : kTable)
+        if (a.verb == v)
+            return (a.states & bit(s)) != 0;
+    return false;
+}
+
+constexpr unsigned kMaxBadCommands = 10;
+
+class Session {
+public:
+    Session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop)
+        : client_(fd), cfg_(cfg), stop_(stop) {}
+    void run();
+
+private:
+    void reply(const std::string& line) { client_.write(line + "\r\n"); }
+    bool bad(const std::string& why);
+    void dispatch(const pop3::Command& c);
+    void do_pass(const std::string& pass);
+    void do_quit();
+    const ShownMessage* message(const std::string& arg);
+    void send_file(const ShownMessage& m, bool top, uint64_t body_lines);
+
+    Stream client_;
+    const SessionConfig& cfg_;
+    const std::atomic<bool>& stop_;
+    State state_ = State::authorization;
+    unsigned bad_ = 0;
+    std::string user_;
+    Upstream up_;
+    std::vector<ShownMessage> shown_;   // client number n is shown_[n - 1]
+    SyncStats stats_;
+    uint64_t sent_bytes_ = 0;
+    unsigned deleted_upstream_ = 0;
+    std::string result_ = "disconnected";
+};
+
+bool Session::bad(const std::string& why)
+{
+    ++bad_;
+    if (bad_ > kMaxBadCommands) {
+        reply("-ERR too many bad commands");
+        result_ = "too many bad commands";
+        state_ = State::closed;
+        return false;
+    }
+    reply("-ERR " + why);
+    return true;
+}
+
+const ShownMessage* Session::message(const std::string& arg)
+{
+    uint64_t n = 0;
+    if (!pop3::parse_msgnum(arg, shown_.size(), n)) {
+        bad("no such message");
+        return nullptr;
+    }
+    const ShownMessage& m = shown_[n - 1];
+    if (m.deleted) {
+        reply("-ERR message " + std::to_string(n) + " already deleted");
+        return nullptr;
+    }
+    return &m;
+}
+
+void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
+{
+    FILE* f = fopen(m.path.c_str(), "rb");
+    if (!f) {
+        reply("-ERR [SYS/TEMP] message unavailable");
+        return;
+    }
+    client_.put(top ? std::string("+OK top of message follows\r\n")
+                    : "+OK " + std::to_string(m.size) + " octets\r\n");
+    // The presented file has CRLF line ends; only dot-stuffing is added here.
+    bool line_start = true, in_body = false, blank = false;
+    uint64_t lines = 0;
+    char buf[65536];
+    size_t n;
+    bool done = false;
+    int last = '\n';
+    while (!done && (n = fread(buf, 1, sizeof buf, f)) > 0) {
+        size_t from = 0;
+        for (size_t i = 0; i < n; ++i) {
+            char c = buf[i];
+            if (line_start) {
+                if (top && in_body && lines >= body_lines) {
+                    done = true;
+                    n = i;
+                    break;
+                }
+                if (c == '.') {
+                    client_.put(buf + from, i - from);
+                    client_.put(".", 1);
+                    from = i;
+                }
+                blank = true;
+            }
+            line_start = false;
+            if (c == '\n') {
+                line_start = true;
+                if (top) {
+                    if (in_body)
+                        ++lines;
+                    else if (blank)
+                        in_body = true;   // the empty line ending the header block
+                }
+            } else if (c != '\r') {
+                blank = false;
+            }
+            last = static_cast<unsigned char>(c);
+        }
+        client_.put(buf + from, n - from);
+        sent_bytes_ += n;
+    }
+    fclose(f);
+    if (last != '\n')
+        client_.put("\r\n", 2);
+    client_.put(".\r\n", 3);
+    client_.flush();
+}
+
+void Session::do_pass(const std::string& pass)
+{
+    std::string err;
+    state_ = State::authorization;
+    if (!up_.connect(cfg_.upstream, err)) {
+        log_warning("upstream: " + err);
+        reply("-ERR [SYS/TEMP] mail server unavailable");
+        return;
+    }
+    std::string text;
+    Reply r = up_.command("USER " + user_, text);
+    if (r == Reply::ok)
+        r = up_.command("PASS " + pass, text);
+    if (r != Reply::ok) {
+        up_.close();
+        // Upstream refused: pass its resp-code style verdict on without its text.
+        reply(r == Reply::err ? "-ERR [AUTH] authentication failed" : "-ERR [SYS/TEMP] mail server unavailable");
+        bad_ += r == Reply::err ? 1 : 0;
+        return;
+    }
+    shown_.clear();
+    stats_ = {};
+    if (!synchronise(up_, user_, cfg_.sync, shown_, stats_, err)) {
+        log_warning("sync user=" + printable(user_) + ": " + printable(err));
+        up_.close();
+        reply("-ERR [SYS/TEMP] cannot read mailbox");
+        return;
+    }
+    state_ = State::transaction;
+    reply("+OK " + std::to_string(shown_.size()) + " messages ready");
+}
+
+void Session::do_quit()
+{
+    if (state_ != State::transaction) {
+        reply("+OK bye");
+        result_ = "quit";
+        state_ = State::closed;
+        return;
+    }
+    // UPDATE: deletions go upstream only now, so a dropped connection deletes nothing.
+    bool ok = true;
+    std::string text;
+    for (const auto& m : shown_) {
+        if (!m.deleted)
+            continue;
+        if (up_.command("DELE " + std::to_string(m.upstream_num), text) == Reply::ok)
+            ++deleted_upstream_;
+        else
+            ok = false;
+    }
+    if (up_.command("QUIT", text) != Reply::ok)
+        ok = false;
+    up_.close();
+    reply(ok ? "+OK bye" : "-ERR [SYS/TEMP] some deleted messages not removed");
+    result_ = ok ? "quit" : "update failed";
+    state_ = State::closed;
+}
+
+void Session::dispatch(const pop3::Command& c)
+{
+    if (!allowed(c.verb, state_)) {
+        bad(std::string(pop3::verb_name(c.verb)) + " not allowed now");
+        return;
+    }
+    switch (c.verb) {
+    case Verb::capa:
+        client_.write("+OK capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n"
+                      "IMPLEMENTATION MediaMail\r\n.\r\n");
+        return;
+    case Verb::quit:
+        do_quit();
+        return;
+    case Verb::user:
+        user_ = c.args[0];
+        state_ = State::got_user;
+        reply("+OK send PASS");
+        return;
+    case Verb::pass:
+        do_pass(c.args[0]);
+        return;
+    case Verb::apop:
+    case Verb::auth:
+    case Verb::stls:
+        bad("not supported; use USER and PASS");
+        return;
+    case Verb::stat: {
+        uint64_t count = 0, octets = 0;
+        for (const auto& m : shown_)
+            if (!m.deleted) {
+                ++count;
+                octets += m.size;
+            }
+        reply("+OK " + std::to_string(count) + " " + std::to_string(octets));
+        return;
+    }
+    case Verb::list:
+    case Verb::uidl: {
+        bool list = c.verb == Verb::list;
+        auto entry = [&](size_t i) {
+            return std::to_string(i + 1) + " " + (list ? std::to_string(shown_[i].size) : shown_[i].uidl);
+        };
+        if (!c.args.empty()) {
+            if (const ShownMessage* m = message(c.args[0]))
+                reply("+OK " + entry(static_cast<size_t>(m - shown_.data())));
+            return;
+        }
+        client_.put(std::string("+OK\r\n"));
+        for (size_t i = 0; i < shown_.size(); ++i)
+            if (!shown_[i].deleted)
+                client_.put(entry(i) + "\r\n");
+        client_.put(std::string(".\r\n"));
+        client_.flush();
+        return;
+    }
+    case Verb::retr:
+        if (const ShownMessage* m = message(c.args[0]))
+            send_file(*m, false, 0);
+        return;
+    case Verb::top: {
+        uint64_t k = 0;
+        const ShownMessage* m = message(c.args[0]);
+        if (!m)
+            return;
+        if (!pop3::parse_count(c.args[1], k)) {
+            bad("bad line count");
+            return;
+        }
+        send_file(*m, true, k);
+        return;
+    }
+    case Verb::dele:
+        if (const ShownMessage* m = message(c.args[0])) {
+            const_cast<ShownMessage*>(m)->deleted = true;
+            reply("+OK message deleted");
+        }
+        return;
+    case Verb::rset:
+        for (auto& m : shown_)
+            m.deleted = false;
+        reply("+OK");
+        return;
+    case Verb::noop:
+        reply("+OK");
+        return;
+    }
+}
+
+void Session::run()
+{
+    timeval tv{static_cast<time_t>(cfg_.client_idle.count()), 0};
+    setsockopt(client_.fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(client_.fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    reply("+OK MediaMail fetcher ready");
+    std::string line;
+    while (state_ != State::closed && !stop_.load()) {
+        LineResult r = client_.read_line(line, pop3::kMaxCommandLine);
+        if (r == LineResult::eof || r == LineResult::error)
+            break;
+        if (r == LineResult::too_long) {
+            if (!bad("line too long"))
+                break;
+            continue;
+        }
+        pop3::Command c = pop3::parse_command(line);
+        if (c.error != pop3::ParseError::none) {
+            if (!bad(pop3::parse_error_text(c.error)))
+                break;
+            continue;
+        }
+        dispatch(c);
+    }
+    if (stop_.load() && state_ != State::closed) {
+        reply("-ERR [SYS/TEMP] shutting down");
+        result_ = "shutdown";
+    }
+    up_.close();
+    unsigned deleted = 0;
+    for (const auto& m : shown_)
+        deleted += m.deleted ? 1 : 0;
+    // One line per session; never the password, the user name escaped.
+    log_info("session user=" + (user_.empty() ? std::string("-") : printable(user_, 64)) +
+             " shown=" + std::to_string(stats_.shown) + " held=" + std::to_string(stats_.held) +
+             " fetched=" + std::to_string(stats_.fetched_bytes) + " sent=" + std::to_string(sent_bytes_) +
+             " deleted=" + std::to_string(deleted_upstream_) + " result=" + result_);
+}
+
+} // namespace
+
+void run_session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop)
+{
+    Session s(fd, cfg, stop);
+    s.run();
+}
+
+} // namespace mm

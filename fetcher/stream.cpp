@@ -1,0 +1,181 @@
+// stream.cpp - buffered socket stream with bounded line reads and optional TLS
+// (OpenSSL 3, verification against the system CAs and the host name). No config keys.
+#include "stream.h"
+
+#include <cerrno>
+#include <cstring>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace mm {
+
+Stream::~Stream()
+{
+    if (ssl_) {
+        SSL_shutdown(ssl_);
+        SSL_free(ssl_);
+    }
+    if (fd_ >= 0)
+        close(fd_);
+}
+
+bool Stream::fill()
+{
+    if (failed_)
+        return false;
+    pos_ = len_ = 0;
+    for (;;) {
+        long n;
+        if (ssl_) {
+            n = SSL_read(ssl_, buf_, sizeof buf_);
+            if (n <= 0) {
+                failed_ = true;
+                return false;
+            }
+        } else {
+            n = ::recv(fd_, buf_, sizeof buf_, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                failed_ = true;
+                return false;
+            }
+        }
+        len_ = static_cast<size_t>(n);
+        return true;
+    }
+}
+
+int Stream::get()
+{
+    if (pos_ >= len_ && !fill())
+        return -1;
+    return static_cast<unsigned char>(buf_[pos_++]);
+}
+
+int Stream::peek()
+{
+    if (pos_ >= len_ && !fill())
+        return -1;
+    return static_cast<unsigned char>(buf_[pos_]);
+}
+
+long Stream::read_some(char* p, size_t n)
+{
+    if (pos_ >= len_ && !fill())
+        return 0;
+    size_t k = std::min(n, len_ - pos_);
+    std::memcpy(p, buf_ + pos_, k);
+    pos_ += k;
+    return static_cast<long>(k);
+}
+
+LineResult Stream::read_line(std::string& out, size_t cap)
+{
+    out.clear();
+    bool over = false;
+    for (;;) {
+        if (pos_ >= len_ && !fill())
+            return LineResult::eof;
+        const char* start = buf_ + pos_;
+        const char* nl = static_cast<const char*>(std::memchr(start, '\n', len_ - pos_));
+        size_t take = nl ? static_cast<size_t>(nl - start) : len_ - pos_;
+        if (!over) {
+            if (out.size() + take > cap + 1) {   // +1: the CR not yet stripped
+                over = true;
+                out.clear();
+            } else {
+                out.append(start, take);
+            }
+        }
+        pos_ += take;
+        if (nl) {
+            ++pos_;
+            if (over)
+                return LineResult::too_long;
+            if (!out.empty() && out.back() == '\r')
+                out.pop_back();
+            if (out.size() > cap)
+                return LineResult::too_long;
+            return LineResult::ok;
+        }
+    }
+}
+
+bool Stream::write(const void* p, size_t n)
+{
+    return put(p, n) && flush();
+}
+
+bool Stream::put(const void* p, size_t n)
+{
+    out_.append(static_cast<const char*>(p), n);
+    if (out_.size() >= 65536)
+        return flush();
+    return !failed_;
+}
+
+bool Stream::flush()
+{
+    size_t off = 0;
+    while (off < out_.size()) {
+        long n;
+        if (ssl_) {
+            n = SSL_write(ssl_, out_.data() + off, static_cast<int>(out_.size() - off));
+            if (n <= 0) {
+                failed_ = true;
+                break;
+            }
+        } else {
+            n = ::send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                failed_ = true;
+                break;
+            }
+        }
+        off += static_cast<size_t>(n);
+    }
+    out_.clear();
+    return !failed_;
+}
+
+bool Stream::start_tls(SSL_CTX* ctx, const std::string& host, std::string& err)
+{
+    if (pos_ < len_) {
+        // Bytes after the STLS reply before the handshake: a man in the middle
+        // injecting plaintext (cf. CVE-2011-0411). Refuse.
+        err = "plaintext data after STLS";
+        return false;
+    }
+    ssl_ = SSL_new(ctx);
+    if (!ssl_) {
+        err = "SSL_new failed";
+        return false;
+    }
+    SSL_set_fd(ssl_, fd_);
+    SSL_set_tlsext_host_name(ssl_, host.c_str());
+    SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (!SSL_set1_host(ssl_, host.c_str())) {
+        err = "SSL_set1_host failed";
+        return false;
+    }
+    SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
+    if (SSL_connect(ssl_) != 1) {
+        char buf[256];
+        unsigned long e = ERR_get_error();
+        ERR_error_string_n(e, buf, sizeof buf);
+        long vr = SSL_get_verify_result(ssl_);
+        err = std::string("TLS handshake failed: ") + buf;
+        if (vr != X509_V_OK)
+            err += std::string(" (") + X509_verify_cert_error_string(vr) + ")";
+        return false;
+    }
+    return true;
+}
+
+} // namespace mm

@@ -1,0 +1,56 @@
+// stream.h - a buffered byte stream over a socket, plain or TLS (OpenSSL), with
+// bounded line reads: the building block of both POP3 sides (RFC 1939 lines end in CRLF).
+// Reads no config keys; timeouts are set by the caller on the socket.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace mm {
+
+enum class LineResult { ok, too_long, eof, error };
+
+class Stream {
+public:
+    explicit Stream(int fd) : fd_(fd) {}
+    ~Stream();
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+
+    /// One line without its CRLF (or bare LF). A line longer than `cap` is
+    /// consumed up to its end and reported as too_long, so the dialogue stays in sync.
+    LineResult read_line(std::string& out, size_t cap);
+    /// Up to n bytes (at least one unless eof/error): returns 0 on eof, -1 on error.
+    long read_some(char* p, size_t n);
+    /// One byte, or -1 on eof/error.
+    int get();
+    /// Peeks one byte without consuming it, or -1.
+    int peek();
+
+    bool write(const void* p, size_t n);
+    bool write(const std::string& s) { return write(s.data(), s.size()); }
+    /// Buffered writes go through out_ and are sent by flush().
+    bool put(const void* p, size_t n);
+    bool put(const std::string& s) { return put(s.data(), s.size()); }
+    bool flush();
+
+    /// Client-side TLS on the connected socket: SNI and certificate/host name
+    /// verification against `host`. Returns false with err set.
+    bool start_tls(SSL_CTX* ctx, const std::string& host, std::string& err);
+    bool buffered() const { return pos_ < len_; }
+    int fd() const { return fd_; }
+
+private:
+    bool fill();
+    int fd_;
+    SSL* ssl_ = nullptr;
+    char buf_[16384];
+    size_t pos_ = 0, len_ = 0;
+    std::string out_;
+    bool failed_ = false;
+};
+
+} // namespace mm

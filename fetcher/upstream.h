@@ -1,0 +1,58 @@
+// upstream.h - the POP3 client side of the proxy: connect to the real server
+// (plain, STLS per RFC 2595, or implicit TLS), log in, list, and RETR into files.
+// RFC 1939. Config keys (via UpstreamConfig): fetcher.upstream, fetcher.upstream_tls, fetcher.timeout.
+#pragma once
+
+#include "stream.h"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mm {
+
+struct UpstreamConfig {
+    std::string host;
+    uint16_t port = 0;
+    bool implicit_tls = false;   // pop3s://
+    bool tls_required = true;    // fetcher.upstream_tls = required: pop3:// must upgrade with STLS
+    std::chrono::seconds timeout{60};
+};
+
+/// Parses fetcher.upstream ("pop3://host[:port]" or "pop3s://host[:port]").
+bool parse_upstream_url(const std::string& url, UpstreamConfig& out);
+
+/// The process-wide client TLS context (system CAs, TLS 1.2+). Call once at start.
+SSL_CTX* upstream_tls_context();
+
+enum class Reply { ok, err, io };
+
+/// Caps on what the upstream server may send us.
+constexpr size_t kMaxUpstreamLine = 1024;          // status and listing lines
+constexpr size_t kMaxUpstreamMessages = 1000000;   // entries in a LIST/UIDL answer
+
+class Upstream {
+public:
+    /// Connects, reads the greeting and sets up TLS as configured.
+    bool connect(const UpstreamConfig& cfg, std::string& err);
+    /// Sends one command line and reads the status line into `text` (after +OK/-ERR).
+    Reply command(const std::string& line, std::string& text);
+    /// A multi-line answer (LIST, UIDL, CAPA): its lines, dot-unstuffed.
+    Reply multiline(const std::string& line, std::vector<std::string>& lines, std::string& text);
+
+    enum class Fetch { ok, too_big, err, io };
+    /// RETR n into `path`: dot-stuffing undone, line ends normalised to CRLF, at
+    /// most max_size octets (beyond that the rest is read and discarded, too_big).
+    Fetch retr_to_file(uint64_t n, const std::string& path, uint64_t max_size,
+                       uint64_t& written, std::string& err);
+    bool connected() const { return stream_ != nullptr; }
+    void close() { stream_.reset(); }
+
+private:
+    Reply status(std::string& text);
+    std::unique_ptr<Stream> stream_;
+};
+
+} // namespace mm
