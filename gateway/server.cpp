@@ -17,6 +17,9 @@
 #include <Poco/Net/HTTPServerParams.h>
 #include <Poco/Net/HTTPServerRequest.h>
 #include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/PrivateKeyPassphraseHandler.h>
+#include <Poco/Net/RejectCertificateHandler.h>
+#include <Poco/Net/SSLManager.h>
 #include <Poco/Net/SecureServerSocket.h>
 #include <Poco/ThreadPool.h>
 
@@ -69,7 +72,7 @@ private:
     int small(HTTPServerResponse& resp, HTTPResponse::HTTPStatus status, std::string_view body)
     {
         common_headers(resp);
-        resp.setStatus(status);
+        resp.setStatusAndReason(status);
         resp.setContentType("text/plain; charset=utf-8");
         resp.setContentLength64(body.size());
         std::ostream& out = resp.send();
@@ -140,7 +143,7 @@ private:
             resp.set("Content-Range",
                      "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) + "/" + std::to_string(size));
         }
-        resp.setStatus(status);
+        resp.setStatusAndReason(status);
         resp.setContentType(safe_media_type(item->type));
         resp.set("Content-Disposition", content_disposition(item->name));
         resp.setContentLength64(count);
@@ -183,6 +186,13 @@ private:
     Store& store_;
 };
 
+// Our keys are never encrypted; if one is, refuse rather than prompt on a console.
+class NoPassphrase : public Poco::Net::PrivateKeyPassphraseHandler {
+public:
+    NoPassphrase() : PrivateKeyPassphraseHandler(true) {}
+    void onPrivateKeyRequested(const void*, std::string& passphrase) override { passphrase.clear(); }
+};
+
 int64_t positive(const Config& cfg, const char* key)
 {
     int64_t v = cfg.integer(key);
@@ -198,7 +208,7 @@ struct Gateway::Impl {
     Store store;
     TlsIdentity tls;
     Poco::Net::Context::Ptr ctx;
-    Poco::Net::SecureServerSocket socket;
+    std::unique_ptr<Poco::Net::SecureServerSocket> socket;   // built once the Context exists
     Poco::ThreadPool pool;
     std::unique_ptr<Poco::Net::HTTPServer> server;
 
@@ -223,7 +233,11 @@ Gateway::Gateway(const Config& cfg)
                                        "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES:!SHA1");
     impl_->ctx->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
     impl_->ctx->preferServerCiphers();
-    impl_->socket = Poco::Net::SecureServerSocket(Poco::Net::SocketAddress(listen.host, listen.port), 64, impl_->ctx);
+    // Poco's SSLManager otherwise looks for a Poco::Util::Application configuration.
+    Poco::Net::SSLManager::instance().initializeServer(new NoPassphrase, new Poco::Net::RejectCertificateHandler(true),
+                                                       impl_->ctx);
+    impl_->socket = std::make_unique<Poco::Net::SecureServerSocket>(
+        Poco::Net::SocketAddress(listen.host, listen.port), 64, impl_->ctx);
 
     Poco::Net::HTTPServerParams::Ptr params = new Poco::Net::HTTPServerParams;
     params->setMaxThreads(threads);
@@ -232,7 +246,7 @@ Gateway::Gateway(const Config& cfg)
     params->setKeepAlive(true);
     params->setKeepAliveTimeout(Poco::Timespan(timeout.count(), 0));
     params->setMaxKeepAliveRequests(100);
-    impl_->server = std::make_unique<Poco::Net::HTTPServer>(new Factory(impl_->store), impl_->pool, impl_->socket,
+    impl_->server = std::make_unique<Poco::Net::HTTPServer>(new Factory(impl_->store), impl_->pool, *impl_->socket,
                                                              params);
 }
 
@@ -250,7 +264,7 @@ void Gateway::stop()
     impl_->pool.joinAll();
 }
 
-std::string Gateway::address() const { return impl_->socket.address().toString(); }
+std::string Gateway::address() const { return impl_->socket->address().toString(); }
 
 const std::string& Gateway::pin() const { return impl_->tls.pin; }
 
