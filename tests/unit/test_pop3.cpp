@@ -1,0 +1,171 @@
+// test_pop3.cpp - mm-fetcher's pure parts: POP3 command lines and message numbers
+// (RFC 1939, RFC 2449 line limit), and the downloader's address filter. Mostly bad input.
+#include <doctest/doctest.h>
+
+#include "fetcher/download.h"
+#include "fetcher/pop3_parse.h"
+
+#include <arpa/inet.h>
+#include <cstring>
+#include <netinet/in.h>
+#include <string>
+
+using namespace mm;
+using namespace mm::pop3;
+
+TEST_CASE("pop3 command lines")
+{
+    struct Case {
+        std::string line;
+        ParseError error;
+        Verb verb;
+        size_t nargs;
+    };
+    const Case cases[] = {
+        {"", ParseError::empty, Verb::noop, 0},
+        {std::string(254, 'A'), ParseError::too_long, Verb::noop, 0},
+        {"NOOP" + std::string(300, ' '), ParseError::too_long, Verb::noop, 0},
+        {"FOO", ParseError::unknown_verb, Verb::noop, 0},
+        {"XTND XMIT", ParseError::unknown_verb, Verb::noop, 0},
+        {"RETRX 1", ParseError::unknown_verb, Verb::noop, 0},
+        {"RET 1", ParseError::unknown_verb, Verb::noop, 0},
+        {" STAT", ParseError::bad_syntax, Verb::noop, 0},
+        {"STAT ", ParseError::bad_syntax, Verb::stat, 0},
+        {"STAT 1", ParseError::bad_syntax, Verb::stat, 0},
+        {"RETR", ParseError::bad_syntax, Verb::retr, 0},
+        {"RETR 1 2", ParseError::bad_syntax, Verb::retr, 0},
+        {"RETR  1", ParseError::bad_syntax, Verb::retr, 0},
+        {"RETR 1 ", ParseError::bad_syntax, Verb::retr, 0},
+        {"TOP 1", ParseError::bad_syntax, Verb::top, 0},
+        {"TOP 1 2 3", ParseError::bad_syntax, Verb::top, 0},
+        {"LIST 1 2", ParseError::bad_syntax, Verb::list, 0},
+        {"DELE " + std::string(41, '1'), ParseError::bad_syntax, Verb::dele, 0},
+        {"QUIT now", ParseError::bad_syntax, Verb::quit, 0},
+        {"PASS", ParseError::bad_syntax, Verb::pass, 0},
+        {"PASS ", ParseError::bad_syntax, Verb::pass, 0},
+        {"USER", ParseError::bad_syntax, Verb::user, 0},
+        {"USER bob\rPASS x", ParseError::bad_bytes, Verb::noop, 0},
+        {std::string("USER bob\0x", 10), ParseError::bad_bytes, Verb::noop, 0},
+        {"USER b\xc3\xb6""b", ParseError::bad_bytes, Verb::noop, 0},
+        {"NOOP\t", ParseError::bad_bytes, Verb::noop, 0},
+        // good ones
+        {"STAT", ParseError::none, Verb::stat, 0},
+        {"stat", ParseError::none, Verb::stat, 0},
+        {"rEtR 1", ParseError::none, Verb::retr, 1},
+        {"LIST", ParseError::none, Verb::list, 0},
+        {"list 3", ParseError::none, Verb::list, 1},
+        {"UIDL", ParseError::none, Verb::uidl, 0},
+        {"TOP 1 0", ParseError::none, Verb::top, 2},
+        {"USER bob", ParseError::none, Verb::user, 1},
+        {"USER a.very.long.address.for.bob@mail.example.test", ParseError::none, Verb::user, 1},
+        {"PASS secret with spaces ", ParseError::none, Verb::pass, 1},
+        {"CAPA", ParseError::none, Verb::capa, 0},
+        {"quit", ParseError::none, Verb::quit, 0},
+        {"AUTH", ParseError::none, Verb::auth, 0},
+        {"AUTH PLAIN", ParseError::none, Verb::auth, 1},
+        {"APOP bob 0123456789abcdef", ParseError::none, Verb::apop, 2},
+        {std::string(4, 'N').replace(1, 3, "OOP"), ParseError::none, Verb::noop, 0},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.line);
+        Command got = parse_command(c.line);
+        CHECK(got.error == c.error);
+        if (c.error == ParseError::none || c.error == ParseError::bad_syntax) {
+            if (c.error == ParseError::none)
+                CHECK(got.verb == c.verb);
+        }
+        if (c.error == ParseError::none)
+            CHECK(got.args.size() == c.nargs);
+    }
+    CHECK(parse_command("PASS secret with spaces ").args[0] == "secret with spaces ");
+    CHECK(parse_command("TOP 4 10").args[1] == "10");
+}
+
+TEST_CASE("pop3 message numbers are strict")
+{
+    struct Case {
+        std::string in;
+        uint64_t count;
+        bool ok;
+        uint64_t want;
+    };
+    const Case cases[] = {
+        {"1", 3, true, 1},
+        {"3", 3, true, 3},
+        {"0", 3, false, 0},
+        {"4", 3, false, 0},
+        {"1", 0, false, 0},
+        {"-1", 3, false, 0},
+        {"+1", 3, false, 0},
+        {"1a", 3, false, 0},
+        {"a1", 3, false, 0},
+        {" 1", 3, false, 0},
+        {"1 ", 3, false, 0},
+        {"", 3, false, 0},
+        {"0x1", 3, false, 0},
+        {"1.0", 3, false, 0},
+        {"01", 3, true, 1},
+        {"99999999999999999999", UINT64_MAX, false, 0},
+        {"18446744073709551615", UINT64_MAX, true, UINT64_MAX},
+        {"18446744073709551616", UINT64_MAX, false, 0},
+        {"000000000000000000001", 3, false, 0},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.in);
+        uint64_t got = 0;
+        CHECK(parse_msgnum(c.in, c.count, got) == c.ok);
+        if (c.ok)
+            CHECK(got == c.want);
+    }
+    uint64_t k = 7;
+    CHECK(parse_count("0", k));
+    CHECK(k == 0);
+    CHECK_FALSE(parse_count("-0", k));
+    CHECK_FALSE(parse_count("", k));
+    CHECK_FALSE(parse_count("1e3", k));
+}
+
+namespace {
+bool allowed_str(const char* text, bool allow_private)
+{
+    sockaddr_in6 s6{};
+    sockaddr_in s4{};
+    if (inet_pton(AF_INET, text, &s4.sin_addr) == 1) {
+        s4.sin_family = AF_INET;
+        return address_allowed(reinterpret_cast<sockaddr*>(&s4), allow_private);
+    }
+    REQUIRE(inet_pton(AF_INET6, text, &s6.sin6_addr) == 1);
+    s6.sin6_family = AF_INET6;
+    return address_allowed(reinterpret_cast<sockaddr*>(&s6), allow_private);
+}
+} // namespace
+
+TEST_CASE("downloader refuses local and private addresses")
+{
+    const char* refused[] = {
+        "127.0.0.1", "127.255.255.254", "10.0.0.1", "10.255.255.255", "172.16.0.1",
+        "172.31.255.255", "192.168.1.1", "169.254.169.254", "0.0.0.0", "0.1.2.3",
+        "100.64.0.1", "224.0.0.1", "255.255.255.255", "::", "::1", "fc00::1", "fd12:3456::1",
+        "fe80::1", "febf::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.1.2.3",
+        "::ffff:192.168.0.1", "::ffff:169.254.169.254", "::ffff:0.0.0.0", "::127.0.0.1",
+        "64:ff9b::10.0.0.1", "64:ff9b::7f00:1",
+    };
+    const char* allowed[] = {
+        "1.1.1.1", "8.8.8.8", "172.15.255.255", "172.32.0.1", "192.167.1.1", "11.0.0.1",
+        "100.63.255.255", "100.128.0.1", "169.253.1.1", "2001:db8::1", "2a00:1450::1",
+        "::ffff:8.8.8.8", "64:ff9b::808:808",
+    };
+    for (const char* a : refused) {
+        CAPTURE(a);
+        CHECK_FALSE(allowed_str(a, false));
+        CHECK(allowed_str(a, true));
+    }
+    for (const char* a : allowed) {
+        CAPTURE(a);
+        CHECK(allowed_str(a, false));
+    }
+    CHECK_FALSE(address_allowed(nullptr, true));
+    sockaddr un{};
+    un.sa_family = AF_UNIX;
+    CHECK_FALSE(address_allowed(&un, true));
+}
