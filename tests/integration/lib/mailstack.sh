@@ -83,20 +83,20 @@ EOF
 # Print a free TCP port in 20000..32767 (below the ephemeral range), reserved for this run.
 mm_free_port() {
   local port tries=0 lock
-  mkdir -p "$MM_PORT_LOCKS" 2>/dev/null
+  mkdir -p "$MM_PORT_LOCKS" 2>/dev/null || true
   # Forget reservations older than an hour (left by crashed runs).
-  find "$MM_PORT_LOCKS" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null
+  find "$MM_PORT_LOCKS" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
   while [ $tries -lt 200 ]; do
     tries=$((tries + 1))
     port=$((20000 + (RANDOM * 32768 + RANDOM) % 12768))
     lock="$MM_PORT_LOCKS/$port"
     mkdir "$lock" 2>/dev/null || continue
     if mm__port_is_free "$port"; then
-      [ -n "${MM_TMP:-}" ] && echo "$port" >>"$MM_TMP/ports"
+      [ -z "${MM_TMP:-}" ] || echo "$port" >>"$MM_TMP/ports"
       echo "$port"
       return 0
     fi
-    rmdir "$lock" 2>/dev/null
+    rmdir "$lock" 2>/dev/null || true
   done
   echo "mm_free_port: no free port found" >&2
   return 1
@@ -126,7 +126,7 @@ mm__wait_banner() {
       printf 'QUIT\r\n' >&3
       IFS= read -r -t 2 _ <&3
       printf '%s' "$l"
-    ) 2>/dev/null)
+    ) 2>/dev/null) || line=
     case "$line" in
       "$prefix"*) return 0 ;;
     esac
@@ -177,13 +177,13 @@ mm__terminate() {
     mapfile -t -O "${#all[@]}" all < <(mm__descendants "$p")
   done
   [ ${#all[@]} -gt 0 ] || return 0
-  kill -TERM "${all[@]}" 2>/dev/null
+  kill -TERM "${all[@]}" 2>/dev/null || true
   if ! mm__wait_gone "$timeout" "${all[@]}"; then
-    kill -KILL "${all[@]}" 2>/dev/null
-    mm__wait_gone 5 "${all[@]}"
+    kill -KILL "${all[@]}" 2>/dev/null || true
+    mm__wait_gone 5 "${all[@]}" || true
   fi
   # Reap our own children so that no zombie stays behind.
-  for p in "${all[@]}"; do wait "$p" 2>/dev/null; done
+  for p in "${all[@]}"; do wait "$p" 2>/dev/null || true; done
   return 0
 }
 
@@ -426,7 +426,8 @@ mm__pidfile() {
   local pid
   [ -r "$1" ] || return 1
   pid=$(tr -dc '0-9' <"$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
 }
 
 # Stop registered pids, Postfix and Dovecot; release ports. Idempotent.
@@ -445,14 +446,14 @@ mm_stack_stop() {
   if [ -f "$MM_TMP/postfix.started" ]; then
     local pfdir master
     pfdir=$(cat "$MM_TMP/postfix.started")
-    master=$(mm__pidfile "$MM_TMP/postfix-queue/pid/master.pid")
+    master=$(mm__pidfile "$MM_TMP/postfix-queue/pid/master.pid") || master=
     if [ -n "$master" ]; then
       local tree=()
       mapfile -t tree < <(mm__descendants "$master")
-      postfix -c "$pfdir" stop >/dev/null 2>&1
+      postfix -c "$pfdir" stop >/dev/null 2>&1 || true
       mm__wait_gone 15 "${tree[@]}" || mm__terminate 5 "${tree[@]}"
     fi
-    mm__postfix_altdir del "$pfdir"
+    mm__postfix_altdir del "$pfdir" || true
     rm -f "$MM_TMP/postfix.started"
   fi
 
@@ -460,11 +461,11 @@ mm_stack_stop() {
   if [ -f "$MM_TMP/dovecot.started" ]; then
     local conf master
     conf=$(cat "$MM_TMP/dovecot.started")
-    master=$(mm__pidfile "$MM_TMP/dovecot/run/master.pid")
+    master=$(mm__pidfile "$MM_TMP/dovecot/run/master.pid") || master=
     if [ -n "$master" ]; then
       local tree=()
       mapfile -t tree < <(mm__descendants "$master")
-      doveadm -c "$conf" stop >/dev/null 2>&1 || kill -TERM "$master" 2>/dev/null
+      doveadm -c "$conf" stop >/dev/null 2>&1 || kill -TERM "$master" 2>/dev/null || true
       mm__wait_gone 15 "${tree[@]}" || mm__terminate 5 "${tree[@]}"
     fi
     rm -f "$MM_TMP/dovecot.started"
@@ -474,7 +475,7 @@ mm_stack_stop() {
   if [ -s "$MM_TMP/ports" ]; then
     local port
     while read -r port; do
-      [ -n "$port" ] && rmdir "$MM_PORT_LOCKS/$port" 2>/dev/null
+      [ -z "$port" ] || rmdir "$MM_PORT_LOCKS/$port" 2>/dev/null || true
     done <"$MM_TMP/ports"
     : >"$MM_TMP/ports"
   fi
@@ -484,7 +485,7 @@ mm_stack_stop() {
 # Count the messages in USER's Maildir (new/ and cur/).
 mm_count_messages() {
   local md=$MM_TMP/mail/$1/Maildir
-  find "$md/new" "$md/cur" -maxdepth 1 -type f 2>/dev/null | wc -l
+  { find "$md/new" "$md/cur" -maxdepth 1 -type f 2>/dev/null || true; } | wc -l
 }
 
 # Wait until USER's Maildir holds at least N messages (default timeout 30 s).
