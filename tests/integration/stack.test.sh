@@ -5,7 +5,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib/mailstack.sh
+# shellcheck source-path=SCRIPTDIR source=lib/mailstack.sh
 . "$HERE/lib/mailstack.sh"
 
 for tool in postfix dovecot swaks fetchmail curl python3 ss; do

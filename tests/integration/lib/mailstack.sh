@@ -38,6 +38,7 @@ mm_fail() {
 
 # Create the private temp dir, export MM_TMP and install the cleanup trap.
 mm_tmpdir_init() {
+  mkdir -p /run/lock
   MM_TMP=$(mktemp -d /tmp/mm.XXXXXXXX) || { echo "FAIL: mktemp" >&2; exit 1; }
   chmod 755 "$MM_TMP"
   export MM_TMP
