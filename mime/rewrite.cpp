@@ -312,10 +312,12 @@ bool type_matches(const std::string& type, const std::vector<std::string>& patte
 {
     for (const auto& pat : patterns) {
         std::string p = lower(pat);
+        if (p == "*/*" || p == "*")
+            return true;
         if (p.size() >= 2 && p.compare(p.size() - 2, 2, "/*") == 0) {
             if (type.compare(0, p.size() - 1, p, 0, p.size() - 1) == 0)
                 return true;
-        } else if (p == type || p == "*/*" || p == "*") {
+        } else if (p == type) {
             return true;
         }
     }
@@ -335,10 +337,11 @@ std::string detect_eol(const InFile& in)
 
 /// Where the top-level body starts: after the empty line that ends the header
 /// block. Returns the file size when there is no body.
-uint64_t body_offset(const InFile& in, Parsed& p)
+uint64_t body_offset(const InFile& in)
 {
-    gint64 he = g_mime_parser_get_headers_end(p.parser);
-    uint64_t pos = he > 0 ? static_cast<uint64_t>(he) : 0;
+    // (GMime's headers_end describes the last header block it parsed, which is
+    // an inner part's, so we look for the empty line ourselves.)
+    uint64_t pos = 0;
     char buf[kIoBuffer];
     int newlines = 0;
     while (pos < in.size()) {
@@ -482,8 +485,18 @@ private:
 std::string part_filename(GMimePart* part, const std::string& type)
 {
     const char* fn = g_mime_part_get_filename(part);
-    if (fn && *fn)
-        return fn;
+    if (fn && *fn) {
+        // Names from mail are whatever the sender's program wrote: make them
+        // valid UTF-8 without control characters, and bounded, before they go
+        // into a handle. (Nobody uses them as a path; see the fetcher.)
+        gchar* valid = g_utf8_make_valid(fn, -1);
+        std::string name;
+        for (const char* p = valid; *p && name.size() < 255; ++p)
+            name += (static_cast<unsigned char>(*p) < 0x20 || *p == 0x7f) ? '_' : *p;
+        g_free(valid);
+        if (g_utf8_validate(name.data(), static_cast<gssize>(name.size()), nullptr) && !name.empty())
+            return name;
+    }
     // No name given: make one from the type, so the receiver's file is usable.
     size_t slash = type.find('/');
     std::string sub = slash == std::string::npos ? "bin" : type.substr(slash + 1);
@@ -608,7 +621,7 @@ DetachResult detach_message(const std::string& in_path, const std::string& out_p
     OutFile out(out_path);
     std::string top = "X-Media-Handles: " + std::to_string(r.detached) + msg_eol;
     out.write(top);
-    r.out_body_offset = top.size() + body_offset(in, *parsed);
+    r.out_body_offset = top.size() + body_offset(in);
     uint64_t pos = 0;
     for (const auto& [c, text] : replacements) {
         copy_range(in, pos, c->leaf.hdr_start, out);
