@@ -229,6 +229,10 @@ TlsIdentity tls_identity(const Config& cfg)
     std::string dir = cfg.str("store.dir");
     while (dir.size() > 1 && dir.back() == '/')
         dir.pop_back();
+    // store.dir may not exist yet when the gateway starts before any Store.
+    for (size_t pos = 1; pos <= dir.size(); ++pos)
+        if ((pos == dir.size() || dir[pos] == '/') && mkdir(dir.substr(0, pos).c_str(), 0750) != 0 && errno != EEXIST)
+            throw StoreError("cannot create directory " + dir.substr(0, pos) + ": " + std::strerror(errno));
     dir += "/tls";
     if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
         throw StoreError("cannot create directory " + dir + ": " + std::strerror(errno));

@@ -1,0 +1,383 @@
+// test_store.cpp - the media store (write, commit, dedup, authorize, expiry,
+// abandoned writers), the gateway's TLS identity and pin, and the pure HTTP
+// helpers of mm-gateway: Range parsing (RFC 9110), request targets, RFC 6266 names.
+#include <doctest/doctest.h>
+
+#include "gateway/http.h"
+#include "gateway/range.h"
+#include "gateway/store.h"
+#include "mime/util.h"
+
+#include <dirent.h>
+#include <filesystem>
+#include <fstream>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace mm;
+
+namespace {
+
+struct TempStore {
+    std::string dir;
+    TempStore()
+    {
+        char tmpl[] = "/tmp/mm-store-test-XXXXXX";
+        REQUIRE(mkdtemp(tmpl) != nullptr);
+        dir = tmpl;
+    }
+    ~TempStore() { std::filesystem::remove_all(dir); }
+    Config cfg(const std::vector<std::string>& extra = {}) const
+    {
+        std::vector<std::string> o = {"store.dir=" + dir + "/store", "gateway.public_url=https://media.example:8443/"};
+        o.insert(o.end(), extra.begin(), extra.end());
+        return Config::load("", o);
+    }
+};
+
+size_t count_entries(const std::string& dir)
+{
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        (void)e;
+        ++n;
+    }
+    return n;
+}
+
+int64_t count_items(const std::string& db_path)
+{
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(db_path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "SELECT count(*) FROM items", -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+NewItem put(Store& s, const std::string& data, const std::string& name = "clip.mp4")
+{
+    auto w = s.create();
+    // Written in uneven pieces: the hash must not depend on how bytes arrive.
+    for (size_t off = 0; off < data.size(); off += 7)
+        w->write(data.data() + off, std::min<size_t>(7, data.size() - off));
+    ItemMeta m;
+    m.type = "video/mp4";
+    m.name = name;
+    m.recipients = {"a@example.org", "b@example.org"};
+    return w->commit(m);
+}
+
+std::string slurp(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+} // namespace
+
+TEST_CASE("store: write, commit and authorize round trip")
+{
+    TempStore t;
+    Store s(t.cfg());
+    std::string data = "hello media, not really a video\n";
+    NewItem it = put(s, data);
+    CHECK(it.id.size() == 32);
+    CHECK(it.token.size() == 32);
+    CHECK(it.id != it.token);
+    CHECK(it.sha256 == sha256_hex(data));
+    CHECK(it.size == data.size());
+    CHECK(it.url == "https://media.example:8443/m/" + it.id + "/" + it.token);
+    CHECK(it.pin.rfind("sha256//", 0) == 0);
+    CHECK(it.pin == s.pin());
+    time_t exp;
+    CHECK(parse_rfc3339(it.expires, exp));
+    CHECK(exp > time(nullptr) + 29 * 86400);
+
+    auto got = s.authorize(it.id, it.token);
+    REQUIRE(got);
+    CHECK(got->sha256 == it.sha256);
+    CHECK(got->size == data.size());
+    CHECK(got->type == "video/mp4");
+    CHECK(got->name == "clip.mp4");
+    CHECK(got->state == "active");
+    CHECK(slurp(s.object_path(it.sha256)) == data);
+    CHECK(s.object_path(it.sha256) == t.dir + "/store/objects/" + it.sha256.substr(0, 2) + "/" + it.sha256);
+
+    struct stat st;
+    REQUIRE(stat(s.object_path(it.sha256).c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0640);
+    CHECK(count_entries(t.dir + "/store/tmp") == 0);
+
+    // The token is never stored in clear.
+    CHECK(slurp(t.dir + "/store/index.sqlite").find(it.token) == std::string::npos);
+
+    // A second Store on the same directory (another process) sees the item.
+    Store s2(t.cfg());
+    CHECK(s2.authorize(it.id, it.token));
+}
+
+TEST_CASE("store: identical content is stored once, as two items")
+{
+    TempStore t;
+    Store s(t.cfg());
+    NewItem a = put(s, "same bytes", "a.mp4");
+    NewItem b = put(s, "same bytes", "b.mp4");
+    CHECK(a.sha256 == b.sha256);
+    CHECK(a.id != b.id);
+    CHECK(a.token != b.token);
+    CHECK(count_entries(t.dir + "/store/objects/" + a.sha256.substr(0, 2)) == 1);
+    CHECK(s.authorize(a.id, a.token)->name == "a.mp4");
+    CHECK(s.authorize(b.id, b.token)->name == "b.mp4");
+    CHECK(count_entries(t.dir + "/store/tmp") == 0);
+}
+
+TEST_CASE("store: every bad id or token is refused alike")
+{
+    TempStore t;
+    Store s(t.cfg());
+    NewItem a = put(s, "item a");
+    NewItem b = put(s, "item b");
+    std::string upper = a.token;
+    for (auto& c : upper)
+        c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
+    std::string flipped = a.token;
+    flipped[31] = flipped[31] == '0' ? '1' : '0';
+    const std::pair<std::string, std::string> bad[] = {
+        {a.id, b.token},                       // another item's token
+        {b.id, a.token},
+        {a.id, flipped},                       // one digit off
+        {a.id, ""},                            // missing
+        {a.id, a.token.substr(0, 31)},         // short
+        {a.id, a.token + "0"},                 // long
+        {a.id, upper},                         // not lowercase
+        {a.id, std::string(32, 'g')},          // not hex
+        {a.id, a.token.substr(0, 31) + "\n"},  // control byte
+        {a.id, std::string(32, '0')},
+        {std::string(32, '0'), a.token},       // unknown id
+        {"", a.token},
+        {"../../etc/passwd", a.token},
+        {a.id.substr(0, 31) + "%", a.token},
+        {a.id + "' OR '1'='1", a.token},
+    };
+    for (const auto& [id, token] : bad) {
+        CAPTURE(id);
+        CAPTURE(token);
+        CHECK_FALSE(s.authorize(id, token));
+    }
+    CHECK(s.authorize(a.id, a.token));
+}
+
+TEST_CASE("store: an expired item is refused")
+{
+    TempStore t;
+    Store s(t.cfg({"gateway.retention=0s"}));
+    NewItem a = put(s, "gone at once");
+    CHECK_FALSE(s.authorize(a.id, a.token));
+}
+
+TEST_CASE("store: a revoked item is refused")
+{
+    TempStore t;
+    Store s(t.cfg());
+    NewItem a = put(s, "to be revoked");
+    REQUIRE(s.authorize(a.id, a.token));
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((t.dir + "/store/index.sqlite").c_str(), &db) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    REQUIRE(sqlite3_exec(db, ("UPDATE items SET state='revoked' WHERE id='" + a.id + "'").c_str(), nullptr, nullptr,
+                         nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK_FALSE(s.authorize(a.id, a.token));
+}
+
+TEST_CASE("store: a writer dropped without commit leaves nothing")
+{
+    TempStore t;
+    Store s(t.cfg());
+    {
+        auto w = s.create();
+        w->write("half a video", 12);
+        CHECK(count_entries(t.dir + "/store/tmp") == 1);
+    }
+    CHECK(count_entries(t.dir + "/store/tmp") == 0);
+    CHECK(count_entries(t.dir + "/store/objects") == 0);
+    CHECK(count_items(t.dir + "/store/index.sqlite") == 0);
+}
+
+TEST_CASE("store: commit twice and bad digests are errors")
+{
+    TempStore t;
+    Store s(t.cfg());
+    auto w = s.create();
+    w->write("x", 1);
+    w->commit(ItemMeta{});
+    CHECK_THROWS_AS(w->commit(ItemMeta{}), StoreError);
+    CHECK_THROWS_AS(w->write("y", 1), StoreError);
+    CHECK_THROWS_AS(s.object_path("../../etc/passwd"), StoreError);
+    CHECK_THROWS_AS(s.object_path(std::string(64, 'A')), StoreError);
+}
+
+TEST_CASE("store: an unusable store.dir is a StoreError naming the path")
+{
+    TempStore t;
+    std::string file = t.dir + "/plainfile";
+    std::ofstream(file) << "x";
+    try {
+        Store s(Config::load("", {"store.dir=" + file}));
+        FAIL("expected StoreError");
+    } catch (const StoreError& e) {
+        CHECK(std::string(e.what()).find(file) != std::string::npos);
+    }
+}
+
+TEST_CASE("tls_identity: created once, stable pin, key file private")
+{
+    TempStore t;
+    Config cfg = t.cfg();
+    TlsIdentity a = tls_identity(cfg);
+    CHECK(a.key_path == t.dir + "/store/tls/key.pem");
+    CHECK(a.cert_path == t.dir + "/store/tls/cert.pem");
+    REQUIRE(a.pin.rfind("sha256//", 0) == 0);
+    std::string raw;
+    CHECK(base64_decode(a.pin.substr(8), raw));
+    CHECK(raw.size() == 32);
+    std::string key_before = slurp(a.key_path), cert_before = slurp(a.cert_path);
+    TlsIdentity b = tls_identity(cfg);
+    CHECK(b.pin == a.pin);
+    CHECK(slurp(a.key_path) == key_before);
+    CHECK(slurp(a.cert_path) == cert_before);
+    struct stat st;
+    REQUIRE(stat(a.key_path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    // No temp files left beside them.
+    CHECK(count_entries(t.dir + "/store/tls") == 2);
+
+    // Configured files are used as they are; the pin follows the key.
+    TlsIdentity c = tls_identity(Config::load("", {"store.dir=/nonexistent", "gateway.tls_cert=" + a.cert_path,
+                                                   "gateway.tls_key=" + a.key_path}));
+    CHECK(c.pin == a.pin);
+    CHECK(c.key_path == a.key_path);
+
+    // A certificate lost on its own is recreated for the same key.
+    unlink(a.cert_path.c_str());
+    CHECK(tls_identity(cfg).pin == a.pin);
+}
+
+TEST_CASE("tls_identity: one of tls_cert/tls_key alone is an error naming the keys")
+{
+    for (const char* set : {"gateway.tls_cert=/etc/x.pem", "gateway.tls_key=/etc/x.pem"}) {
+        try {
+            tls_identity(Config::load("", {"store.dir=/nonexistent", set}));
+            FAIL("expected StoreError");
+        } catch (const StoreError& e) {
+            std::string msg = e.what();
+            CHECK(msg.find("gateway.tls_cert") != std::string::npos);
+            CHECK(msg.find("gateway.tls_key") != std::string::npos);
+        }
+    }
+    CHECK_THROWS_AS(tls_identity(Config::load("", {"store.dir=/nonexistent", "gateway.tls_cert=/nonexistent/c.pem",
+                                                   "gateway.tls_key=/nonexistent/k.pem"})),
+                    StoreError);
+}
+
+TEST_CASE("parse_range: single ranges")
+{
+    using K = ByteRange::Kind;
+    struct Case {
+        const char* header;
+        uint64_t size;
+        K kind;
+        uint64_t first, last;
+    };
+    const Case cases[] = {
+        {"bytes=0-0", 100, K::partial, 0, 0},
+        {"bytes=0-99", 100, K::partial, 0, 99},
+        {"bytes=10-19", 100, K::partial, 10, 19},
+        {"bytes=10-1000", 100, K::partial, 10, 99},      // clipped to the end
+        {"bytes=90-", 100, K::partial, 90, 99},
+        {"bytes=99-", 100, K::partial, 99, 99},
+        {"bytes=-10", 100, K::partial, 90, 99},
+        {"bytes=-100", 100, K::partial, 0, 99},
+        {"bytes=-1000", 100, K::partial, 0, 99},
+        {"Bytes=1-2", 100, K::partial, 1, 2},            // unit is case-insensitive
+        {" bytes= 1-2 ", 100, K::partial, 1, 2},         // OWS
+        {"bytes=100-", 100, K::unsatisfiable, 0, 0},
+        {"bytes=100-200", 100, K::unsatisfiable, 0, 0},
+        {"bytes=-0", 100, K::unsatisfiable, 0, 0},
+        {"bytes=0-", 0, K::unsatisfiable, 0, 0},
+        {"bytes=-5", 0, K::unsatisfiable, 0, 0},
+        {"bytes=18446744073709551615-", 100, K::unsatisfiable, 0, 0},
+        {"bytes=0-18446744073709551615", 100, K::partial, 0, 99},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.header);
+        ByteRange r = parse_range(c.header, c.size);
+        CHECK(r.kind == c.kind);
+        if (c.kind == K::partial) {
+            CHECK(r.first == c.first);
+            CHECK(r.last == c.last);
+        }
+    }
+}
+
+TEST_CASE("parse_range: anything malformed means the whole file")
+{
+    const char* bad[] = {
+        "", "bytes", "bytes=", "bytes=-", "bytes=a-b", "bytes=1-a", "bytes=+1-2", "bytes=1-+2", "bytes=1 -2",
+        "bytes=1- 2", "bytes=0x10-20", "bytes=10-5", "bytes=1-2-3", "bytes=--5", "bytes=-5-", "bytes=1.5-2",
+        "bytes=18446744073709551616-", "bytes=-18446744073709551616", "bytes=0-18446744073709551616",
+        "items=0-10", "bytes 0-10", "bytes:0-10", "bytes=0-1,5-6", "bytes=0-1, 5-6", "bytes=,0-1", "bytes=0-1,",
+        "bytes=\x01" "0-1", "bytes=0-1\r\n", "bytes=\xff",
+    };
+    for (const char* h : bad) {
+        CAPTURE(h);
+        CHECK(parse_range(h, 100).kind == ByteRange::Kind::whole);
+    }
+    CHECK(parse_range("bytes=0-1" + std::string(300, ' '), 100).kind == ByteRange::Kind::whole);
+}
+
+TEST_CASE("parse_media_target: only /m/<32 hex>/<32 hex>[/name]")
+{
+    const std::string id(32, 'a'), tok = "0123456789abcdef0123456789abcdef";
+    std::string i, t;
+    CHECK(parse_media_target("/m/" + id + "/" + tok, i, t));
+    CHECK(i == id);
+    CHECK(t == tok);
+    CHECK(parse_media_target("/m/" + id + "/" + tok + "/clip.mp4", i, t));
+    CHECK(parse_media_target("/m/" + id + "/" + tok + "?x=1", i, t));
+    CHECK(parse_media_target("/m/" + id + "/" + tok + "/", i, t));
+    const std::string bad[] = {
+        "", "/", "/m/", "/m/" + id, "/m/" + id + "/", "/m/" + id + "/" + tok.substr(1),
+        "/m/" + id + "/" + tok + "0", "/m/" + id + "/" + tok + "/a/b", "/m/" + id + "/" + tok + "/" + std::string(300, 'x'),
+        "/M/" + id + "/" + tok, "m/" + id + "/" + tok, "//m/" + id + "/" + tok, "/m//" + id + "/" + tok,
+        "/m/../../etc/passwd", "/m/%2e%2e/%2e%2e/etc/passwd", "/m/" + id + "/../" + tok,
+        "/m/" + std::string(32, 'A') + "/" + tok, "/m/" + id + "%2f" + tok, "/x/" + id + "/" + tok,
+    };
+    for (const auto& b : bad) {
+        CAPTURE(b);
+        CHECK_FALSE(parse_media_target(b, i, t));
+    }
+}
+
+TEST_CASE("content_disposition and safe_media_type")
+{
+    CHECK(content_disposition("clip.mp4") == "attachment; filename=\"clip.mp4\"; filename*=UTF-8''clip.mp4");
+    CHECK(content_disposition("") == "attachment; filename=\"media\"");
+    CHECK(content_disposition("Fïlm \"x\".mp4") ==
+          "attachment; filename=\"F__lm _x_.mp4\"; filename*=UTF-8''F%C3%AFlm%20%22x%22.mp4");
+    std::string evil = content_disposition("a\r\nSet-Cookie: x=1/../b\\c");
+    CHECK(evil.find('\r') == std::string::npos);
+    CHECK(evil.find('\n') == std::string::npos);
+    CHECK(evil.find("filename=\"a__Set-Cookie: x=1_.._b_c\"") != std::string::npos);
+    CHECK(content_disposition(std::string(5000, 'x')).size() < 1300);
+
+    CHECK(safe_media_type("video/mp4") == "video/mp4");
+    CHECK(safe_media_type("application/vnd.ms-asf") == "application/vnd.ms-asf");
+    for (const char* bad : {"", "video", "/mp4", "video/", "video/mp4\r\nX: y", "video/mp4; a=b", "a/b/c", "vi deo/mp4"})
+        CHECK(safe_media_type(bad) == "application/octet-stream");
+}
