@@ -1,0 +1,218 @@
+# shellcheck shell=bash
+# mediamail.sh - start the MediaMail programs next to the private mail stack of
+# mailstack.sh, make test media, send and fetch mail. Used by the integration
+# tests and by the demo (scripts/demo.sh), so both run exactly the same loop.
+#
+#   . "$MM_SOURCE_DIR/tests/integration/lib/mailstack.sh"
+#   . "$MM_SOURCE_DIR/tests/integration/lib/mediamail.sh"
+#   mm_tmpdir_init; mm_mediamail_start
+#
+# Needs MM_BUILD_DIR (where the binaries are) and MM_SOURCE_DIR.
+# Exported: MM_CONF, MM_GATEWAY_PORT, MM_MILTER_PORT, MM_FETCHER_PORT, MM_STORE.
+
+# Path of a built program (bin/NAME under an install prefix, or the build tree).
+mm_bin() {
+  local name=$1 dir
+  case $name in
+    mm-gateway) dir=gateway ;;
+    mm-milter) dir=milter ;;
+    mm-fetcher) dir=fetcher ;;
+    *) dir=. ;;
+  esac
+  if [ -x "$MM_BUILD_DIR/$dir/$name" ]; then
+    echo "$MM_BUILD_DIR/$dir/$name"
+  elif [ -x "$MM_BUILD_DIR/bin/$name" ]; then
+    echo "$MM_BUILD_DIR/bin/$name"
+  else
+    mm_fail "$name not built under $MM_BUILD_DIR"
+  fi
+}
+
+# Write $MM_TMP/mediamail.conf for all three programs on fresh loopback ports.
+mm_write_conf() {
+  MM_GATEWAY_PORT=$(mm_free_port)
+  MM_MILTER_PORT=$(mm_free_port)
+  MM_FETCHER_PORT=$(mm_free_port)
+  MM_STORE=$MM_TMP/store
+  MM_CONF=$MM_TMP/mediamail.conf
+  export MM_GATEWAY_PORT MM_MILTER_PORT MM_FETCHER_PORT MM_STORE MM_CONF
+  cat >"$MM_CONF" <<EOF
+# Written by tests/integration/lib/mediamail.sh for one test run.
+[store]
+dir = $MM_STORE
+
+[gateway]
+listen = 127.0.0.1:$MM_GATEWAY_PORT
+public_url = https://127.0.0.1:$MM_GATEWAY_PORT
+
+[milter]
+socket = inet:$MM_MILTER_PORT@127.0.0.1
+min_size = 1M
+
+[fetcher]
+listen = 127.0.0.1:$MM_FETCHER_PORT
+cache_dir = $MM_TMP/fetcher-cache
+# One machine: the sender's gateway is on loopback, and Dovecot speaks plain POP3.
+allow_private = true
+upstream_tls = none
+EOF
+}
+
+# Start PROGRAM with the shared config (extra args appended), log to $MM_TMP/NAME.log.
+mm_start_program() {
+  local name=$1
+  shift
+  "$(mm_bin "$name")" -c "$MM_CONF" "$@" >>"$MM_TMP/$name.log" 2>&1 &
+  local pid=$!
+  mm_register_pid "$pid"
+  echo "$pid" >"$MM_TMP/$name.pid"
+}
+
+# Start the whole loop: gateway, milter, Postfix (with the milter), Dovecot, fetcher.
+mm_mediamail_start() {
+  mm_write_conf
+  mkdir -p "$MM_STORE"
+  mm_start_program mm-gateway
+  mm_wait_port "$MM_GATEWAY_PORT" 20 || mm_fail "mm-gateway did not start: $(tail -5 "$MM_TMP/mm-gateway.log")"
+  mm_start_program mm-milter
+  mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start: $(tail -5 "$MM_TMP/mm-milter.log")"
+  mm_postfix_start "inet:127.0.0.1:$MM_MILTER_PORT"
+  mm_dovecot_start
+  mm_start_program mm-fetcher --set "fetcher.upstream=pop3://127.0.0.1:$MM_POP3_PORT"
+  mm_wait_port "$MM_FETCHER_PORT" 20 || mm_fail "mm-fetcher did not start: $(tail -5 "$MM_TMP/mm-fetcher.log")"
+}
+
+# Make a real MP4 (H.264 + AAC) of at least MIB mebibytes at PATH with ffmpeg.
+mm_make_video() {
+  local path=$1 mib=${2:-21}
+  # Constant bit rate, so the size follows from the duration: 24 Mbit/s is 3 MB/s.
+  local secs=$(((mib * 1048576 + 2999999) / 3000000 + 1))
+  ffmpeg -loglevel error -nostdin -y \
+    -f lavfi -i "testsrc2=size=1280x720:rate=25" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+    -t "$secs" -c:v libx264 -preset ultrafast -b:v 24M -minrate 24M -maxrate 24M -bufsize 4M \
+    -x264-params nal-hrd=cbr -c:a aac -b:a 128k -shortest -movflags +faststart "$path" \
+    >"$MM_TMP/ffmpeg.log" 2>&1 || mm_fail "ffmpeg failed: $(tail -3 "$MM_TMP/ffmpeg.log")"
+  local size
+  size=$(stat -c %s "$path")
+  [ "$size" -ge $((mib * 1048576)) ] || mm_fail "ffmpeg made only $size bytes"
+}
+
+# Send a mail with swaks through the private Postfix: FROM TO SUBJECT BODY [ATTACHMENT TYPE].
+mm_swaks_send() {
+  local from=$1 to=$2 subject=$3 body=$4 file=${5:-} type=${6:-}
+  local args=(--server "127.0.0.1:$MM_SMTP_PORT" --from "$from" --to "$to"
+    --header "Subject: $subject" --body "$body")
+  if [ -n "$file" ]; then
+    args+=(--attach-type "$type" --attach-name "$(basename "$file")" --attach "@$file")
+  fi
+  swaks "${args[@]}" >"$MM_TMP/swaks.out" 2>&1 || mm_fail "swaks failed: $(tail -5 "$MM_TMP/swaks.out")"
+}
+
+# Send a prepared message file as is (swaks --data): FROM TO FILE.
+mm_swaks_send_file() {
+  swaks --server "127.0.0.1:$MM_SMTP_PORT" --from "$1" --to "$2" --data "@$3" \
+    >"$MM_TMP/swaks.out" 2>&1 || mm_fail "swaks failed: $(tail -5 "$MM_TMP/swaks.out")"
+}
+
+# Read USER's mailbox through mm-fetcher with fetchmail; each message lands in OUTDIR as a file.
+mm_fetchmail_via_fetcher() {
+  local user=$1 outdir=$2
+  mkdir -p "$outdir" "$MM_TMP/fmhome"
+  cat >"$MM_TMP/mda.sh" <<EOF
+#!/bin/sh
+exec cat >"$outdir/\$(date +%s%N).\$\$.eml"
+EOF
+  chmod 755 "$MM_TMP/mda.sh"
+  cat >"$MM_TMP/fetchmailrc" <<EOF
+set no syslog
+set logfile "$MM_TMP/fetchmail.log"
+poll 127.0.0.1 with proto POP3 port $MM_FETCHER_PORT auth password timeout 120
+  user "$user" there with password "$MM_POP3_PASS" is "root" here
+  options sslproto '' no sslcertck fetchall
+  mda "$MM_TMP/mda.sh"
+EOF
+  chmod 600 "$MM_TMP/fetchmailrc"
+  local rc=0
+  HOME=$MM_TMP/fmhome FETCHMAILHOME=$MM_TMP/fmhome \
+    fetchmail -f "$MM_TMP/fetchmailrc" --nodetach --pidfile "$MM_TMP/fmhome/fetchmail.pid" \
+    >"$MM_TMP/fetchmail.out" 2>&1 || rc=$?
+  # fetchmail exits 1 when there was no mail: not an error here.
+  [ $rc -eq 0 ] || [ $rc -eq 1 ] ||
+    mm_fail "fetchmail exit $rc: $(tail -5 "$MM_TMP/fetchmail.out" "$MM_TMP/fetchmail.log" 2>/dev/null)"
+}
+
+# Print the file in DIR whose Subject header is SUBJECT.
+mm_find_by_subject() {
+  grep -l -m1 "^Subject: $2\$" "$1"/*.eml 2>/dev/null | head -n1
+}
+
+# Write attachment NAME of the message FILE to OUT (decoded); fail when absent.
+mm_extract_attachment() {
+  python3 - "$1" "$2" "$3" <<'EOF' || mm_fail "attachment $2 not found in $1"
+import email, email.policy, sys
+with open(sys.argv[1], "rb") as f:
+    msg = email.message_from_binary_file(f, policy=email.policy.default)
+for part in msg.walk():
+    if part.get_filename() == sys.argv[2]:
+        with open(sys.argv[3], "wb") as out:
+            out.write(part.get_payload(decode=True))
+        sys.exit(0)
+sys.exit(1)
+EOF
+}
+
+# Print the decoded text/plain body of the message FILE (first text/plain part).
+mm_text_body() {
+  python3 - "$1" <<'EOF'
+import email, email.policy, sys
+with open(sys.argv[1], "rb") as f:
+    msg = email.message_from_binary_file(f, policy=email.policy.default)
+part = msg.get_body(preferencelist=("plain",))
+sys.stdout.write(part.get_content() if part else "")
+EOF
+}
+
+# Print the bytes after the header block of FILE (the body), as stored.
+mm_body_of() {
+  python3 - "$1" <<'EOF'
+import sys
+data = open(sys.argv[1], "rb").read()
+for sep in (b"\r\n\r\n", b"\n\n"):
+    i = data.find(sep)
+    if i >= 0:
+        sys.stdout.buffer.write(data[i + len(sep):].replace(b"\r\n", b"\n"))
+        break
+EOF
+}
+
+# Bytes of the message files in USER's Maildir (what the mail server stores).
+mm_maildir_bytes() {
+  find "$MM_MAIL_DIR/$1/Maildir/new" "$MM_MAIL_DIR/$1/Maildir/cur" -type f -printf '%s\n' 2>/dev/null |
+    awk '{s += $1} END {print s + 0}'
+}
+
+# The whole loop for one video: send VIDEO to bob@example.test with swaks, wait
+# for delivery, read the mailbox through mm-fetcher with fetchmail, extract the
+# video. Sets MM_SENT_SHA, MM_RECV_SHA, MM_STORED_BYTES (the mail in the
+# Maildir), MM_LOOP_MS (send to readable), MM_FETCHED (the fetched message file).
+mm_video_loop() {
+  local video=$1 subject=${2:-Our holiday video}
+  local name
+  name=$(basename "$video")
+  MM_SENT_SHA=$(sha256sum "$video" | cut -d' ' -f1)
+  local before start end
+  before=$(mm_count_messages bob)
+  start=$(date +%s%N)
+  mm_swaks_send alice@example.test bob@example.test "$subject" \
+    "Hi Bob, here is the video from the beach." "$video" video/mp4
+  mm_wait_delivered bob $((before + 1)) 120 || mm_fail "the media mail was not delivered"
+  MM_STORED_BYTES=$(mm_maildir_bytes bob)
+  mm_fetchmail_via_fetcher bob "$MM_TMP/fetched"
+  end=$(date +%s%N)
+  MM_LOOP_MS=$(((end - start) / 1000000))
+  MM_FETCHED=$(mm_find_by_subject "$MM_TMP/fetched" "$subject")
+  [ -n "$MM_FETCHED" ] || mm_fail "fetchmail did not deliver the media mail"
+  mm_extract_attachment "$MM_FETCHED" "$name" "$MM_TMP/received-$name"
+  MM_RECV_SHA=$(sha256sum "$MM_TMP/received-$name" | cut -d' ' -f1)
+  export MM_SENT_SHA MM_RECV_SHA MM_STORED_BYTES MM_LOOP_MS MM_FETCHED
+}
