@@ -110,6 +110,23 @@ struct Store::Impl {
             sqlite3_close(db);
     }
 
+    // Opening a new index while another process does the same: switching to WAL
+    // and creating the schema may report SQLITE_BUSY without waiting on the busy
+    // handler, so retry those for a bounded time.
+    void exec_setup(const char* sql)
+    {
+        for (int attempt = 0;; ++attempt) {
+            int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+            if (rc == SQLITE_OK)
+                return;
+            if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || attempt >= 200) {
+                exec(sql);   // once more, for the error message
+                return;
+            }
+            usleep(50000);
+        }
+    }
+
     void exec(const char* sql)
     {
         char* err = nullptr;
@@ -147,10 +164,10 @@ Store::Store(const Config& cfg) : impl_(std::make_unique<Impl>())
     // Several processes (milter, gateway, admin commands) share the index: wait
     // for each other's locks rather than fail at once.
     sqlite3_busy_timeout(s.db, 10000);
-    s.exec("PRAGMA journal_mode=WAL");
-    s.exec("PRAGMA synchronous=FULL");   // a committed item survives a power cut
-    s.exec("PRAGMA foreign_keys=ON");
-    s.exec(kSchema);
+    s.exec_setup("PRAGMA journal_mode=WAL");
+    s.exec_setup("PRAGMA synchronous=FULL");   // a committed item survives a power cut
+    s.exec_setup("PRAGMA foreign_keys=ON");
+    s.exec_setup(kSchema);
 
     try {
         s.pin = tls_identity(cfg).pin;
