@@ -205,15 +205,15 @@ int64_t positive(const Config& cfg, const char* key)
 } // namespace
 
 struct Gateway::Impl {
+    TlsIdentity tls;   // first: a bad key pair fails before the store is touched
     Store store;
-    TlsIdentity tls;
     Poco::Net::Context::Ptr ctx;
     std::unique_ptr<Poco::Net::SecureServerSocket> socket;   // built once the Context exists
     Poco::ThreadPool pool;
     std::unique_ptr<Poco::Net::HTTPServer> server;
 
     Impl(const Config& cfg, int threads)
-        : store(cfg), tls(tls_identity(cfg)), pool(1, threads, 60)
+        : tls(tls_identity(cfg)), store(cfg), pool(1, threads, 60)
     {
     }
 };

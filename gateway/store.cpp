@@ -149,6 +149,15 @@ Store::Store(const Config& cfg) : impl_(std::make_unique<Impl>())
         s.public_url.pop_back();
     s.retention = cfg.duration("gateway.retention").count();
 
+    // The TLS identity first: a misconfigured key pair fails before anything is created.
+    try {
+        s.pin = tls_identity(cfg).pin;
+    } catch (const StoreError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw StoreError(e.what());
+    }
+
     make_dirs(s.dir, 0750);
     ensure_dir(s.dir + "/objects", 0750);
     ensure_dir(s.dir + "/tmp", 0700);
@@ -169,13 +178,6 @@ Store::Store(const Config& cfg) : impl_(std::make_unique<Impl>())
     s.exec_setup("PRAGMA foreign_keys=ON");
     s.exec_setup(kSchema);
 
-    try {
-        s.pin = tls_identity(cfg).pin;
-    } catch (const StoreError&) {
-        throw;
-    } catch (const std::exception& e) {
-        throw StoreError(e.what());
-    }
 }
 
 Store::~Store() = default;
