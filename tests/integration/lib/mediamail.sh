@@ -194,7 +194,7 @@ mm_maildir_bytes() {
 # The whole loop for one video: send VIDEO to bob@example.test with swaks, wait
 # for delivery, read the mailbox through mm-fetcher with fetchmail, extract the
 # video. Sets MM_SENT_SHA, MM_RECV_SHA, MM_STORED_BYTES (the mail in the
-# Maildir), MM_LOOP_MS (send to readable), MM_FETCHED (the fetched message file).
+# Maildir), MM_STORED_MAIL (a copy of it), MM_LOOP_MS (send to readable), MM_FETCHED (the fetched message file).
 mm_video_loop() {
   local video=$1 subject=${2:-Our holiday video}
   local name
@@ -207,6 +207,9 @@ mm_video_loop() {
     "Hi Bob, here is the video from the beach." "$video" video/mp4
   mm_wait_delivered bob $((before + 1)) 120 || mm_fail "the media mail was not delivered"
   MM_STORED_BYTES=$(mm_maildir_bytes bob)
+  # Keep a copy of what the mail server stored; fetchmail deletes it.
+  MM_STORED_MAIL=$MM_TMP/stored.eml
+  find "$MM_MAIL_DIR/bob/Maildir/new" "$MM_MAIL_DIR/bob/Maildir/cur" -type f -exec cat {} + >"$MM_STORED_MAIL"
   mm_fetchmail_via_fetcher bob "$MM_TMP/fetched"
   end=$(date +%s%N)
   MM_LOOP_MS=$(((end - start) / 1000000))
@@ -214,5 +217,5 @@ mm_video_loop() {
   [ -n "$MM_FETCHED" ] || mm_fail "fetchmail did not deliver the media mail"
   mm_extract_attachment "$MM_FETCHED" "$name" "$MM_TMP/received-$name"
   MM_RECV_SHA=$(sha256sum "$MM_TMP/received-$name" | cut -d' ' -f1)
-  export MM_SENT_SHA MM_RECV_SHA MM_STORED_BYTES MM_LOOP_MS MM_FETCHED
+  export MM_SENT_SHA MM_RECV_SHA MM_STORED_BYTES MM_STORED_MAIL MM_LOOP_MS MM_FETCHED
 }
