@@ -151,6 +151,14 @@ bool check_value(const KeyDef& k, const std::string& v, std::string& why)
 
 } // namespace
 
+std::vector<KeyInfo> config_keys()
+{
+    std::vector<KeyInfo> out;
+    for (const auto& k : kKeys)
+        out.push_back(KeyInfo{k.key, k.def});
+    return out;
+}
+
 bool parse_u64(std::string_view s, uint64_t& out)
 {
     if (s.empty() || s[0] < '0' || s[0] > '9')

@@ -60,6 +60,12 @@ bool parse_duration(std::string_view s, std::chrono::seconds& out);
 bool parse_bool(std::string_view s, bool& out);
 bool parse_hostport(std::string_view s, HostPort& out);
 
+/// The table of keys, for documentation checks: name and default.
+struct KeyInfo {
+    std::string key, default_value;
+};
+std::vector<KeyInfo> config_keys();
+
 /// Parses the common command line of every program: -c/--config FILE and
 /// --set section.key=value (repeatable). Other arguments are left in `rest`.
 struct CommonArgs {

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <unistd.h>
 
 using namespace mm;
@@ -100,4 +101,29 @@ TEST_CASE("strict number parsing")
     CHECK(parse_size("16G", v));
     CHECK(v == 16ULL << 30);
     CHECK(!parse_size("17179869184T", v));
+}
+
+TEST_CASE("the sample config documents every key with its default, and loads")
+{
+    std::string path = std::string(MM_SOURCE_DIR) + "/conf/mediamail.conf";
+    std::ifstream in(path);
+    REQUIRE(in);
+    std::map<std::string, std::string> documented;
+    std::string line, section;
+    while (std::getline(in, line)) {
+        if (line.size() > 2 && line[0] == '[' && line.back() == ']')
+            section = line.substr(1, line.size() - 2);
+        else if (line.size() > 1 && line[0] == '#' && line[1] != ' ' && line.find(" =") != std::string::npos) {
+            size_t eq = line.find(" =");
+            std::string value = eq + 2 < line.size() ? line.substr(eq + 3) : "";
+            documented[section + "." + line.substr(1, eq - 1)] = value;
+        }
+    }
+    for (const auto& k : config_keys()) {
+        CAPTURE(k.key);
+        REQUIRE(documented.count(k.key) == 1);
+        CHECK(documented[k.key] == k.default_value);
+    }
+    CHECK(documented.size() == config_keys().size());
+    CHECK_NOTHROW(Config::load(path, {}));
 }
