@@ -609,6 +609,9 @@ DetachResult detach_message(const std::string& in_path, const std::string& out_p
         }
         h.part_size = h.headers.size() + base64_encoded_size(h.size, h.line_len, h.eol.size(), h.final_eol);
         out->finish(h);   // durable in the store before any handle exists
+        std::string why;
+        if (validate_handle(h, why) != HandleError::none)
+            throw std::runtime_error("cannot write a valid handle for " + h.name + ": " + why);
         r.handles.push_back(h);
         replacements.emplace_back(&c, build_location_part(h, msg_eol));
     }
