@@ -7,7 +7,7 @@
 #include "milter.h"
 
 #include "mime/log.h"
-#include "store_sink.h"
+#include "gateway/store_sink.h"
 
 #include <cerrno>
 #include <chrono>

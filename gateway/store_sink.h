@@ -3,8 +3,8 @@
 // before its handle is finished. Reads nothing from the config itself.
 #pragma once
 
-#include "gateway/store.h"
-#include "mime/rewrite.h"
+#include "store.h"
+#include "../mime/rewrite.h"
 
 #include <functional>
 
