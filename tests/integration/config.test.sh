@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# config.test.sh - every program: --help works, a bad configuration is refused
+# at start naming the key and the value, and `cmake --install` lays out the
+# programs and the sample config where the README says.
+set -euo pipefail
+: "${MM_SOURCE_DIR:?}" "${MM_BUILD_DIR:?}"
+. "$MM_SOURCE_DIR/tests/integration/lib/mailstack.sh"
+. "$MM_SOURCE_DIR/tests/integration/lib/mediamail.sh"
+mm_tmpdir_init
+
+for prog in mm-gateway mm-milter mm-fetcher; do
+  bin=$(mm_bin "$prog")
+  "$bin" --help >"$MM_TMP/help.out" 2>&1 || mm_fail "$prog --help failed"
+  grep -q "usage: $prog" "$MM_TMP/help.out" || mm_fail "$prog --help prints no usage"
+
+  # Each case: arguments, and a text the error must contain.
+  while IFS='|' read -r args want; do
+    rc=0
+    # shellcheck disable=SC2086
+    timeout 10 "$bin" $args >"$MM_TMP/err.out" 2>&1 || rc=$?
+    [ $rc -ne 0 ] || mm_fail "$prog $args: started with a bad configuration"
+    grep -qF -- "$want" "$MM_TMP/err.out" || mm_fail "$prog $args: error does not say '$want': $(head -c 300 "$MM_TMP/err.out")"
+  done <<EOF2
+--set milter.min_size=12Q|milter.min_size = '12Q'
+--set fetcher.listen=127.0.0.1:99999|fetcher.listen = '127.0.0.1:99999'
+--set gateway.public_url=http://plain.example|gateway.public_url = 'http://plain.example'
+--set store.speling=1|unknown key 'store.speling'
+-c $MM_TMP/does-not-exist.conf|$MM_TMP/does-not-exist.conf
+EOF2
+  mm_log "$prog: --help, and bad configuration refused naming key and value"
+done
+
+printf '[fetcher]\nallow_private = perhaps\n' >"$MM_TMP/bad.conf"
+rc=0
+"$(mm_bin mm-fetcher)" -c "$MM_TMP/bad.conf" >"$MM_TMP/err.out" 2>&1 || rc=$?
+[ $rc -ne 0 ] && grep -qF "bad.conf:2: bad value for fetcher.allow_private = 'perhaps'" "$MM_TMP/err.out" ||
+  mm_fail "a bad value in a file is not reported with file and line: $(head -c 300 "$MM_TMP/err.out")"
+mm_log "a bad value in the file is reported with file, line, key and value"
+
+cmake --install "$MM_BUILD_DIR" --prefix "$MM_TMP/prefix" >/dev/null
+for f in bin/mm-gateway bin/mm-milter bin/mm-fetcher etc/mediamail/mediamail.conf; do
+  [ -e "$MM_TMP/prefix/$f" ] || mm_fail "cmake --install did not install $f"
+done
+"$MM_TMP/prefix/bin/mm-fetcher" --help >/dev/null || mm_fail "installed mm-fetcher does not run"
+mm_log "cmake --install puts the programs in bin/ and the sample config in etc/mediamail/"
+echo "config: 1 passed, 0 failed"
