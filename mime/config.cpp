@@ -52,6 +52,13 @@ const KeyDef kKeys[] = {
     {"fetcher.max_size", Type::size, "4G", nullptr},
     {"fetcher.timeout", Type::duration, "60s", nullptr},
     {"fetcher.max_sessions", Type::integer, "32", nullptr},
+    {"mmsend.smtp", Type::string, "sendmail", nullptr},
+    {"mmsend.sendmail", Type::path, "/usr/sbin/sendmail", nullptr},
+    {"mmsend.user", Type::string, "", nullptr},
+    {"mmsend.password_file", Type::string, "", nullptr},
+    {"mmsend.auth", Type::choice, "any", "any|plain|login"},
+    {"mmsend.timeout", Type::duration, "60s", nullptr},
+    {"mmsend.spool_dir", Type::path, "/var/tmp", nullptr},
     {"log.level", Type::choice, "info", "error|warning|info|debug"},
 };
 
