@@ -15,6 +15,8 @@ PACKAGES=(
   # tools used by tests, harness and demo
   ffmpeg curl python3 ca-certificates openssl sqlite3 procps iproute2
   util-linux passwd coreutils findutils
+  # fuzzing (fuzz/run.sh): clang with the libFuzzer runtime
+  clang libclang-rt-14-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
