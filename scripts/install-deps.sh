@@ -17,6 +17,8 @@ PACKAGES=(
   util-linux passwd coreutils findutils
   # fuzzing (fuzz/run.sh): clang with the libFuzzer runtime
   clang libclang-rt-14-dev
+  # mm-gateway browser-page test (headless) and benchmark reference server
+  chromium chromium-driver nginx
 )
 
 if [ "$(id -u)" -ne 0 ]; then
