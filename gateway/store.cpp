@@ -127,6 +127,32 @@ struct Store::Impl {
         }
     }
 
+    // Indexes made before linked items existed lack their columns. Another
+    // process may add them at the same moment: "duplicate column" is success.
+    void migrate_link_columns()
+    {
+        const char* const cols[] = {
+            "ALTER TABLE items ADD COLUMN link_path TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE items ADD COLUMN link_size INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE items ADD COLUMN link_mtime_ns INTEGER NOT NULL DEFAULT 0",
+        };
+        for (const char* sql : cols) {
+            for (int attempt = 0;; ++attempt) {
+                char* err = nullptr;
+                int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+                std::string msg = err ? err : "";
+                sqlite3_free(err);
+                if (rc == SQLITE_OK || msg.find("duplicate column") != std::string::npos)
+                    break;
+                if ((rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && attempt < 200) {
+                    usleep(50000);
+                    continue;
+                }
+                throw StoreError("index " + dir + "/index.sqlite: cannot add link columns: " + msg);
+            }
+        }
+    }
+
     void exec(const char* sql)
     {
         char* err = nullptr;
@@ -177,6 +203,7 @@ Store::Store(const Config& cfg) : impl_(std::make_unique<Impl>())
     s.exec_setup("PRAGMA synchronous=FULL");   // a committed item survives a power cut
     s.exec_setup("PRAGMA foreign_keys=ON");
     s.exec_setup(kSchema);
+    s.migrate_link_columns();
 
 }
 
@@ -193,6 +220,67 @@ std::string Store::object_path(const std::string& sha256) const
 }
 
 namespace {
+
+// Gives `item` (sha256 and size set) an id and token and records it with its
+// recipients in one transaction; `link` is empty for objects in objects/.
+struct Link {
+    std::string path;
+    uint64_t size = 0;
+    int64_t mtime_ns = 0;
+};
+
+void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const Link& link)
+{
+    item.id = random_hex(16);
+    item.token = random_hex(16);
+    time_t now = time(nullptr);
+    time_t expires = now + static_cast<time_t>(s_.retention);
+    item.expires = rfc3339(expires);
+    item.pin = s_.pin;
+
+    {
+        std::lock_guard<std::mutex> lock(s_.mu);
+        s_.exec("BEGIN IMMEDIATE");
+        try {
+            Stmt ins(s_.db,
+                     "INSERT INTO items (id, token_sha256, sha256, size, type, name, title, note, copyright, "
+                     "date, created, expires, expires_unix, state, link_path, link_size, link_mtime_ns) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'active',?,?,?)");
+            ins.bind(1, item.id);
+            ins.bind(2, sha256_hex(item.token));
+            ins.bind(3, item.sha256);
+            ins.bind(4, static_cast<int64_t>(item.size));
+            ins.bind(5, meta.type);
+            ins.bind(6, meta.name);
+            ins.bind(7, meta.title);
+            ins.bind(8, meta.note);
+            ins.bind(9, meta.copyright);
+            ins.bind(10, meta.date);
+            ins.bind(11, rfc3339(now));
+            ins.bind(12, item.expires);
+            ins.bind(13, static_cast<int64_t>(expires));
+            ins.bind(14, link.path);
+            ins.bind(15, static_cast<int64_t>(link.size));
+            ins.bind(16, link.mtime_ns);
+            if (sqlite3_step(ins.st) != SQLITE_DONE)
+                throw StoreError(std::string("index: cannot insert item: ") + sqlite3_errmsg(s_.db));
+            for (const auto& r : meta.recipients) {
+                Stmt rec(s_.db, "INSERT OR IGNORE INTO recipients (item_id, address) VALUES (?,?)");
+                rec.bind(1, item.id);
+                rec.bind(2, r);
+                if (sqlite3_step(rec.st) != SQLITE_DONE)
+                    throw StoreError(std::string("index: cannot insert recipient: ") + sqlite3_errmsg(s_.db));
+            }
+            s_.exec("COMMIT");
+        } catch (...) {
+            sqlite3_exec(s_.db, "ROLLBACK", nullptr, nullptr, nullptr);
+            // The object may stay: without a row nobody can reach it, and
+            // another item may share it (dedup). Clean-up collects orphans.
+            throw;
+        }
+    }
+    item.url = s_.public_url + "/m/" + item.id + "/" + item.token;
+}
 
 class FileWriter : public Store::Writer {
 public:
@@ -255,57 +343,16 @@ public:
         // stored (same hash), so the first copy stays and ours goes (dedup).
         if (link(tmp_path_.c_str(), obj.c_str()) != 0 && errno != EEXIST)
             throw StoreError("cannot place object " + obj + ": " + errno_text(errno));
-        unlink(tmp_path_.c_str());
-        done_ = true;   // the temp file is gone either way
         if (!fsync_dir_of(obj))
             throw StoreError("cannot fsync directory of " + obj + ": " + errno_text(errno));
 
-        item.id = random_hex(16);
-        item.token = random_hex(16);
-        time_t now = time(nullptr);
-        time_t expires = now + static_cast<time_t>(s_.retention);
-        item.expires = rfc3339(expires);
-        item.pin = s_.pin;
-
-        {
-            std::lock_guard<std::mutex> lock(s_.mu);
-            s_.exec("BEGIN IMMEDIATE");
-            try {
-                Stmt ins(s_.db,
-                         "INSERT INTO items (id, token_sha256, sha256, size, type, name, title, note, copyright, "
-                         "date, created, expires, expires_unix, state) "
-                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'active')");
-                ins.bind(1, item.id);
-                ins.bind(2, sha256_hex(item.token));
-                ins.bind(3, item.sha256);
-                ins.bind(4, static_cast<int64_t>(item.size));
-                ins.bind(5, meta.type);
-                ins.bind(6, meta.name);
-                ins.bind(7, meta.title);
-                ins.bind(8, meta.note);
-                ins.bind(9, meta.copyright);
-                ins.bind(10, meta.date);
-                ins.bind(11, rfc3339(now));
-                ins.bind(12, item.expires);
-                ins.bind(13, static_cast<int64_t>(expires));
-                if (sqlite3_step(ins.st) != SQLITE_DONE)
-                    throw StoreError(std::string("index: cannot insert item: ") + sqlite3_errmsg(s_.db));
-                for (const auto& r : meta.recipients) {
-                    Stmt rec(s_.db, "INSERT OR IGNORE INTO recipients (item_id, address) VALUES (?,?)");
-                    rec.bind(1, item.id);
-                    rec.bind(2, r);
-                    if (sqlite3_step(rec.st) != SQLITE_DONE)
-                        throw StoreError(std::string("index: cannot insert recipient: ") + sqlite3_errmsg(s_.db));
-                }
-                s_.exec("COMMIT");
-            } catch (...) {
-                sqlite3_exec(s_.db, "ROLLBACK", nullptr, nullptr, nullptr);
-                // The object may stay: without a row nobody can reach it, and
-                // another item may share it (dedup). Clean-up collects orphans.
-                throw;
-            }
-        }
-        item.url = s_.public_url + "/m/" + item.id + "/" + item.token;
+        register_item(s_, item, meta, Link{});
+        // remove_item() may have deleted the shared object between our link()
+        // and our insert: our temp file still has the bytes, so put them back.
+        if (access(obj.c_str(), F_OK) != 0 && link(tmp_path_.c_str(), obj.c_str()) != 0 && errno != EEXIST)
+            throw StoreError("cannot place object " + obj + ": " + errno_text(errno));
+        unlink(tmp_path_.c_str());
+        done_ = true;
         return item;
     }
 
@@ -347,7 +394,7 @@ std::optional<Item> Store::authorize(const std::string& id, const std::string& t
         std::lock_guard<std::mutex> lock(impl_->mu);
         Stmt q(impl_->db,
                "SELECT id, sha256, size, type, name, title, note, copyright, date, created, expires, state, "
-               "token_sha256, expires_unix FROM items WHERE id = ?");
+               "token_sha256, expires_unix, link_path, link_size, link_mtime_ns FROM items WHERE id = ?");
         q.bind(1, id);
         int rc = sqlite3_step(q.st);
         if (rc != SQLITE_ROW)
@@ -366,6 +413,9 @@ std::optional<Item> Store::authorize(const std::string& id, const std::string& t
         it.state = column_text(q.st, 11);
         token_hash = column_text(q.st, 12);
         expires_unix = sqlite3_column_int64(q.st, 13);
+        it.link_path = column_text(q.st, 14);
+        it.link_size = static_cast<uint64_t>(sqlite3_column_int64(q.st, 15));
+        it.link_mtime_ns = sqlite3_column_int64(q.st, 16);
     }
     // Compare hashes in constant time so the check leaks nothing about the token.
     if (!equal_ct(want, token_hash))
@@ -377,6 +427,160 @@ std::optional<Item> Store::authorize(const std::string& id, const std::string& t
     if (!is_hex_digest(it.sha256))
         return std::nullopt;
     return it;
+}
+
+namespace {
+
+int64_t mtime_ns(const struct stat& st)
+{
+    return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+// SHA-256 of an open file from its start, in fixed buffers.
+std::string hash_fd(int fd, const std::string& path, uint64_t total,
+                    const std::function<void(uint64_t, uint64_t)>& progress)
+{
+    Sha256 sha;
+    std::string buf(1 << 20, '\0');
+    uint64_t done = 0;
+    for (;;) {
+        ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            throw StoreError("cannot read " + path + ": " + errno_text(errno));
+        if (n == 0)
+            break;
+        sha.update(buf.data(), static_cast<size_t>(n));
+        done += static_cast<uint64_t>(n);
+        if (progress)
+            progress(done, total);
+    }
+    if (done != total)
+        throw StoreError(path + " changed size while it was read");
+    return sha.hex_digest();
+}
+
+struct Fd {
+    int fd = -1;
+    ~Fd()
+    {
+        if (fd >= 0)
+            close(fd);
+    }
+};
+
+} // namespace
+
+NewItem Store::link_file(const std::string& path, const ItemMeta& meta,
+                         const std::function<void(uint64_t, uint64_t)>& progress)
+{
+    // The real path: the gateway must find the same file whatever the caller's
+    // working directory or symlinks were.
+    char* real = realpath(path.c_str(), nullptr);
+    if (!real)
+        throw StoreError("cannot resolve " + path + ": " + errno_text(errno));
+    Link link;
+    link.path = real;
+    free(real);
+    Fd f;
+    f.fd = open(link.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f.fd < 0)
+        throw StoreError("cannot open " + link.path + ": " + errno_text(errno));
+    struct stat before, after;
+    if (fstat(f.fd, &before) != 0)
+        throw StoreError("cannot stat " + link.path + ": " + errno_text(errno));
+    if (!S_ISREG(before.st_mode))
+        throw StoreError(link.path + " is not a regular file");
+    NewItem item;
+    item.size = static_cast<uint64_t>(before.st_size);
+    item.sha256 = hash_fd(f.fd, link.path, item.size, progress);
+    if (fstat(f.fd, &after) != 0 || after.st_size != before.st_size || mtime_ns(after) != mtime_ns(before))
+        throw StoreError(link.path + " changed while it was hashed");
+    link.size = item.size;
+    link.mtime_ns = mtime_ns(before);
+    register_item(*impl_, item, meta, link);
+    return item;
+}
+
+std::string Store::item_path(const Item& item) const
+{
+    return item.link_path.empty() ? object_path(item.sha256) : item.link_path;
+}
+
+bool Store::linked_file_intact(const Item& item, std::string& why) const
+{
+    if (item.link_path.empty())
+        return true;
+    Fd f;
+    f.fd = open(item.link_path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (f.fd < 0 || fstat(f.fd, &st) != 0) {
+        why = "linked file " + item.link_path + " is gone: " + errno_text(errno);
+        return false;
+    }
+    if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != item.link_size) {
+        why = "linked file " + item.link_path + " changed size";
+        return false;
+    }
+    if (mtime_ns(st) != item.link_mtime_ns) {
+        why = "linked file " + item.link_path + " was modified";
+        return false;
+    }
+    try {
+        if (hash_fd(f.fd, item.link_path, item.link_size, {}) != item.sha256) {
+            why = "linked file " + item.link_path + " changed content";
+            return false;
+        }
+    } catch (const StoreError& e) {
+        why = e.what();
+        return false;
+    }
+    return true;
+}
+
+bool Store::remove_item(const std::string& id)
+{
+    if (!is_hex32(id))
+        return false;
+    Impl& s = *impl_;
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.exec("BEGIN IMMEDIATE");
+    try {
+        std::string sha, link_path;
+        {
+            Stmt q(s.db, "SELECT sha256, link_path FROM items WHERE id = ?");
+            q.bind(1, id);
+            if (sqlite3_step(q.st) != SQLITE_ROW) {
+                s.exec("ROLLBACK");
+                return false;
+            }
+            sha = column_text(q.st, 0);
+            link_path = column_text(q.st, 1);
+        }
+        // Recipients go with the item (ON DELETE CASCADE).
+        Stmt del(s.db, "DELETE FROM items WHERE id = ?");
+        del.bind(1, id);
+        if (sqlite3_step(del.st) != SQLITE_DONE)
+            throw StoreError(std::string("index: cannot remove item: ") + sqlite3_errmsg(s.db));
+        bool shared = false;
+        if (link_path.empty()) {
+            Stmt q(s.db, "SELECT 1 FROM items WHERE sha256 = ? AND link_path = '' LIMIT 1");
+            q.bind(1, sha);
+            shared = sqlite3_step(q.st) == SQLITE_ROW;
+        }
+        // A linked file is the user's own: never deleted. An object shared by
+        // another item stays. The unlink happens while we hold the write lock,
+        // so a writer deduplicating onto this object inserts its row after it
+        // and then sees the object gone and places its own copy (see commit()).
+        if (link_path.empty() && !shared && is_hex_digest(sha))
+            unlink(object_path(sha).c_str());
+        s.exec("COMMIT");
+        return true;
+    } catch (...) {
+        sqlite3_exec(s.db, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
 }
 
 } // namespace mm

@@ -11,6 +11,7 @@
 #include "../mime/config.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -44,6 +45,11 @@ struct NewItem {
 struct Item {
     std::string id, sha256, type, name, title, note, copyright, date, created, expires, state;
     uint64_t size = 0;
+    // Set for an item registered in place (mmsend --link): the file is served
+    // from link_path, and only while its size, mtime and hash are unchanged.
+    std::string link_path;
+    uint64_t link_size = 0;
+    int64_t link_mtime_ns = 0;
 };
 
 class Store {
@@ -69,6 +75,25 @@ public:
 
     /// Absolute path of an item's bytes.
     std::string object_path(const std::string& sha256) const;
+
+    /// Registers the file at `path` in place, without copying it: the index
+    /// records its real path, size, mtime and SHA-256 (hashed now; `progress`
+    /// gets bytes done and total). Throws StoreError if the file is not a
+    /// regular file or changes while it is hashed.
+    NewItem link_file(const std::string& path, const ItemMeta& meta,
+                      const std::function<void(uint64_t, uint64_t)>& progress = {});
+
+    /// Where the item's bytes are: link_path for a linked item, else the object.
+    std::string item_path(const Item& item) const;
+
+    /// For a linked item: whether the file still has the recorded size, mtime
+    /// and SHA-256 (reads the whole file). `why` says what changed. Objects
+    /// (not linked) are always intact. A server must refuse (410) when false.
+    bool linked_file_intact(const Item& item, std::string& why) const;
+
+    /// Removes an item (a mail that was never sent): its row and recipients,
+    /// and its object when no other item shares it. False if there was no such item.
+    bool remove_item(const std::string& id);
 
     /// The public-key pin of the gateway's TLS key, for handles.
     const std::string& pin() const;
