@@ -24,7 +24,8 @@ const char kUsage[] =
     "\n"
     "Keys read: store.dir, gateway.public_url, gateway.retention, gateway.tls_cert,\n"
     "gateway.tls_key, milter.socket, milter.min_size, milter.types, milter.on_error,\n"
-    "milter.max_message_size, log.level.\n";
+    "milter.max_message_size, milter.apply_to, milter.trusted_networks, milter.max_size,\n"
+    "milter.over_max_size, milter.rewrite_signed_dkim, log.level.\n";
 
 } // namespace
 
@@ -48,6 +49,16 @@ int main(int argc, char** argv)
         s.max_message_size = cfg.size("milter.max_message_size");
         s.policy.min_size = cfg.size("milter.min_size");
         s.policy.types = cfg.list("milter.types");
+        s.policy.max_size = cfg.size("milter.max_size");
+        s.policy.reject_over_max = cfg.str("milter.over_max_size") == "reject";
+        s.apply_to_all = cfg.str("milter.apply_to") == "all";
+        s.rewrite_signed_dkim = cfg.boolean("milter.rewrite_signed_dkim");
+        for (const std::string& net : cfg.list("milter.trusted_networks")) {
+            mm::Cidr c;
+            if (!mm::parse_cidr(net, c))
+                throw mm::ConfigError("milter.trusted_networks: '" + net + "' is not an address or ADDRESS/PREFIX");
+            s.trusted.push_back(c);
+        }
         s.store = std::make_unique<mm::Store>(cfg);
         s.spool_dir = cfg.str("store.dir") + "/spool";
         if (mkdir(s.spool_dir.c_str(), 0700) != 0 && errno != EEXIST) {

@@ -2,8 +2,10 @@
 // as Postfix speaks it): spool each message to a file, detach its media into the
 // store at end of message, and hand the rewritten body back in 64 KiB chunks.
 //
-// Reads milter.min_size, milter.types, milter.on_error, milter.max_message_size
-// and store.dir (the spool lives in store.dir/spool, beside the store's tmp/).
+// Reads milter.min_size, milter.types, milter.on_error, milter.max_message_size,
+// milter.apply_to, milter.trusted_networks, milter.max_size, milter.over_max_size,
+// milter.rewrite_signed_dkim and store.dir (the spool lives in store.dir/spool).
+// Postfix macros used: {auth_authen} (MAIL FROM), i (queue id, end of message).
 #include "milter.h"
 
 #include "mime/log.h"
@@ -13,6 +15,7 @@
 #include <chrono>
 #include <cstring>
 #include <fcntl.h>
+#include <strings.h>
 #include <libmilter/mfapi.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,7 +33,7 @@ struct Message {
     std::string spool_path;
     int fd = -1;
     uint64_t size = 0;
-    bool too_big = false;
+    std::string pass_why;   // set when this message passes untouched; nothing is spooled
     std::vector<std::string> recipients;
     std::chrono::steady_clock::time_point started;
 };
@@ -38,6 +41,7 @@ struct Message {
 /// Per-connection context, created at connect and freed at close.
 struct Connection {
     std::string client;
+    bool trusted = false;   // client address in milter.trusted_networks
     Message msg;
 };
 
@@ -51,6 +55,37 @@ void drop_message(Message& m)
 }
 
 Connection* conn_of(SMFICTX* ctx) { return static_cast<Connection*>(smfi_getpriv(ctx)); }
+
+/// The message will pass untouched: stop spooling, keep counting its size for the log.
+void pass_untouched(Message& m, std::string why)
+{
+    if (m.fd >= 0)
+        close(m.fd);
+    if (!m.spool_path.empty())
+        unlink(m.spool_path.c_str());
+    m.fd = -1;
+    m.spool_path.clear();
+    m.pass_why = std::move(why);
+}
+
+uint64_t elapsed_ms(const Message& m)
+{
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - m.started).count());
+}
+
+std::string queue_id(SMFICTX* ctx)
+{
+    const char* qid = smfi_getsymval(ctx, const_cast<char*>("i"));
+    return qid ? printable(qid, 40) : "?";
+}
+
+/// The one log line per message: queue id, action, sizes, time.
+void log_outcome(SMFICTX* ctx, const Message& m, const std::string& action, const std::string& sizes)
+{
+    log_info("queue " + queue_id(ctx) + ": " + action + ", " + sizes + " bytes, " + std::to_string(elapsed_ms(m)) +
+             " ms");
+}
 
 bool spool_write(Message& m, const void* data, size_t len)
 {
@@ -74,8 +109,7 @@ bool spool_write(Message& m, const void* data, size_t len)
 sfsistat on_internal_error(SMFICTX* ctx, const std::string& why)
 {
     Connection* c = conn_of(ctx);
-    const char* qid = smfi_getsymval(ctx, const_cast<char*>("i"));
-    log_error(std::string("queue ") + (qid ? qid : "?") + ": " + why + "; answering " + g_settings->on_error);
+    log_error("queue " + queue_id(ctx) + ": " + why + "; answering " + g_settings->on_error);
     if (c)
         drop_message(c->msg);
     if (g_settings->on_error == "accept")
@@ -85,10 +119,11 @@ sfsistat on_internal_error(SMFICTX* ctx, const std::string& why)
     return SMFIS_TEMPFAIL;
 }
 
-sfsistat cb_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR*)
+sfsistat cb_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* addr)
 {
     auto* c = new Connection;
     c->client = hostname ? printable(hostname, 80) : "?";
+    c->trusted = address_in(addr, g_settings->trusted);
     smfi_setpriv(ctx, c);
     return SMFIS_CONTINUE;
 }
@@ -100,6 +135,14 @@ sfsistat cb_envfrom(SMFICTX* ctx, char**)
         return SMFIS_TEMPFAIL;
     drop_message(c->msg);
     c->msg.started = std::chrono::steady_clock::now();
+    // Only outgoing mail is rewritten: a receiving server must never pull media
+    // out of inbound mail. Postfix sends {auth_authen} at MAIL FROM by default.
+    const char* auth = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
+    bool authenticated = auth && *auth;
+    if (!g_settings->apply_to_all && !c->trusted && !authenticated) {
+        c->msg.pass_why = "not outgoing: client " + c->client + " neither trusted nor authenticated";
+        return SMFIS_CONTINUE;
+    }
     std::string path = g_settings->spool_dir + "/msg.XXXXXX";
     c->msg.fd = mkostemp(path.data(), O_CLOEXEC);
     if (c->msg.fd < 0)
@@ -126,6 +169,11 @@ sfsistat cb_header(SMFICTX* ctx, char* name, char* value)
     Connection* c = conn_of(ctx);
     if (!c || c->msg.fd < 0)
         return SMFIS_CONTINUE;
+    if (!g_settings->rewrite_signed_dkim && strcasecmp(name, "DKIM-Signature") == 0) {
+        // Rewriting the body would break the signature; mm-milter belongs before the signer.
+        pass_untouched(c->msg, "DKIM-signed (milter.rewrite_signed_dkim = false)");
+        return SMFIS_CONTINUE;
+    }
     // Only the engine's MIME parser reads these header lines; Postfix keeps its
     // own copy of the headers, so folded values just need CRLF line ends here.
     std::string line = std::string(name) + ": ";
@@ -153,11 +201,16 @@ sfsistat cb_eoh(SMFICTX* ctx)
 sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
 {
     Connection* c = conn_of(ctx);
-    if (!c || c->msg.fd < 0 || c->msg.too_big)
+    if (!c)
         return SMFIS_CONTINUE;
+    if (c->msg.fd < 0) {
+        c->msg.size += len;   // passing untouched: counted for the log only
+        return SMFIS_CONTINUE;
+    }
     if (c->msg.size + len > g_settings->max_message_size) {
         // Over our cap: stop spooling and let the message pass unchanged.
-        c->msg.too_big = true;
+        c->msg.size += len;
+        pass_untouched(c->msg, "larger than milter.max_message_size");
         return SMFIS_CONTINUE;
     }
     if (!spool_write(c->msg, chunk, len))
@@ -194,18 +247,12 @@ bool replace_body(SMFICTX* ctx, const std::string& path, uint64_t offset)
 sfsistat cb_eom(SMFICTX* ctx)
 {
     Connection* c = conn_of(ctx);
-    if (!c || c->msg.fd < 0)
+    if (!c)
         return SMFIS_CONTINUE;
-    const char* qid_p = smfi_getsymval(ctx, const_cast<char*>("i"));
-    std::string qid = qid_p ? printable(qid_p, 40) : "?";
     Message& m = c->msg;
-    auto elapsed_ms = [&] {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - m.started)
-            .count();
-    };
-    if (m.too_big) {
-        log_info("queue " + qid + ": passed (larger than milter.max_message_size), " + std::to_string(m.size) +
-                 "+ bytes");
+    if (!m.pass_why.empty() || m.fd < 0) {
+        log_outcome(ctx, m, "passed: " + (m.pass_why.empty() ? std::string("no spool") : m.pass_why),
+                    std::to_string(m.size));
         drop_message(m);
         return SMFIS_CONTINUE;
     }
@@ -221,9 +268,18 @@ sfsistat cb_eom(SMFICTX* ctx)
         unlink(out_path.c_str());
         return on_internal_error(ctx, e.what());
     }
+    if (r.rejected) {
+        std::string text = "MediaMail: attachment of " + std::to_string(r.largest_over_max) +
+                           " bytes is larger than this server sends (" + std::to_string(g_settings->policy.max_size) +
+                           " bytes)";
+        log_outcome(ctx, m, "rejected: " + r.skipped_why + " (552 5.3.4)", std::to_string(r.in_size));
+        drop_message(m);
+        smfi_setreply(ctx, const_cast<char*>("552"), const_cast<char*>("5.3.4"), text.data());
+        return SMFIS_REJECT;
+    }
     if (r.detached == 0) {
-        log_info("queue " + qid + ": passed (" + r.skipped_why + "), " + std::to_string(r.in_size) + " bytes, " +
-                 std::to_string(elapsed_ms()) + " ms");
+        std::string action = r.protected_why.empty() ? "passed: " + r.skipped_why : "skipped: " + r.skipped_why;
+        log_outcome(ctx, m, action, std::to_string(r.in_size));
         drop_message(m);
         return SMFIS_CONTINUE;
     }
@@ -233,8 +289,10 @@ sfsistat cb_eom(SMFICTX* ctx)
     unlink(out_path.c_str());
     if (!ok)
         return on_internal_error(ctx, "could not hand the rewritten body to the MTA");
-    log_info("queue " + qid + ": detached " + count + ", " + std::to_string(r.in_size) + " -> " +
-             std::to_string(r.out_size) + " bytes, " + std::to_string(elapsed_ms()) + " ms");
+    std::string action = "detached " + count;
+    if (r.over_max > 0)
+        action += " (" + std::to_string(r.over_max) + " over milter.max_size left in place)";
+    log_outcome(ctx, m, action, std::to_string(r.in_size) + " -> " + std::to_string(r.out_size));
     drop_message(m);
     return SMFIS_CONTINUE;
 }

@@ -234,6 +234,36 @@ bool leaf_range(const InFile& in, GMimePart* part, Leaf& leaf)
     return true;
 }
 
+/// Whether the raw body of a text part carries an inline PGP block: the
+/// signature covers the text as it is, so the message must stay as it is.
+bool has_inline_pgp(const InFile& in, GMimePart* part)
+{
+    GMimeDataWrapper* content = g_mime_part_get_content(part);
+    GMimeStream* s = content ? g_mime_data_wrapper_get_stream(content) : nullptr;
+    if (!s || s->bound_start < 0)
+        return false;
+    uint64_t from = static_cast<uint64_t>(s->bound_start);
+    uint64_t to = s->bound_end < 0 ? in.size() : std::min<uint64_t>(static_cast<uint64_t>(s->bound_end), in.size());
+    static constexpr std::string_view kArmor = "-----BEGIN PGP";
+    // Fixed buffer; keep the last few bytes of each read so a marker split
+    // across two reads is still found.
+    char buf[kIoBuffer];
+    size_t keep = 0;
+    while (from < to) {
+        size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof buf - keep, to - from));
+        size_t n = in.pread_some(buf + keep, want, from);
+        if (n == 0)
+            break;
+        from += n;
+        std::string_view view(buf, keep + n);
+        if (view.find(kArmor) != std::string_view::npos)
+            return true;
+        keep = std::min(view.size(), kArmor.size() - 1);
+        memmove(buf, buf + view.size() - keep, keep);
+    }
+    return false;
+}
+
 void walk(const InFile& in, GMimeObject* obj, bool in_multipart, unsigned depth, Walk& w)
 {
     if (!obj || w.over_cap)
@@ -259,6 +289,18 @@ void walk(const InFile& in, GMimeObject* obj, bool in_multipart, unsigned depth,
         if (inner)
             walk(in, g_mime_message_get_mime_part(inner), false, depth + 1, w);
         return;
+    }
+    if (GMIME_IS_PART(obj)) {
+        GMimeContentType* ct = g_mime_object_get_content_type(obj);
+        if (ct && (g_mime_content_type_is_type(ct, "application", "pkcs7-mime") ||
+                   g_mime_content_type_is_type(ct, "application", "x-pkcs7-mime"))) {
+            w.protected_why = "application/pkcs7-mime";
+            return;
+        }
+        if (ct && g_mime_content_type_is_type(ct, "text", "*") && has_inline_pgp(in, GMIME_PART(obj))) {
+            w.protected_why = "inline PGP";
+            return;
+        }
     }
     // A single part that is a whole message's body shares its header block with
     // the message headers; only parts inside a multipart have a block of their own.
@@ -482,6 +524,25 @@ private:
     char in_buf_[kIoBuffer];
 };
 
+/// Decoded size of a base64 body: its alphabet characters (padding excluded)
+/// times 6 bits, without decoding it.
+uint64_t base64_decoded_size(const InFile& in, uint64_t from, uint64_t to)
+{
+    char buf[kIoBuffer];
+    uint64_t chars = 0;
+    while (from < to) {
+        size_t n = in.pread_some(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, to - from)), from);
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; ++i) {
+            char c = buf[i];
+            chars += (g_ascii_isalnum(c) || c == '+' || c == '/') ? 1 : 0;
+        }
+        from += n;
+    }
+    return chars * 6 / 8;
+}
+
 std::string part_filename(GMimePart* part, const std::string& type)
 {
     const char* fn = g_mime_part_get_filename(part);
@@ -535,6 +596,13 @@ DetachResult detach_message(const std::string& in_path, const std::string& out_p
         r.skipped_why = "MIME structure over the depth or part cap";
         return r;
     }
+    if (!w.protected_why.empty()) {
+        // Conservative: anything signed or encrypted anywhere keeps the whole
+        // message as it is, so no signature can break.
+        r.protected_why = w.protected_why;
+        r.skipped_why = "signed or encrypted content (" + w.protected_why + ")";
+        return r;
+    }
 
     // Choose the parts: base64 (v1), declared or sniffed media, large enough.
     std::vector<Chosen> chosen;
@@ -553,12 +621,27 @@ DetachResult detach_message(const std::string& in_path, const std::string& out_p
             if (rd.next(dec, raw))
                 match = !sniff_media(reinterpret_cast<const unsigned char*>(dec.data()), dec.size()).empty();
         }
-        if (match)
-            chosen.push_back(Chosen{leaf, type});
+        if (!match)
+            continue;
+        // The encoded length over-estimates; count exactly only when it matters.
+        if ((leaf.body_end - leaf.body_start) / 4 * 3 > policy.max_size) {
+            uint64_t decoded = base64_decoded_size(in, leaf.body_start, leaf.body_end);
+            if (decoded > policy.max_size) {
+                ++r.over_max;
+                r.largest_over_max = std::max(r.largest_over_max, decoded);
+                continue;
+            }
+        }
+        chosen.push_back(Chosen{leaf, type});
+    }
+    if (r.over_max > 0 && policy.reject_over_max) {
+        // Decided before the sink sees a byte: a refused message stores nothing.
+        r.rejected = true;
+        r.skipped_why = "media over max_size";
+        return r;
     }
     if (chosen.empty()) {
-        r.skipped_why = !w.protected_why.empty() ? "signed or encrypted content (" + w.protected_why + ")"
-                                                 : "no media";
+        r.skipped_why = r.over_max > 0 ? "media over max_size left in place" : "no media";
         return r;
     }
 

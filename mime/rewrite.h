@@ -24,6 +24,8 @@ struct DetachPolicy {
     uint64_t min_size = 1 << 20;                 // decoded bytes
     std::vector<std::string> types{"video/*", "audio/*"};
     bool sniff = true;                           // also detach parts whose bytes sniff as media
+    uint64_t max_size = UINT64_MAX;              // decoded bytes; larger media are not detached
+    bool reject_over_max = false;                // ...and the whole message is refused
 };
 
 /// Receives one attachment's decoded bytes. begin() is called per detached part;
@@ -47,9 +49,20 @@ struct DetachResult {
     uint64_t in_size = 0, out_size = 0;
     uint64_t out_body_offset = 0;   // where the body starts in the output file
     std::string skipped_why;        // when nothing was detached for a reason worth logging
+    unsigned over_max = 0;          // media parts left in place: larger than max_size
+    uint64_t largest_over_max = 0;  // decoded size of the largest of them
+    bool rejected = false;          // over max_size with reject_over_max: nothing stored or written
+    std::string protected_why;      // signed/encrypted content: the message was left alone
 };
 
 /// Reads the message at in_path and, if anything is detached, writes the
+/// rewritten message to out_path. A message holding signed or encrypted content
+/// (multipart/signed, multipart/encrypted, application/pkcs7-mime, inline PGP
+/// in a text part) anywhere is never altered: protected_why says why.
+/// Media over policy.max_size are left in place, or with reject_over_max the
+/// result is `rejected` before anything reaches the sink.
+///
+/// In detail: reads the message at in_path and, if anything is detached, writes the
 /// rewritten message to out_path (with a top-level "X-Media-Handles: N" header
 /// first) and returns detached > 0. With nothing to detach, out_path is not
 /// written. Throws std::runtime_error on I/O errors and sink failures.
