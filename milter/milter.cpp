@@ -251,7 +251,7 @@ sfsistat cb_eom(SMFICTX* ctx)
         return SMFIS_CONTINUE;
     Message& m = c->msg;
     if (!m.pass_why.empty() || m.fd < 0) {
-        log_outcome(ctx, m, "passed: " + (m.pass_why.empty() ? std::string("no spool") : m.pass_why),
+        log_outcome(ctx, m, "passed (" + (m.pass_why.empty() ? std::string("no spool") : m.pass_why) + ")",
                     std::to_string(m.size));
         drop_message(m);
         return SMFIS_CONTINUE;
@@ -272,13 +272,13 @@ sfsistat cb_eom(SMFICTX* ctx)
         std::string text = "MediaMail: attachment of " + std::to_string(r.largest_over_max) +
                            " bytes is larger than this server sends (" + std::to_string(g_settings->policy.max_size) +
                            " bytes)";
-        log_outcome(ctx, m, "rejected: " + r.skipped_why + " (552 5.3.4)", std::to_string(r.in_size));
+        log_outcome(ctx, m, "rejected (" + r.skipped_why + ", 552 5.3.4)", std::to_string(r.in_size));
         drop_message(m);
         smfi_setreply(ctx, const_cast<char*>("552"), const_cast<char*>("5.3.4"), text.data());
         return SMFIS_REJECT;
     }
     if (r.detached == 0) {
-        std::string action = r.protected_why.empty() ? "passed: " + r.skipped_why : "skipped: " + r.skipped_why;
+        std::string action = (r.protected_why.empty() ? "passed (" : "skipped (") + r.skipped_why + ")";
         log_outcome(ctx, m, action, std::to_string(r.in_size));
         drop_message(m);
         return SMFIS_CONTINUE;
