@@ -6,7 +6,7 @@
 #   mm_tmpdir_init; mm_postfix_start [milter]; mm_dovecot_start
 # Everything lives under $MM_TMP; an EXIT trap stops all of it and removes the dir.
 #
-# Exported: MM_TMP, MM_SMTP_PORT, MM_POP3_PORT, MM_POP3_PASS, MM_MAIL_DIR,
+# Exported: MM_TMP, MM_SMTP_PORT, MM_POP3_PORT, MM_POP3_PASS, MM_MAIL_DIR, MM_DOVECOT_AUTH_SOCKET,
 #           MM_POSTFIX_DIR, MM_POSTFIX_LOG, MM_DOVECOT_CONF, MM_DOVECOT_LOG,
 #           MM_VMAIL_USER, MM_VMAIL_UID, MM_VMAIL_GID.
 # Mail domain: example.test, users bob, alice, carol (POP3 password "secret").
@@ -232,7 +232,8 @@ mm__postfix_altdir() {
   ) 9>"$MM_POSTFIX_GLOBAL_LOCK"
 }
 
-# Start a private Postfix on a free loopback port (export MM_SMTP_PORT); $1 = optional milter.
+# Start a private Postfix on a free loopback port (export MM_SMTP_PORT); $1 = optional milter;
+# MM_POSTFIX_EXTRA = more main.cf lines, appended last (they win).
 mm_postfix_start() {
   local milter=${1:-}
   [ -n "${MM_TMP:-}" ] || mm_tmpdir_init
@@ -307,6 +308,8 @@ milter_default_action = tempfail
 milter_protocol = 6
 EOF
   fi
+  # Extra main.cf lines from the test (e.g. the milter lines of docs/postfix.md, SASL).
+  [ -z "${MM_POSTFIX_EXTRA:-}" ] || printf '%s\n' "$MM_POSTFIX_EXTRA" >>"$MM_POSTFIX_DIR/main.cf"
 
   cat >"$MM_POSTFIX_DIR/master.cf" <<EOF
 # service type  private unpriv  chroot  wakeup  maxproc command
@@ -356,7 +359,9 @@ mm_dovecot_start() {
   MM_DOVECOT_LOG=$MM_TMP/dovecot.log
   MM_POP3_PORT=$(mm_free_port) || mm_fail "no free port for pop3"
   MM_POP3_PASS=secret
-  export MM_DOVECOT_CONF MM_DOVECOT_LOG MM_POP3_PORT MM_POP3_PASS
+  # Postfix's SASL (smtpd_sasl_type = dovecot, smtpd_sasl_path) asks Dovecot here.
+  MM_DOVECOT_AUTH_SOCKET=$dir/run/auth-postfix
+  export MM_DOVECOT_CONF MM_DOVECOT_LOG MM_POP3_PORT MM_POP3_PASS MM_DOVECOT_AUTH_SOCKET
   mkdir -p "$dir/run" "$dir/state"
   chmod 755 "$dir" "$dir/run"
   : >"$MM_DOVECOT_LOG"
@@ -404,6 +409,11 @@ service pop3-login {
   }
   inet_listener pop3s {
     port = 0
+  }
+}
+service auth {
+  unix_listener $MM_DOVECOT_AUTH_SOCKET {
+    mode = 0666
   }
 }
 service imap-login {
