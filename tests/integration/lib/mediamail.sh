@@ -219,3 +219,10 @@ mm_video_loop() {
   MM_RECV_SHA=$(sha256sum "$MM_TMP/received-$name" | cut -d' ' -f1)
   export MM_SENT_SHA MM_RECV_SHA MM_STORED_BYTES MM_STORED_MAIL MM_LOOP_MS MM_FETCHED
 }
+
+# Print the main.cf lines of docs/postfix.md (between its marker comments) for a milter on 127.0.0.1:PORT.
+mm_postfix_doc_lines() {
+  local port=$1
+  sed -n '/^# mm-milter: begin main.cf$/,/^# mm-milter: end main.cf$/p' "$MM_SOURCE_DIR/docs/postfix.md" |
+    sed "s/127\.0\.0\.1:8891/127.0.0.1:$port/g" | grep -v '^#'
+}
