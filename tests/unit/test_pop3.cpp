@@ -169,3 +169,201 @@ TEST_CASE("downloader refuses local and private addresses")
     un.sa_family = AF_UNIX;
     CHECK_FALSE(address_allowed(&un, true));
 }
+
+// ---- the upstream client against a scripted fake POP3 server ----
+
+#include "fetcher/upstream.h"
+
+#include <fstream>
+#include <sstream>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+namespace {
+
+/// Greets, then for each step reads one command line and sends the canned bytes;
+/// then hangs up. Records the commands it got.
+class FakePop3 {
+public:
+    FakePop3(std::string greeting, std::vector<std::string> replies)
+    {
+        lfd_ = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        REQUIRE(listen(lfd_, 1) == 0);
+        socklen_t len = sizeof a;
+        getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this, greeting, replies] {
+            int fd = accept(lfd_, nullptr, nullptr);
+            if (fd < 0)
+                return;
+            send(fd, greeting.data(), greeting.size(), MSG_NOSIGNAL);
+            for (const auto& r : replies) {
+                std::string line;
+                char c;
+                while (recv(fd, &c, 1, 0) == 1 && c != '\n')
+                    line.push_back(c);
+                commands_.push_back(line);
+                send(fd, r.data(), r.size(), MSG_NOSIGNAL);
+            }
+            shutdown(fd, SHUT_WR);
+            char sink[256];
+            while (recv(fd, sink, sizeof sink, 0) > 0) {
+            }
+            close(fd);
+        });
+    }
+    ~FakePop3()
+    {
+        shutdown(lfd_, SHUT_RDWR);
+        thread_.join();
+        close(lfd_);
+    }
+    UpstreamConfig config() const
+    {
+        UpstreamConfig c;
+        c.host = "127.0.0.1";
+        c.port = port_;
+        c.tls_required = false;
+        c.timeout = std::chrono::seconds(5);
+        return c;
+    }
+    std::vector<std::string> commands_;
+
+private:
+    int lfd_ = -1;
+    uint16_t port_ = 0;
+    std::thread thread_;
+};
+
+std::string slurp(const std::string& path)
+{
+    std::ifstream f(path, std::ios::binary);
+    std::ostringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+std::string temp_path()
+{
+    return "/tmp/mm-pop3-test-" + std::to_string(getpid()) + "-" + std::to_string(rand());
+}
+
+} // namespace
+
+TEST_CASE("upstream RETR undoes dot-stuffing and normalises line ends")
+{
+    FakePop3 fake("+OK hi\r\n", {"+OK 30 octets\r\n..a\r\nline\nbare\r\n.\r\n", "+OK\r\n"});
+    Upstream up;
+    std::string err, text;
+    REQUIRE(up.connect(fake.config(), err));
+    std::string path = temp_path();
+    uint64_t written = 0;
+    CHECK(up.retr_to_file(7, path, 1000, written, err) == Upstream::Fetch::ok);
+    CHECK(slurp(path) == ".a\r\nline\r\nbare\r\n");
+    CHECK(written == 16);
+    unlink(path.c_str());
+    CHECK(up.command("NOOP", text) == Reply::ok);   // the terminator was consumed: in sync
+    CHECK(fake.commands_.at(0) == "RETR 7\r");
+}
+
+TEST_CASE("upstream RETR over fetcher.max_size is refused and the dialogue stays in sync")
+{
+    FakePop3 fake("+OK hi\r\n", {"+OK\r\n" + std::string(5000, 'x') + "\r\n.\r\n", "+OK still here\r\n"});
+    Upstream up;
+    std::string err, text;
+    REQUIRE(up.connect(fake.config(), err));
+    std::string path = temp_path();
+    uint64_t written = 0;
+    CHECK(up.retr_to_file(1, path, 100, written, err) == Upstream::Fetch::too_big);
+    CHECK(access(path.c_str(), F_OK) != 0);
+    CHECK(up.command("NOOP", text) == Reply::ok);
+    CHECK(text == "still here");
+}
+
+TEST_CASE("upstream misbehaviour ends the upstream session")
+{
+    std::string err, text;
+    SUBCASE("overlong status line") {
+        FakePop3 fake("+OK hi\r\n", {"+OK " + std::string(5000, 'y') + "\r\n"});
+        Upstream up;
+        REQUIRE(up.connect(fake.config(), err));
+        CHECK(up.command("NOOP", text) == Reply::io);
+        CHECK_FALSE(up.connected());
+    }
+    SUBCASE("garbage instead of +OK/-ERR") {
+        FakePop3 fake("+OK hi\r\n", {"HELLO\r\n"});
+        Upstream up;
+        REQUIRE(up.connect(fake.config(), err));
+        CHECK(up.command("NOOP", text) == Reply::io);
+    }
+    SUBCASE("-ERR is an answer, not a failure") {
+        FakePop3 fake("+OK hi\r\n", {"-ERR [AUTH] no\r\n"});
+        Upstream up;
+        REQUIRE(up.connect(fake.config(), err));
+        CHECK(up.command("PASS x", text) == Reply::err);
+        CHECK(up.connected());
+    }
+    SUBCASE("connection lost in the middle of RETR") {
+        FakePop3 fake("+OK hi\r\n", {"+OK\r\nhalf a mess"});
+        Upstream up;
+        REQUIRE(up.connect(fake.config(), err));
+        std::string path = temp_path();
+        uint64_t written = 0;
+        CHECK(up.retr_to_file(1, path, 1000, written, err) == Upstream::Fetch::io);
+        CHECK(access(path.c_str(), F_OK) != 0);
+    }
+    SUBCASE("bad greeting") {
+        FakePop3 fake("-ERR go away\r\n", {});
+        Upstream up;
+        CHECK_FALSE(up.connect(fake.config(), err));
+    }
+    SUBCASE("TLS required but STLS not offered") {
+        FakePop3 fake("+OK hi\r\n", {"+OK\r\nUSER\r\nUIDL\r\n.\r\n"});
+        Upstream up;
+        UpstreamConfig c = fake.config();
+        c.tls_required = true;
+        CHECK_FALSE(up.connect(c, err));
+        CHECK(err.find("STLS") != std::string::npos);
+    }
+}
+
+TEST_CASE("fetcher.upstream URLs")
+{
+    struct Case {
+        const char* url;
+        bool ok;
+        const char* host;
+        uint16_t port;
+        bool tls;
+    };
+    const Case cases[] = {
+        {"pop3://127.0.0.1:110", true, "127.0.0.1", 110, false},
+        {"pop3s://mail.example.test", true, "mail.example.test", 995, true},
+        {"pop3://mail.example.test/", true, "mail.example.test", 110, false},
+        {"pop3s://mail.example.test:9995", true, "mail.example.test", 9995, true},
+        {"imap://mail.example.test", false, "", 0, false},
+        {"pop3://", false, "", 0, false},
+        {"pop3://user@host:110", false, "", 0, false},
+        {"pop3://host:0", false, "", 0, false},
+        {"pop3://host:99999", false, "", 0, false},
+        {"pop3://host:11x", false, "", 0, false},
+        {"pop3://host/inbox", false, "", 0, false},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.url);
+        UpstreamConfig u;
+        CHECK(parse_upstream_url(c.url, u) == c.ok);
+        if (c.ok) {
+            CHECK(u.host == c.host);
+            CHECK(u.port == c.port);
+            CHECK(u.implicit_tls == c.tls);
+        }
+    }
+}
