@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <fcntl.h>
 #include <mutex>
 #include <netdb.h>
 #include <poll.h>
@@ -77,14 +78,24 @@ void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, cons
             }
             active.insert(fd);
         }
-        std::thread([fd, &cfg, &stop] {
+        // The session owns a duplicate; `fd` stays open until it leaves `active`, so
+        // a stop never shuts down a descriptor number some other socket has reused.
+        int session_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (session_fd < 0) {
+            std::lock_guard<std::mutex> lock(mu);
+            active.erase(fd);
+            close(fd);
+            continue;
+        }
+        std::thread([fd, session_fd, &cfg, &stop] {
             try {
-                run_session(fd, cfg.session, stop);   // closes fd
+                run_session(session_fd, cfg.session, stop);   // closes session_fd
             } catch (const std::exception& e) {
                 log_error(std::string("session ended by exception: ") + e.what());
             }
             std::lock_guard<std::mutex> lock(mu);
             active.erase(fd);
+            close(fd);
             cv.notify_all();
         }).detach();
     }

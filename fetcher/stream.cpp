@@ -2,6 +2,7 @@
 // (OpenSSL 3, verification against the system CAs and the host name). No config keys.
 #include "stream.h"
 
+#include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
 #include <openssl/err.h>
@@ -158,11 +159,21 @@ bool Stream::start_tls(SSL_CTX* ctx, const std::string& host, std::string& err)
         return false;
     }
     SSL_set_fd(ssl_, fd_);
-    SSL_set_tlsext_host_name(ssl_, host.c_str());
-    SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (!SSL_set1_host(ssl_, host.c_str())) {
-        err = "SSL_set1_host failed";
-        return false;
+    unsigned char ip[16];
+    bool literal = inet_pton(AF_INET, host.c_str(), ip) == 1 || inet_pton(AF_INET6, host.c_str(), ip) == 1;
+    if (literal) {
+        // An address literal is checked against the certificate's IP SANs (and sent without SNI).
+        if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str())) {
+            err = "cannot set expected IP address";
+            return false;
+        }
+    } else {
+        SSL_set_tlsext_host_name(ssl_, host.c_str());
+        SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (!SSL_set1_host(ssl_, host.c_str())) {
+            err = "SSL_set1_host failed";
+            return false;
+        }
     }
     SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
     if (SSL_connect(ssl_) != 1) {

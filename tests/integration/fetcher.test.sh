@@ -243,4 +243,17 @@ wait "$FPID"; rc=$?
 [ $rc -eq 0 ] || mm_fail "mm-fetcher exit $rc after SIGTERM"
 mm_log "stopped cleanly"
 
+check "fetcher.max_sessions caps concurrent clients"
+start_fetcher --set fetcher.max_sessions=1
+python3 - "$PORT" <<'PY' || mm_fail "max_sessions"
+import socket, sys
+port = int(sys.argv[1])
+a = socket.create_connection(("127.0.0.1", port), 5)
+assert a.recv(100).startswith(b"+OK")
+b = socket.create_connection(("127.0.0.1", port), 5)
+assert b.recv(100).startswith(b"-ERR"), "second session accepted"
+a.sendall(b"QUIT\r\n"); a.recv(100); a.close()
+PY
+mm_log "second concurrent session refused"
+
 echo "PASS: fetcher"
