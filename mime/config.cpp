@@ -72,6 +72,7 @@ const KeyDef kKeys[] = {
     {"mmsend.user", Type::string, "", nullptr},
     {"mmsend.password_file", Type::string, "", nullptr},
     {"mmsend.auth", Type::choice, "any", "any|plain|login"},
+    {"mmsend.ca_file", Type::string, "", nullptr},
     {"mmsend.timeout", Type::duration, "60s", nullptr},
     {"mmsend.spool_dir", Type::path, "/var/tmp", nullptr},
     {"log.level", Type::choice, "info", "error|warning|info|debug"},
