@@ -412,7 +412,7 @@ service pop3-login {
   }
 }
 service auth {
-  unix_listener $MM_DOVECOT_AUTH_SOCKET {
+  unix_listener auth-postfix {
     mode = 0666
   }
 }
