@@ -1,0 +1,416 @@
+// mmsend.cpp - the run of mmsend (see mmsend.h): build or read the message into
+// a private spool directory, detach media with the milter's engine and policy
+// into the store (copied, or linked in place), submit, and on a failed
+// submission take the stored media out again so nothing unreachable stays.
+#include "mmsend.h"
+
+#include "address.h"
+#include "compose.h"
+#include "options.h"
+#include "progress.h"
+#include "submit.h"
+
+#include "gateway/store.h"
+#include "gateway/store_sink.h"
+#include "mime/config.h"
+#include "mime/log.h"
+#include "mime/rewrite.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <iostream>
+#include <unistd.h>
+
+namespace mm::send {
+
+namespace {
+
+// The private spool directory; removed with everything in it at the end.
+class Spool {
+public:
+    explicit Spool(const std::string& parent)
+    {
+        std::string tmpl = parent + "/mmsend.XXXXXX";
+        if (!mkdtemp(tmpl.data()))
+            throw Failure(ex_cantcreat, "cannot create a spool directory in " + parent +
+                                            " (mmsend.spool_dir): " + std::strerror(errno));
+        dir_ = tmpl;
+    }
+    ~Spool()
+    {
+        for (const char* f : {"in.eml", "msg.eml", "out.eml"})
+            unlink((dir_ + "/" + f).c_str());
+        rmdir(dir_.c_str());
+    }
+    std::string path(const char* name) const { return dir_ + "/" + name; }
+
+private:
+    std::string dir_;
+};
+
+// Standard input into a file, in fixed buffers, at most `cap` bytes.
+void spool_stdin(const std::string& path, uint64_t cap)
+{
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        throw Failure(ex_cantcreat, "cannot create " + path + ": " + std::strerror(errno));
+    char buf[65536];
+    uint64_t total = 0;
+    auto fail = [&](int code, const std::string& msg) {
+        close(fd);
+        throw Failure(code, msg);
+    };
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            fail(ex_ioerr, std::string("cannot read the message from standard input: ") + std::strerror(errno));
+        if (n == 0)
+            break;
+        total += static_cast<uint64_t>(n);
+        if (total > cap)
+            fail(ex_dataerr, "the message on standard input is larger than milter.max_message_size (" +
+                                 std::to_string(cap) + " bytes)");
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = write(fd, buf + done, static_cast<size_t>(n - done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                fail(ex_ioerr, "cannot write " + path + ": " + std::strerror(errno));
+            done += w;
+        }
+    }
+    if (fsync(fd) != 0)
+        fail(ex_ioerr, "cannot write " + path + ": " + std::strerror(errno));
+    close(fd);
+    if (total == 0)
+        throw Failure(ex_noinput, "no message on standard input");
+}
+
+std::string id_of_url(const std::string& url)
+{
+    size_t m = url.rfind("/m/");
+    return m == std::string::npos ? "" : url.substr(m + 3, 32);
+}
+
+struct Created {
+    Handle h;
+    bool linked = false;
+};
+
+// The engine's sink for mmsend: the StoreSink for copies, Store::link_file for
+// --link, and the descriptive fields of each --attach put into its handle.
+// Parts are matched to attachments by name, in message order, which is the
+// order the engine calls begin() in.
+class SendSink : public MediaSink {
+public:
+    SendSink(Store& store, std::vector<std::string> rcpts, const Options& o, const std::vector<ComposedPart>& parts,
+             bool progress)
+        : store_(store), inner_(store, rcpts, {}), rcpts_(std::move(rcpts)), o_(o), parts_(parts),
+          progress_(progress)
+    {
+    }
+
+    std::unique_ptr<Part> begin(const std::string& type, const std::string& name) override
+    {
+        size_t idx = parts_.size();
+        for (size_t i = next_; i < parts_.size(); ++i)
+            if (parts_[i].name == name) {
+                idx = i;
+                next_ = i + 1;
+                break;
+            }
+        const Attachment* att = idx < parts_.size() ? &o_.attachments[idx] : nullptr;
+        const ComposedPart* cp = idx < parts_.size() ? &parts_[idx] : nullptr;
+        if (o_.link && cp)
+            return std::make_unique<LinkPart>(*this, *cp, *att, type);
+        return std::make_unique<CopyPart>(*this, inner_.begin(type, name), att, cp ? cp->size : 0, name);
+    }
+
+    std::vector<Created> created;
+    std::vector<std::string> ids;
+
+private:
+    static void describe(Handle& h, const Attachment* att)
+    {
+        if (!att)
+            return;
+        h.title = att->title;
+        h.note = att->note;
+        h.copyright = att->copyright;
+    }
+
+    struct CopyPart : Part {
+        CopyPart(SendSink& s, std::unique_ptr<Part> inner, const Attachment* att, uint64_t total,
+                 const std::string& name)
+            : s_(s), inner_(std::move(inner)), att_(att), bar_("storing " + name, total, s.progress_)
+        {
+        }
+        void write(const void* data, size_t len) override
+        {
+            inner_->write(data, len);
+            done_ += len;
+            bar_.update(done_);
+        }
+        void finish(Handle& h) override
+        {
+            bar_.finish();
+            describe(h, att_);
+            inner_->finish(h);   // durable in the store; fills url, pin, expires
+            s_.ids.push_back(id_of_url(h.url));
+            s_.created.push_back(Created{h, false});
+        }
+        SendSink& s_;
+        std::unique_ptr<Part> inner_;
+        const Attachment* att_;
+        Progress bar_;
+        uint64_t done_ = 0;
+    };
+
+    struct LinkPart : Part {
+        LinkPart(SendSink& s, const ComposedPart& cp, const Attachment& att, const std::string& type)
+            : s_(s), cp_(cp), att_(att), type_(type)
+        {
+        }
+        // The engine's decoded bytes are only counted: the file itself is
+        // registered, and its hash must equal the engine's.
+        void write(const void*, size_t) override {}
+        void finish(Handle& h) override
+        {
+            describe(h, &att_);
+            ItemMeta meta;
+            meta.type = type_;
+            meta.name = h.name;
+            meta.title = h.title;
+            meta.note = h.note;
+            meta.copyright = h.copyright;
+            meta.recipients = s_.rcpts_;
+            Progress bar("hashing " + cp_.name, cp_.size, s_.progress_);
+            NewItem item = s_.store_.link_file(cp_.path, meta, [&](uint64_t done, uint64_t) { bar.update(done); });
+            bar.finish();
+            s_.ids.push_back(item.id);
+            if (item.sha256 != h.sha256 || item.size != h.size)
+                throw Failure(ex_dataerr, cp_.path + " changed while mmsend was reading it");
+            h.url = item.url;
+            h.pin = item.pin;
+            h.expires = item.expires;
+            s_.created.push_back(Created{h, true});
+        }
+        SendSink& s_;
+        const ComposedPart& cp_;
+        const Attachment& att_;
+        std::string type_;
+    };
+
+    Store& store_;
+    StoreSink inner_;
+    std::vector<std::string> rcpts_;
+    const Options& o_;
+    const std::vector<ComposedPart>& parts_;
+    size_t next_ = 0;
+    bool progress_;
+};
+
+void print_json(const std::vector<Created>& created)
+{
+    std::string out = "[";
+    for (size_t i = 0; i < created.size(); ++i) {
+        const Handle& h = created[i].h;
+        out += i ? ",\n " : "\n ";
+        out += "{\"name\": " + json_string(h.name) + ", \"type\": " + json_string(h.type) +
+               ", \"size\": " + std::to_string(h.size) + ", \"sha256\": " + json_string(h.sha256) +
+               ", \"url\": " + json_string(h.url) + ", \"pin\": " + json_string(h.pin) +
+               ", \"expires\": " + json_string(h.expires) + ", \"title\": " + json_string(h.title) +
+               ", \"note\": " + json_string(h.note) + ", \"copyright\": " + json_string(h.copyright) +
+               ", \"linked\": " + (created[i].linked ? "true" : "false") + "}";
+    }
+    out += created.empty() ? "]\n" : "\n]\n";
+    std::fputs(out.c_str(), stdout);
+    std::fflush(stdout);
+}
+
+// Addresses given on the command line: each an address list, errors are usage errors.
+std::vector<std::string> cli_addresses(const std::vector<std::string>& values, const std::string& what)
+{
+    std::vector<std::string> out;
+    for (const auto& v : values) {
+        try {
+            add_recipients(out, parse_address_list(v, what));
+        } catch (const Failure& f) {
+            throw UsageError(f.what());
+        }
+    }
+    return out;
+}
+
+int run_checked(const Options& o)
+{
+    Config cfg = [&] {
+        try {
+            return Config::load(o.config_path, o.overrides);
+        } catch (const ConfigError& e) {
+            throw Failure(ex_config, e.what());
+        }
+    }();
+    log_init("mmsend", cfg.str("log.level"));
+
+    SubmitSettings ss;
+    ss.target = parse_submit_target(cfg.str("mmsend.smtp"));
+    ss.sendmail_path = cfg.str("mmsend.sendmail");
+    ss.user = cfg.str("mmsend.user");
+    ss.auth = cfg.str("mmsend.auth");
+    ss.ca_file = cfg.str("mmsend.ca_file");
+    ss.timeout = cfg.duration("mmsend.timeout");
+    ss.insecure = o.insecure;
+    if (ss.target.kind != SubmitTarget::Kind::sendmail && !ss.user.empty())
+        ss.password = read_password(cfg.str("mmsend.password_file"), ss.user);
+
+    bool bars = Progress::wanted(o.quiet || o.json);
+    Spool spool(cfg.str("mmsend.spool_dir"));
+    std::string msg = spool.path("msg.eml");
+    std::string envelope_from;
+    std::vector<std::string> rcpts;
+    std::vector<ComposedPart> parts;
+
+    if (o.mode == Mode::compose) {
+        parts = check_inputs(o);
+        envelope_from = cli_addresses({o.from}, "--from").at(0);
+        add_recipients(rcpts, cli_addresses(o.to, "--to"));
+        add_recipients(rcpts, cli_addresses(o.cc, "--cc"));
+        add_recipients(rcpts, cli_addresses(o.bcc, "--bcc"));
+        std::unique_ptr<Progress> bar;
+        size_t bar_for = parts.size();
+        compose_message(o, parts, msg, [&](size_t i, uint64_t done) {
+            if (i != bar_for) {
+                bar = std::make_unique<Progress>("encoding " + parts[i].name, parts[i].size, bars);
+                bar_for = i;
+            }
+            bar->update(done);
+        });
+        bar.reset();
+    } else {
+        std::string in = spool.path("in.eml");
+        spool_stdin(in, cfg.size("milter.max_message_size"));
+        MessageHeaders mh = read_message_headers(in);
+        if (o.read_recipients) {
+            add_recipients(rcpts, mh.to);
+            add_recipients(rcpts, mh.cc);
+            add_recipients(rcpts, mh.bcc);
+        }
+        add_recipients(rcpts, cli_addresses(o.recipients, "recipient"));
+        if (!o.envelope_from.empty())
+            envelope_from = cli_addresses({o.envelope_from}, "-f").at(0);
+        else if (!mh.from.empty())
+            envelope_from = mh.from[0];
+        else
+            throw UsageError("no sender: the message has no From address; give -f");
+        if (rcpts.empty())
+            throw UsageError("no recipients: the message has no To, Cc or Bcc, and none were given");
+        // Bcc recipients get the mail, but no one may see that they did.
+        copy_without_bcc(in, mh, msg);
+        unlink(in.c_str());
+    }
+
+    std::unique_ptr<Store> store;
+    try {
+        store = std::make_unique<Store>(cfg);
+    } catch (const std::exception& e) {
+        throw Failure(ex_cantcreat, std::string("media store: ") + e.what());
+    }
+    DetachPolicy policy;
+    policy.min_size = cfg.size("milter.min_size");
+    policy.types = cfg.list("milter.types");
+    if (o.detach_all) {
+        policy.min_size = 1;
+        policy.types = {"*/*"};
+    }
+    SendSink sink(*store, rcpts, o, parts, bars);
+    // Whatever fails from here on, items already in the store would be
+    // unreachable (their handles never left): take them out again.
+    auto undo = [&] {
+        for (const auto& id : sink.ids) {
+            try {
+                store->remove_item(id);
+            } catch (const std::exception& e) {
+                log_warning("could not remove stored item " + id + ": " + e.what());
+            }
+        }
+    };
+    std::string out = spool.path("out.eml");
+    DetachResult r;
+    try {
+        r = detach_message(msg, out, policy, sink);
+    } catch (const Failure&) {
+        undo();
+        throw;
+    } catch (const std::exception& e) {
+        undo();
+        throw Failure(ex_cantcreat, std::string("cannot detach media into the store: ") + e.what());
+    }
+    try {
+        submit(ss, envelope_from, rcpts, r.detached > 0 ? out : msg);
+    } catch (...) {
+        undo();
+        throw;
+    }
+    if (o.json)
+        print_json(sink.created);
+    log_debug("sent to " + std::to_string(rcpts.size()) + " recipient(s), " + std::to_string(r.detached) +
+              " media detached");
+    return ex_ok;
+}
+
+} // namespace
+
+std::string json_string(const std::string& s)
+{
+    std::string out = "\"";
+    for (unsigned char c : s) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                char buf[8];
+                std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                out += buf;
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+    }
+    return out + "\"";
+}
+
+int run(const std::vector<std::string>& args)
+{
+    Options o;
+    try {
+        o = parse_options(args);
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "mmsend: %s\n(mmsend --help shows the usage)\n", e.what());
+        return ex_usage;
+    }
+    if (o.help) {
+        std::fputs(usage_text(), stdout);
+        return ex_ok;
+    }
+    try {
+        return run_checked(o);
+    } catch (const Failure& f) {
+        std::fprintf(stderr, "mmsend: %s\n", f.what());
+        return f.code;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "mmsend: internal error: %s\n", e.what());
+        return ex_software;
+    }
+}
+
+} // namespace mm::send
