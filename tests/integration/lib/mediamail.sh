@@ -17,6 +17,7 @@ mm_bin() {
     mm-gateway) dir=gateway ;;
     mm-milter) dir=milter ;;
     mm-fetcher) dir=fetcher ;;
+    mmsend) dir=mmsend ;;
     *) dir=. ;;
   esac
   if [ -x "$MM_BUILD_DIR/$dir/$name" ]; then
