@@ -1,5 +1,6 @@
 // http.cpp - request-target parsing and response header values for mm-gateway:
-// capability paths checked lexically (32 hex digits each), RFC 6266 file names.
+// capability paths checked lexically (32 hex digits each), RFC 6266 file names,
+// the receipt form body (docs/gateway-api.md), HTML and JSON escaping.
 #include "http.h"
 
 namespace mm {
@@ -7,6 +8,7 @@ namespace mm {
 namespace {
 
 constexpr size_t kMaxNameSegment = 255;   // the ignored trailing file name
+constexpr size_t kMaxQuery = 256;         // only "download=1" is meaningful
 
 bool is_hex32(std::string_view s)
 {
@@ -28,9 +30,21 @@ bool is_token_char(char c)
 
 bool parse_media_target(std::string_view target, std::string& id, std::string& token)
 {
+    std::string tail, query;
+    return parse_media_target(target, id, token, tail, query);
+}
+
+bool parse_media_target(std::string_view target, std::string& id, std::string& token, std::string& tail,
+                        std::string& query)
+{
     size_t q = target.find('?');
-    if (q != std::string_view::npos)
+    std::string_view qs;
+    if (q != std::string_view::npos) {
+        qs = target.substr(q + 1);
         target = target.substr(0, q);
+    }
+    if (qs.size() > kMaxQuery)
+        return false;
     constexpr std::string_view prefix = "/m/";
     if (target.substr(0, prefix.size()) != prefix)
         return false;
@@ -50,7 +64,176 @@ bool parse_media_target(std::string_view target, std::string& id, std::string& t
     }
     id = std::string(i);
     token = std::string(t);
+    tail = std::string(rest);
+    query = std::string(qs);
     return true;
+}
+
+bool query_wants_download(std::string_view query)
+{
+    size_t pos = 0;
+    while (pos <= query.size()) {
+        size_t amp = query.find('&', pos);
+        if (amp == std::string_view::npos)
+            amp = query.size();
+        if (query.substr(pos, amp - pos) == "download=1")
+            return true;
+        pos = amp + 1;
+    }
+    return false;
+}
+
+namespace {
+
+int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+// Form decoding (WHATWG application/x-www-form-urlencoded): '+' is a space,
+// %XX a byte; a '%' without two hex digits is an error here, not passed on.
+bool form_decode(std::string_view in, std::string& out)
+{
+    out.clear();
+    for (size_t i = 0; i < in.size(); ++i) {
+        char c = in[i];
+        if (c == '+') {
+            out += ' ';
+        } else if (c == '%') {
+            if (i + 2 >= in.size())
+                return false;
+            int h = hex_value(in[i + 1]), l = hex_value(in[i + 2]);
+            if (h < 0 || l < 0)
+                return false;
+            out += static_cast<char>(h * 16 + l);
+            i += 2;
+        } else {
+            out += c;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
+bool parse_receipt_body(std::string_view body, std::string& recipient, std::string& sha256)
+{
+    if (body.empty() || body.size() > kMaxReceiptBody)
+        return false;
+    // A trailing CRLF from a hand-written client is tolerated; nothing else is.
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r'))
+        body.remove_suffix(1);
+    bool have_r = false, have_s = false;
+    size_t pos = 0, params = 0;
+    while (pos <= body.size()) {
+        size_t amp = body.find('&', pos);
+        if (amp == std::string_view::npos)
+            amp = body.size();
+        std::string_view pair = body.substr(pos, amp - pos);
+        pos = amp + 1;
+        if (++params > 16)
+            return false;
+        size_t eq = pair.find('=');
+        if (eq == std::string_view::npos)
+            return false;
+        std::string name, value;
+        if (!form_decode(pair.substr(0, eq), name) || !form_decode(pair.substr(eq + 1), value))
+            return false;
+        for (char c : value)
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+                return false;   // no control characters in an address or digest
+        if (name == "recipient") {
+            if (have_r || value.empty())
+                return false;
+            recipient = value;
+            have_r = true;
+        } else if (name == "sha256") {
+            if (have_s || value.size() != 64)
+                return false;
+            for (char& c : value) {
+                if (hex_value(c) < 0)
+                    return false;
+                if (c >= 'A' && c <= 'F')
+                    c = static_cast<char>(c - 'A' + 'a');
+            }
+            sha256 = value;
+            have_s = true;
+        }
+    }
+    return have_r && have_s;
+}
+
+std::string html_escape(std::string_view s)
+{
+    std::string out;
+    out.reserve(s.size() + s.size() / 8);
+    for (char c : s) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default:
+            // Control characters other than tab and newline have no place on the page.
+            if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n')
+                out += "&#xFFFD;";
+            else
+                out += c;
+        }
+    }
+    return out;
+}
+
+std::string json_quote(std::string_view s)
+{
+    static const char hex[] = "0123456789abcdef";
+    std::string out = "\"";
+    for (size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') {
+                out += '\\';
+                out += static_cast<char>(c);
+            } else if (c < 0x20 || c == 0x7f) {
+                out += "\\u00";
+                out += hex[c >> 4];
+                out += hex[c & 15];
+            } else {
+                out += static_cast<char>(c);
+            }
+            ++i;
+            continue;
+        }
+        // Copy a well-formed UTF-8 sequence; anything else becomes U+FFFD.
+        size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+        bool ok = len > 0 && i + len <= s.size();
+        for (size_t k = 1; ok && k < len; ++k)
+            ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+        if (ok && len == 3) {
+            unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+            ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);   // overlong, surrogates
+        }
+        if (ok && len == 4) {
+            unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+            ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+        }
+        if (ok) {
+            out.append(s.substr(i, len));
+            i += len;
+        } else {
+            out += "\xef\xbf\xbd";
+            ++i;
+        }
+    }
+    out += '"';
+    return out;
 }
 
 std::string content_disposition(std::string_view name)

@@ -1,6 +1,7 @@
 // main.cpp - mm-gateway: the sender's peer HTTPS server (serve) and admin
-// commands on the media store (put). Reads mediamail.conf via -c and --set:
+// commands on the media store (put, list, show, revoke, gc, stats). Reads mediamail.conf via -c and --set:
 // store.dir, gateway.* and log.level.
+#include "admin.h"
 #include "server.h"
 #include "store.h"
 
@@ -26,9 +27,20 @@ const char* const kUsage =
     "commands:\n"
     "  serve        run the peer HTTPS server (the default)\n"
     "  put FILE [--type TYPE] [--name NAME] [--title TITLE] [--note NOTE]\n"
+    "           [--date DATE] [--recipient ADDRESS]...\n"
     "               store FILE as a new item and print its URL, pin, sha256,\n"
     "               size and expiry (TYPE defaults to application/octet-stream,\n"
-    "               NAME to the file's base name)\n"
+    "               NAME to the file's base name); receipts are accepted from\n"
+    "               each --recipient\n"
+    "  list         every item: id, state, size, expiry, receipts, name\n"
+    "  show ID      one item with its recipients and their receipts\n"
+    "  revoke ID    make an item's link answer 404 from now on\n"
+    "  gc           apply the after-delivery policy, remove expired items and\n"
+    "               media no active item needs (the server also does this\n"
+    "               every gateway.gc_interval)\n"
+    "  stats        items per state, receipts, media files and bytes\n"
+    "               (list, show, revoke, gc and stats take --json; an ID may\n"
+    "               be a unique prefix of at least 6 digits)\n"
     "\n"
     "options:\n"
     "  -c, --config FILE   read mediamail.conf from FILE\n"
@@ -37,9 +49,11 @@ const char* const kUsage =
     "\n"
     "keys read: store.dir, gateway.listen, gateway.public_url, gateway.tls_cert,\n"
     "  gateway.tls_key, gateway.retention, gateway.threads, gateway.max_connections,\n"
-    "  gateway.timeout, log.level\n"
+    "  gateway.timeout, gateway.header_timeout, gateway.after_delivery,\n"
+    "  gateway.archive_dir, gateway.gc_interval, log.level\n"
     "\n"
-    "The server answers GET and HEAD for <public_url>/m/<id>/<token>[/<name>].\n"
+    "The server answers GET and HEAD for <public_url>/m/<id>/<token>[/<name>]\n"
+    "and takes receipts as POST <public_url>/m/<id>/<token>/receipt (docs/gateway-api.md).\n"
     "Signals: SIGTERM or SIGINT stop the server cleanly.\n";
 
 int usage_error(const std::string& msg)
@@ -68,6 +82,10 @@ int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
             meta.title = value();
         else if (a == "--note")
             meta.note = value();
+        else if (a == "--date")
+            meta.date = value();
+        else if (a == "--recipient")
+            meta.recipients.push_back(value());
         else if (!a.empty() && a[0] == '-')
             return usage_error("put: unknown option " + a);
         else if (file.empty())
@@ -161,6 +179,8 @@ int main(int argc, char** argv)
         }
         if (command == "put")
             return cmd_put(cfg, args.rest);
+        if (mm::is_admin_command(command))
+            return mm::run_admin(cfg, args.rest);
         return usage_error("unknown command " + mm::printable(command, 40));
     } catch (const mm::ConfigError& e) {
         std::fprintf(stderr, "mm-gateway: configuration: %s\n", e.what());

@@ -1,0 +1,18 @@
+// admin.h - mm-gateway's admin commands on the store: list, show ID, revoke ID,
+// gc, stats; a readable table by default, --json for scripts.
+#pragma once
+
+#include "../mime/config.h"
+
+#include <string>
+#include <vector>
+
+namespace mm {
+
+/// True if `command` is one of the admin commands.
+bool is_admin_command(const std::string& command);
+/// Runs args[0] with its arguments; prints to stdout, returns the exit status
+/// (0 done, 1 not found or failed, 2 usage). Throws on store errors.
+int run_admin(const Config& cfg, const std::vector<std::string>& args);
+
+} // namespace mm

@@ -1,0 +1,86 @@
+// lifecycle.h - what happens to stored items after they are sent: receipts from
+// receivers (docs/gateway-api.md), the after-delivery policy, revocation, the
+// expiry collector, and the admin queries behind "mm-gateway list|show|stats".
+// Reads store.dir, gateway.after_delivery, gateway.archive_dir.
+#pragma once
+
+#include "store.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mm {
+
+struct ItemSummary {
+    std::string id, sha256, type, name, title, note, date, created, expires, state;
+    uint64_t size = 0;
+    int64_t expires_unix = 0;
+    bool linked = false;         // served from the sender's own file (mmsend --link)
+    uint64_t recipients = 0, receipts = 0;
+};
+
+struct RecipientStatus {
+    std::string address;
+    std::string receipt;         // RFC 3339 time of its receipt, empty if none yet
+};
+
+struct ItemDetail {
+    ItemSummary item;
+    std::vector<RecipientStatus> recipients;
+};
+
+struct GcReport {
+    uint64_t expired_items = 0;    // rows removed because their expiry passed
+    uint64_t delivered_items = 0;  // items finished by the after-delivery policy
+    uint64_t objects_removed = 0;  // media files no active item needs any more
+    uint64_t bytes_freed = 0;
+    uint64_t tmp_removed = 0;      // temp files of writers that died long ago
+};
+
+struct StoreStats {
+    std::map<std::string, uint64_t> items_by_state;
+    uint64_t items = 0, receipts = 0, objects = 0, object_bytes = 0, archived_files = 0;
+};
+
+/// Works on the same index.sqlite as Store, through its own connection (the
+/// index is shared by several processes anyway; SQLite's locks order them).
+class Lifecycle {
+public:
+    /// Opens the index under store.dir (made by Store) and adds the receipts
+    /// table if missing. Throws StoreError / ConfigError.
+    explicit Lifecycle(const Config& cfg);
+    ~Lifecycle();
+
+    /// Records that `recipient` has the item `item` (already authorized by
+    /// Store::authorize) with the given SHA-256. False, and nothing recorded,
+    /// when the digest differs or the address is not an envelope recipient:
+    /// the caller answers those exactly like an unknown item. When this was the
+    /// last missing receipt, the after-delivery policy runs at once.
+    bool receipt(const Item& item, const std::string& recipient, const std::string& sha256);
+
+    /// Marks an item revoked: every request for it gets the usual 404 from now.
+    /// The id may be a unique prefix of at least 6 digits. False if not found.
+    bool revoke(const std::string& id_or_prefix);
+
+    /// Applies the after-delivery policy to finished items, removes expired
+    /// items and media no active item needs. Safe to run from any process.
+    GcReport gc();
+
+    std::vector<ItemSummary> list();
+    /// Throws StoreError when no item or more than one matches.
+    ItemDetail show(const std::string& id_or_prefix);
+    StoreStats stats();
+
+    struct Impl;
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+/// An envelope address as receipts compare it: surrounding <> and blanks
+/// removed, ASCII letters lowered. Empty when it is not a plausible address.
+std::string normalize_address(std::string_view addr);
+
+} // namespace mm
