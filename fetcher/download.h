@@ -1,12 +1,23 @@
-// download.h - fetch one media file named by a handle over HTTPS into the cache,
-// resumable, pinned, size- and SHA-256-verified (libcurl easy interface).
-// Reads fetcher.allow_private, fetcher.allow_insecure, fetcher.timeout (via DownloadOptions).
+// download.h - the media downloader: one per process, a background thread driving
+// libcurl's multi interface (parallel HTTPS transfers, Range resume, pinned keys,
+// SHA-256 and size verification, backoff with jitter, receipts to the sender's
+// gateway), its queue kept on disk under cache_dir/jobs so that a restart resumes.
+// Config keys (via DownloadOptions): fetcher.allow_private, fetcher.allow_insecure,
+// fetcher.timeout, fetcher.parallel, fetcher.cache_quota, fetcher.retry_max.
 #pragma once
 
 #include "handle.h"
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 struct sockaddr;
 
@@ -14,9 +25,14 @@ namespace mm {
 
 struct DownloadOptions {
     std::string media_dir;          // cache_dir/media; files are named by their SHA-256 only
+    std::string jobs_dir;           // cache_dir/jobs; one <sha256>.job file per queued media
     bool allow_private = false;     // fetcher.allow_private
     bool allow_insecure = false;    // fetcher.allow_insecure: http:// URLs
     std::chrono::seconds timeout{60};
+    unsigned parallel = 4;          // fetcher.parallel
+    uint64_t quota = UINT64_MAX;    // fetcher.cache_quota, bytes in media_dir
+    std::chrono::seconds retry_min{10};
+    std::chrono::seconds retry_max{3600};   // fetcher.retry_max
 };
 
 /// Whether the downloader may connect to this address. Loopback, private,
@@ -25,10 +41,90 @@ struct DownloadOptions {
 /// a hostile mail must not make the receiver probe its own network.
 bool address_allowed(const sockaddr* sa, bool allow_private);
 
-/// Ensures media_dir/<h.sha256> holds the verified bytes of the handle; returns
-/// that path, or "" with `err` set. A partial download is kept as <sha256>.part
-/// and resumed with a Range request next time.
-std::string download_media(const Handle& h, const DownloadOptions& opt, std::string& err);
+/// Whether a handle URL may be fetched at all: https://, or http:// with
+/// allow_insecure. Nothing else (file:, ftp:, gopher:, ...) ever.
+bool url_scheme_allowed(const std::string& url, bool allow_insecure);
+
+/// The receipt request for a verified download: its URL (<handle url>/receipt)
+/// and its form body "recipient=<escaped>&sha256=<hex>".
+std::string receipt_url(const std::string& handle_url);
+std::string receipt_body(const std::string& recipient, const std::string& sha256);
+
+/// Wait before attempt number `attempts` (1 = first retry): retry_min doubled
+/// per attempt, capped at retry_max, then scaled by jitter in [0.5, 1.0) so
+/// that many receivers do not hammer one gateway in step.
+std::chrono::seconds backoff(unsigned attempts, std::chrono::seconds retry_min,
+                             std::chrono::seconds retry_max, double jitter);
+
+/// One queued media file as it is kept in jobs/<sha256>.job.
+struct Job {
+    enum class State { asked, download, receipt, refused };
+    Handle handle;                  // url, sha256, size, pin are what matter here
+    State state = State::download;
+    bool priority = false;
+    unsigned attempts = 0;
+    int64_t next_try = 0;           // unix seconds
+    std::set<std::string> recipients;   // receipts still to send
+    std::string last_error;
+};
+
+/// Serialises a job as "key=value" lines; parse_job is strict (every line known,
+/// no control bytes, numbers with from_chars, sha256 hex) and returns false on any doubt.
+std::string format_job(const Job& j);
+bool parse_job(std::string_view text, Job& out);
+
+/// What want() says about a media file right now.
+enum class MediaState {
+    ready,     // verified; path set
+    pending,   // queued or downloading
+    refused,   // never fetched under this config (scheme, address, too large for the quota)
+};
+
+class Downloader {
+public:
+    explicit Downloader(const DownloadOptions& opt);
+    ~Downloader();
+    Downloader(const Downloader&) = delete;
+    Downloader& operator=(const Downloader&) = delete;
+
+    /// Loads the queue from jobs_dir and starts the transfer thread.
+    bool start(std::string& err);
+    /// Stops the thread; partial files stay for the next start.
+    void stop();
+
+    /// Asks for the media of `h`. `schedule` false (fetcher.mode = ask) only
+    /// records it so that "mm-fetcher fetch" can ask later. `recipient` ("" for
+    /// none) gets a receipt once the download is verified.
+    MediaState want(const Handle& h, bool priority, bool schedule, const std::string& recipient,
+                    std::string& path);
+
+    /// Marks a recorded (asked) job as wanted: writes jobs/<sha256>.want, which the
+    /// running fetcher picks up within seconds. `key` is a SHA-256 or the handle URL.
+    /// Returns the SHA-256, or "" with err set.
+    static std::string request_fetch(const std::string& jobs_dir, const std::string& key, std::string& err);
+
+    struct Transfer;   // one running transfer (download.cpp)
+
+private:
+    void run();
+    void rescan_markers();
+    void start_due(int64_t now);
+    bool start_transfer(Job& j, int64_t now);
+    void finish(Transfer* t, int result);
+    void save(const Job& j);
+    void drop(const std::string& sha);
+    void retry(Job& j, const std::string& why, int64_t now);
+    bool make_room(uint64_t need, const std::string& keep);
+
+    DownloadOptions opt_;
+    std::mutex mu_;
+    std::map<std::string, Job> jobs_;        // by sha256
+    std::map<std::string, Transfer*> active_;   // running transfers by sha256, owned
+    void* multi_ = nullptr;                  // CURLM*
+    std::thread thread_;
+    bool stop_ = false;
+    int64_t last_scan_ = 0;
+};
 
 /// Process-wide libcurl set-up; call once from main before threads start.
 void download_global_init();

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <strings.h>
+#include <ctime>
 #include <mutex>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,9 +22,6 @@
 namespace mm {
 
 namespace {
-
-// Two sessions resolving the same handle must not append to one .part file.
-std::mutex g_download_mutex;
 
 bool file_size(const std::string& path, uint64_t& out)
 {
@@ -74,10 +73,38 @@ bool normalise_crlf(const std::string& in, const std::string& out)
 
 enum class Outcome { shown, held, io };
 
+/// The raw header block of a cached message, at most kMaxHeaderBlock octets.
+constexpr size_t kMaxHeaderBlock = 256 * 1024;
+
+std::string read_header_block(const std::string& path)
+{
+    std::string out;
+    FILE* f = fopen(path.c_str(), "rb");
+    if (!f)
+        return out;
+    char buf[8192];
+    size_t n;
+    while (out.size() < kMaxHeaderBlock && (n = fread(buf, 1, sizeof buf, f)) > 0) {
+        size_t from = out.size() >= 3 ? out.size() - 3 : 0;
+        out.append(buf, n);
+        size_t end = out.find("\r\n\r\n", from);
+        if (end != std::string::npos) {
+            out.resize(end + 2);
+            break;
+        }
+    }
+    fclose(f);
+    if (out.size() > kMaxHeaderBlock)
+        out.resize(kMaxHeaderBlock);
+    return out;
+}
+
 /// Makes sure the presented file for one message exists. `raw` is the cache path
-/// for the RETR'd bytes, `presented` the file the client will see.
-Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const SyncOptions& opt,
-                    SyncStats& stats, std::string& why)
+/// for the RETR'd bytes, `presented` the file the client will see. Media not yet
+/// verified hold the message back (the downloader works on it in the background)
+/// until fetcher.hold_max after the message was first read.
+Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const std::string& user,
+                    const SyncOptions& opt, SyncStats& stats, std::string& why)
 {
     const std::string presented = base + ".eml";
     const std::string raw = base + ".raw";
@@ -104,6 +131,7 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const S
             why = std::string("rename: ") + std::strerror(errno);
             return Outcome::held;
         }
+        fsync_dir_of(raw);
     }
 
     std::vector<FoundHandle> found;
@@ -116,27 +144,43 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const S
         found.clear();
     }
     std::vector<std::string> media(found.size());
-    bool any = false;
-    for (size_t i = 0; i < found.size(); ++i) {
-        const auto& f = found[i];
-        if (f.parsed.error != HandleError::none) {
-            // An unparsable location part stays in the mail as the sender's note.
-            log_warning(std::string("bad handle left in place: ") + handle_error_name(f.parsed.error) +
-                        " " + printable(f.parsed.detail));
-            continue;
+    bool any = false, pending = false;
+    if (!found.empty()) {
+        const std::string headers = read_header_block(raw);
+        const std::string sender = address_of(header_value(headers, "From"));
+        const bool ignored = !sender.empty() && sender_matches(sender, opt.ignore_senders);
+        const bool priority = !sender.empty() && sender_matches(sender, opt.priority_senders);
+        const std::string recipient = receipt_recipient(opt.address, headers, user);
+        for (size_t i = 0; i < found.size(); ++i) {
+            const auto& f = found[i];
+            if (f.parsed.error != HandleError::none) {
+                // An unparsable location part stays in the mail as the sender's note.
+                log_warning(std::string("bad handle left in place: ") + handle_error_name(f.parsed.error) +
+                            " " + printable(f.parsed.detail));
+                continue;
+            }
+            const Handle& h = f.parsed.handle;
+            if (ignored || h.size > opt.max_size || !opt.downloader)
+                continue;   // shown with its location part: fetcher.ignore_senders / max_size
+            std::string path;
+            MediaState st = opt.downloader->want(h, priority, !opt.ask, recipient, path);
+            if (st == MediaState::ready) {
+                media[i] = path;
+                any = true;
+            } else if (st == MediaState::pending && !opt.ask) {
+                pending = true;
+                why = "media " + h.sha256.substr(0, 16) + " not yet downloaded";
+            }
         }
-        std::string err;
-        std::string path;
-        {
-            std::lock_guard<std::mutex> lock(g_download_mutex);
-            path = download_media(f.parsed.handle, opt.download, err);
-        }
-        if (path.empty()) {
-            why = "media " + f.parsed.handle.sha256.substr(0, 16) + ": " + err;
+    }
+    if (pending) {
+        // The raw file's age is the time since we first read the message.
+        struct stat st;
+        bool expired = stat(raw.c_str(), &st) == 0 &&
+                       time(nullptr) - st.st_mtime >= static_cast<time_t>(opt.hold_max.count());
+        if (!expired)
             return Outcome::held;
-        }
-        media[i] = path;
-        any = true;
+        log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
     }
 
     const std::string tmp = presented + ".tmp" + random_hex(4);
@@ -185,6 +229,104 @@ bool parse_listing(const std::string& line, uint64_t& num, std::string& value)
 
 } // namespace
 
+std::string header_value(std::string_view headers, std::string_view name)
+{
+    size_t pos = 0;
+    while (pos < headers.size()) {
+        size_t eol = headers.find('\n', pos);
+        if (eol == std::string_view::npos)
+            eol = headers.size();
+        std::string_view line = headers.substr(pos, eol - pos);
+        if (!line.empty() && line.back() == '\r')
+            line.remove_suffix(1);
+        if (line.empty())
+            return "";   // end of the header block
+        if (line.size() > name.size() && line[name.size()] == ':' &&
+            strncasecmp(line.data(), name.data(), name.size()) == 0) {
+            std::string v(line.substr(name.size() + 1));
+            // Unfold continuation lines (RFC 5322 2.2.3).
+            size_t next = eol + 1;
+            while (next < headers.size() && (headers[next] == ' ' || headers[next] == '\t')) {
+                size_t e = headers.find('\n', next);
+                if (e == std::string_view::npos)
+                    e = headers.size();
+                std::string_view cont = headers.substr(next, e - next);
+                if (!cont.empty() && cont.back() == '\r')
+                    cont.remove_suffix(1);
+                v += cont;
+                next = e + 1;
+            }
+            size_t b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+            return b == std::string::npos ? "" : v.substr(b, e - b + 1);
+        }
+        pos = eol + 1;
+    }
+    return "";
+}
+
+std::string address_of(std::string_view v)
+{
+    size_t lt = v.rfind('<');
+    if (lt != std::string_view::npos) {
+        size_t gt = v.find('>', lt);
+        if (gt == std::string_view::npos)
+            return "";
+        v = v.substr(lt + 1, gt - lt - 1);
+    }
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+        v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+        v.remove_suffix(1);
+    size_t at = v.rfind('@');
+    if (v.empty() || v.size() > 254 || at == std::string_view::npos || at == 0 || at + 1 == v.size())
+        return "";
+    std::string out;
+    for (unsigned char c : v) {
+        // No spaces, controls, quotes or brackets: this goes into a form body and a log.
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' ||
+            c == ';' || c == '\\')
+            return "";
+        out.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c));
+    }
+    return out;
+}
+
+bool sender_matches(const std::string& address, const std::vector<std::string>& list)
+{
+    size_t at = address.rfind('@');
+    if (at == std::string::npos)
+        return false;
+    std::string domain = address.substr(at + 1);
+    for (std::string e : list) {
+        for (char& c : e)
+            c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        if (e.empty())
+            continue;
+        if (e[0] == '@') {
+            if (e.substr(1) == domain)
+                return true;
+        } else if (e.find('@') != std::string::npos) {
+            if (e == address)
+                return true;
+        } else if (e == domain) {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::string receipt_recipient(const std::string& configured, std::string_view headers, const std::string& user)
+{
+    if (!configured.empty())
+        return configured;
+    for (const char* name : {"Delivered-To", "X-Original-To"}) {
+        std::string a = address_of(header_value(headers, name));
+        if (!a.empty())
+            return a;
+    }
+    return address_of(user);
+}
+
 std::string cache_key(const std::string& upstream_id, const std::string& user, const std::string& uidl)
 {
     // NUL separators: no (user, uidl) pair can be made to collide with another.
@@ -208,7 +350,7 @@ bool valid_uidl(const std::string& s)
 
 bool prepare_cache(const std::string& cache_dir, std::string& err)
 {
-    for (const std::string& d : {cache_dir, cache_dir + "/msg", cache_dir + "/media"}) {
+    for (const std::string& d : {cache_dir, cache_dir + "/msg", cache_dir + "/media", cache_dir + "/jobs"}) {
         if (mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
             err = "cannot create " + d + ": " + std::strerror(errno);
             return false;
@@ -272,7 +414,7 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         }
         std::string base = opt.cache_dir + "/msg/" + cache_key(opt.upstream_id, user, it->second);
         std::string why;
-        Outcome o = present_one(up, n, base, opt, stats, why);
+        Outcome o = present_one(up, n, base, user, opt, stats, why);
         if (o == Outcome::io) {
             err = why;
             return false;
@@ -293,6 +435,30 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         shown.push_back(std::move(m));
         ++stats.shown;
     }
+    return true;
+}
+
+bool poll_mailbox(const UpstreamConfig& cfg, const SyncOptions& opt, const std::string& user,
+                  const std::string& pass, unsigned& shown_count, unsigned& held, std::string& err)
+{
+    Upstream up;
+    if (!up.connect(cfg, err))
+        return false;
+    std::string text;
+    Reply r = up.command("USER " + user, text);
+    if (r == Reply::ok)
+        r = up.command("PASS " + pass, text);
+    if (r != Reply::ok) {
+        err = r == Reply::err ? "upstream refused the login of fetcher.prefetch_user" : "upstream connection lost";
+        return false;
+    }
+    std::vector<ShownMessage> shown;
+    SyncStats stats;
+    if (!synchronise(up, user, opt, shown, stats, err))
+        return false;
+    up.command("QUIT", text);
+    shown_count = stats.shown;
+    held = stats.held;
     return true;
 }
 

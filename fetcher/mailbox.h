@@ -1,12 +1,14 @@
 // mailbox.h - synchronising the upstream mailbox into the local cache and deciding
 // what the client sees: each message's presented file (media re-inserted) or held back.
-// Config keys (via SyncOptions): fetcher.cache_dir, fetcher.max_size, and the download keys.
+// Config keys (via SyncOptions): fetcher.cache_dir, fetcher.max_size, fetcher.hold_max,
+// fetcher.mode, fetcher.address, fetcher.priority_senders, fetcher.ignore_senders.
 #pragma once
 
 #include "download.h"
 #include "upstream.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,10 +28,30 @@ struct ShownMessage {
 struct SyncOptions {
     std::string cache_dir;       // fetcher.cache_dir; msg/ and media/ below it
     std::string upstream_id;     // "host:port", part of every cache key
-    uint64_t max_size = 0;       // fetcher.max_size
-    DownloadOptions download;
+    uint64_t max_size = 0;       // fetcher.max_size: messages and media above it are shown as they are
+    Downloader* downloader = nullptr;   // the process's background downloader
+    std::chrono::seconds hold_max{24 * 3600};   // fetcher.hold_max
+    bool ask = false;            // fetcher.mode = ask
+    std::string address;         // fetcher.address
+    std::vector<std::string> priority_senders, ignore_senders;
     const std::atomic<bool>* stop = nullptr;
 };
+
+/// The first field `name` (case-insensitive) in a raw header block, unfolded,
+/// trimmed; "" if absent. The block ends at the first empty line.
+std::string header_value(std::string_view headers, std::string_view name);
+
+/// The addr-spec in a header value ("Name <a@b>" or "a@b"), lowercased; ""
+/// unless it looks like local@domain of printable ASCII, at most 254 octets.
+std::string address_of(std::string_view value);
+
+/// Whether `address` matches a fetcher.priority_senders / ignore_senders entry:
+/// "a@b.org" the address, "@b.org" or "b.org" the domain (case-insensitive).
+bool sender_matches(const std::string& address, const std::vector<std::string>& list);
+
+/// Whose receipt this is: fetcher.address, else Delivered-To / X-Original-To as
+/// Postfix writes them, else the POP3 user if it has an '@'; "" if none.
+std::string receipt_recipient(const std::string& configured, std::string_view headers, const std::string& user);
 
 struct SyncStats {
     unsigned shown = 0, held = 0;
@@ -49,7 +71,12 @@ bool valid_uidl(const std::string& s);
 bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
                  std::vector<ShownMessage>& shown, SyncStats& stats, std::string& err);
 
-/// Creates cache_dir, cache_dir/msg and cache_dir/media (mode 0700).
+/// One background poll (fetcher.prefetch_interval): log in, synchronise so that
+/// media downloads start, QUIT without deleting. Returns false with err set.
+bool poll_mailbox(const UpstreamConfig& cfg, const SyncOptions& opt, const std::string& user,
+                  const std::string& pass, unsigned& shown, unsigned& held, std::string& err);
+
+/// Creates cache_dir, cache_dir/msg, cache_dir/media and cache_dir/jobs (mode 0700).
 bool prepare_cache(const std::string& cache_dir, std::string& err);
 
 } // namespace mm

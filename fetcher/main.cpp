@@ -1,12 +1,19 @@
 // main.cpp - mm-fetcher: the receiver's local POP3 proxy (RFC 1939) that resolves
-// MediaMail handles before the mail client sees a message. Reads fetcher.* and log.level;
-// --help lists them. Exit 78 (EX_CONFIG) on a bad configuration.
+// MediaMail handles before the mail client sees a message, its background downloader
+// and prefetch poller, and the "fetch" command of fetcher.mode = ask. Reads fetcher.*
+// and log.level; --help lists them. Exit 78 (EX_CONFIG) on a bad configuration.
 #include "config.h"
 #include "download.h"
 #include "log.h"
+#include "mailbox.h"
 #include "server.h"
 
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
 #include <cstdio>
 #include <iostream>
 #include <pthread.h>
@@ -19,6 +26,7 @@ extern "C" void on_signal(int) { g_stop.store(true); }
 
 const char kUsage[] =
     "usage: mm-fetcher [-c FILE] [--set section.key=value]...\n"
+    "       mm-fetcher [-c FILE] fetch SHA256|URL   download media of fetcher.mode = ask\n"
     "\n"
     "Local POP3 proxy: point the mail client at fetcher.listen; messages are\n"
     "fetched from fetcher.upstream, their media downloaded and verified, and\n"
@@ -34,7 +42,63 @@ const char kUsage[] =
     "  fetcher.max_size       largest message accepted from upstream\n"
     "  fetcher.timeout        upstream and download timeout\n"
     "  fetcher.max_sessions   concurrent client sessions\n"
+    "  fetcher.address        mailbox owner's address, for download receipts\n"
+    "  fetcher.hold_max       longest a mail waits for its media before shown as is\n"
+    "  fetcher.mode           auto|ask: download at once, or only when asked\n"
+    "  fetcher.priority_senders  senders whose media is downloaded first\n"
+    "  fetcher.ignore_senders    senders whose media is never downloaded\n"
+    "  fetcher.cache_quota    most bytes of media kept in the cache\n"
+    "  fetcher.parallel       downloads at once\n"
+    "  fetcher.retry_max      longest wait between retries\n"
+    "  fetcher.prefetch_interval  background mailbox poll (0: off)\n"
+    "  fetcher.prefetch_user, fetcher.prefetch_password_file  its login\n"
     "  log.level              error|warning|info|debug\n";
+
+bool read_password(const std::string& path, std::string& out, std::string& err)
+{
+    FILE* f = fopen(path.c_str(), "rb");
+    if (!f) {
+        err = "fetcher.prefetch_password_file: cannot open " + path;
+        return false;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    out.assign(buf, n);
+    size_t nl = out.find_first_of("\r\n");
+    if (nl != std::string::npos)
+        out.resize(nl);
+    if (out.empty() || out.size() > 255) {
+        err = "fetcher.prefetch_password_file: first line must hold the password (1..255 octets)";
+        return false;
+    }
+    return true;
+}
+
+// "mm-fetcher fetch SHA256|URL": fetcher.mode = ask's way of asking. The running
+// fetcher sees the marker within a second or two; we wait for the verified file.
+int fetch_command(const std::string& jobs_dir, const std::string& media_dir, const std::string& key,
+                  std::chrono::seconds wait)
+{
+    std::string err;
+    std::string sha = mm::Downloader::request_fetch(jobs_dir, key, err);
+    if (sha.empty()) {
+        std::cerr << "mm-fetcher: fetch: " << err << "\n";
+        return 1;
+    }
+    const std::string path = media_dir + "/" + sha;
+    auto until = std::chrono::steady_clock::now() + wait;
+    while (std::chrono::steady_clock::now() < until) {
+        if (access(path.c_str(), F_OK) == 0) {
+            std::cout << path << "\n";
+            return 0;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    std::cerr << "mm-fetcher: fetch: requested " << sha << "; not downloaded yet (is mm-fetcher running?"
+              << " see its log)\n";
+    return 75;   // EX_TEMPFAIL
+}
 
 } // namespace
 
@@ -43,14 +107,19 @@ int main(int argc, char** argv)
     using namespace mm;
     ServerConfig sc;
     std::string level;
+    DownloadOptions dl;
+    std::string prefetch_user, prefetch_password;
+    std::chrono::seconds prefetch_interval{0};
+    std::vector<std::string> command;
     try {
         CommonArgs args = parse_common_args(argc, argv);
         if (args.help) {
             std::cout << kUsage;
             return 0;
         }
-        if (!args.rest.empty())
-            throw ConfigError("unexpected argument: " + args.rest.front());
+        command = args.rest;
+        if (!command.empty() && !(command.size() == 2 && command[0] == "fetch"))
+            throw ConfigError("unexpected argument: " + command.front() + " (see --help)");
         Config cfg = Config::load(args.config_path, args.overrides);
         level = cfg.str("log.level");
         HostPort listen = cfg.hostport("fetcher.listen");
@@ -72,11 +141,38 @@ int main(int argc, char** argv)
         so.cache_dir = cfg.str("fetcher.cache_dir");
         so.upstream_id = up.host + ":" + std::to_string(up.port);
         so.max_size = cfg.size("fetcher.max_size");
-        so.download.media_dir = so.cache_dir + "/media";
-        so.download.allow_private = cfg.boolean("fetcher.allow_private");
-        so.download.allow_insecure = cfg.boolean("fetcher.allow_insecure");
-        so.download.timeout = up.timeout;
+        so.hold_max = cfg.duration("fetcher.hold_max");
+        so.ask = cfg.str("fetcher.mode") == "ask";
+        so.address = cfg.str("fetcher.address");
+        if (!so.address.empty() && address_of(so.address) != so.address)
+            throw ConfigError("fetcher.address: not a plain lowercase address local@domain: " + so.address);
+        so.priority_senders = cfg.list("fetcher.priority_senders");
+        so.ignore_senders = cfg.list("fetcher.ignore_senders");
         so.stop = &g_stop;
+        dl.media_dir = so.cache_dir + "/media";
+        dl.jobs_dir = so.cache_dir + "/jobs";
+        dl.allow_private = cfg.boolean("fetcher.allow_private");
+        dl.allow_insecure = cfg.boolean("fetcher.allow_insecure");
+        dl.timeout = up.timeout;
+        int64_t parallel = cfg.integer("fetcher.parallel");
+        if (parallel < 1 || parallel > 64)
+            throw ConfigError("fetcher.parallel: must be 1..64, not " + std::to_string(parallel));
+        dl.parallel = static_cast<unsigned>(parallel);
+        dl.quota = cfg.size("fetcher.cache_quota");
+        if (dl.quota == 0)
+            throw ConfigError("fetcher.cache_quota: must be more than 0");
+        dl.retry_max = cfg.duration("fetcher.retry_max");
+        if (dl.retry_max < dl.retry_min)
+            throw ConfigError("fetcher.retry_max: must be at least 10s");
+        prefetch_interval = cfg.duration("fetcher.prefetch_interval");
+        if (prefetch_interval.count() > 0) {
+            prefetch_user = cfg.str("fetcher.prefetch_user");
+            if (prefetch_user.empty())
+                throw ConfigError("fetcher.prefetch_interval is set but fetcher.prefetch_user is empty");
+            std::string err;
+            if (!read_password(cfg.str("fetcher.prefetch_password_file"), prefetch_password, err))
+                throw ConfigError(err);
+        }
     } catch (const ConfigError& e) {
         std::cerr << "mm-fetcher: " << e.what() << "\n";
         return 78;
@@ -88,6 +184,8 @@ int main(int argc, char** argv)
         std::cerr << "mm-fetcher: fetcher.cache_dir: " << err << "\n";
         return 73;   // EX_CANTCREAT
     }
+    if (!command.empty())
+        return fetch_command(dl.jobs_dir, dl.media_dir, command[1], sc.session.upstream.timeout * 10);
     if (!upstream_tls_context()) {
         std::cerr << "mm-fetcher: cannot create TLS context\n";
         return 70;
@@ -113,9 +211,42 @@ int main(int argc, char** argv)
         std::cerr << "mm-fetcher: " << err << "\n";
         return 78;
     }
+    Downloader downloader(dl);
+    if (!downloader.start(err)) {
+        std::cerr << "mm-fetcher: " << err << "\n";
+        return 73;
+    }
+    sc.session.sync.downloader = &downloader;
+
+    // Background polling: the same synchronisation a client login does, so the
+    // media is downloading before anyone asks. Never deletes anything.
+    std::mutex prefetch_mu;
+    std::condition_variable prefetch_cv;
+    std::thread prefetcher;
+    if (prefetch_interval.count() > 0) {
+        prefetcher = std::thread([&] {
+            std::unique_lock<std::mutex> lock(prefetch_mu);
+            do {
+                lock.unlock();
+                std::string perr;
+                unsigned shown = 0, held = 0;
+                if (!poll_mailbox(sc.session.upstream, sc.session.sync, prefetch_user, prefetch_password, shown,
+                                  held, perr))
+                    log_warning("prefetch: " + printable(perr));
+                else
+                    log_debug("prefetch: " + std::to_string(shown) + " ready, " + std::to_string(held) + " held");
+                lock.lock();
+            } while (!prefetch_cv.wait_for(lock, prefetch_interval, [] { return g_stop.load(); }));
+        });
+    }
+
     log_info("listening on " + sc.host + ":" + std::to_string(sc.port) + ", upstream " +
              sc.session.sync.upstream_id);
     serve(fd, sc, g_stop, &orig);
+    prefetch_cv.notify_all();
+    if (prefetcher.joinable())
+        prefetcher.join();
+    downloader.stop();
     log_info("stopped");
     return 0;
 }
