@@ -58,6 +58,7 @@ const KeyDef kKeys[] = {
     {"fetcher.max_sessions", Type::integer, "32", nullptr},
     {"fetcher.address", Type::string, "", nullptr},
     {"fetcher.hold_max", Type::duration, "24h", nullptr},
+    {"fetcher.login_wait", Type::duration, "10s", nullptr},
     {"fetcher.mode", Type::choice, "auto", "auto|ask"},
     {"fetcher.priority_senders", Type::list, "", nullptr},
     {"fetcher.ignore_senders", Type::list, "", nullptr},
