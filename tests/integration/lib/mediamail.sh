@@ -227,3 +227,27 @@ mm_postfix_doc_lines() {
   sed -n '/^# mm-milter: begin main.cf$/,/^# mm-milter: end main.cf$/p' "$MM_SOURCE_DIR/docs/postfix.md" |
     sed "s/127\.0\.0\.1:8891/127.0.0.1:$port/g" | grep -v '^#'
 }
+
+# Store FILE with "mm-gateway put" (extra put args after it); sets MM_ITEM_URL, MM_ITEM_ID, MM_ITEM_TOKEN, MM_ITEM_SHA.
+mm_gateway_put() {
+  local out
+  out=$("$(mm_bin mm-gateway)" -c "$MM_CONF" put "$@") || mm_fail "mm-gateway put $1 failed"
+  MM_ITEM_URL=$(awk '/^url:/{print $2}' <<<"$out")
+  MM_ITEM_SHA=$(awk '/^sha256:/{print $2}' <<<"$out")
+  [[ "$MM_ITEM_URL" =~ /m/([0-9a-f]{32})/([0-9a-f]{32})$ ]] || mm_fail "mm-gateway put printed no item URL"
+  MM_ITEM_ID=${BASH_REMATCH[1]}
+  MM_ITEM_TOKEN=${BASH_REMATCH[2]}
+}
+
+# Stop the program started by mm_start_program NAME (SIGTERM, wait up to 10 s); fail if it does not exit 0.
+mm_stop_program() {
+  local pid i
+  pid=$(cat "$MM_TMP/$1.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && mm_fail "$1 still running 10 s after SIGTERM"
+  wait "$pid" 2>/dev/null || mm_fail "$1 exited with status $?"
+}
