@@ -71,7 +71,7 @@ bool normalise_crlf(const std::string& in, const std::string& out)
     return ok;
 }
 
-enum class Outcome { shown, held, io };
+enum class Outcome { shown, held, pending, io };
 
 /// The raw header block of a cached message, at most kMaxHeaderBlock octets.
 constexpr size_t kMaxHeaderBlock = 256 * 1024;
@@ -179,7 +179,7 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
         bool expired = stat(raw.c_str(), &st) == 0 &&
                        time(nullptr) - st.st_mtime >= static_cast<time_t>(opt.hold_max.count());
         if (!expired)
-            return Outcome::held;
+            return Outcome::pending;
         log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
     }
 
@@ -419,9 +419,12 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
             err = why;
             return false;
         }
-        if (o == Outcome::held) {
+        if (o == Outcome::held || o == Outcome::pending) {
             ++stats.held;
-            log_info("held back uidl=" + printable(it->second) + ": " + why);
+            stats.pending += o == Outcome::pending ? 1 : 0;
+            // Pending media is retried every login_wait tick: keep that out of info.
+            log(o == Outcome::pending ? LogLevel::debug : LogLevel::info,
+                "held back uidl=" + printable(it->second) + ": " + why);
             continue;
         }
         ShownMessage m;

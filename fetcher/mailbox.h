@@ -31,6 +31,7 @@ struct SyncOptions {
     uint64_t max_size = 0;       // fetcher.max_size: messages and media above it are shown as they are
     Downloader* downloader = nullptr;   // the process's background downloader
     std::chrono::seconds hold_max{24 * 3600};   // fetcher.hold_max
+    std::chrono::seconds login_wait{10};        // fetcher.login_wait
     bool ask = false;            // fetcher.mode = ask
     std::string address;         // fetcher.address
     std::vector<std::string> priority_senders, ignore_senders;
@@ -55,6 +56,7 @@ std::string receipt_recipient(const std::string& configured, std::string_view he
 
 struct SyncStats {
     unsigned shown = 0, held = 0;
+    unsigned pending = 0;         // of held: waiting for media being downloaded
     uint64_t fetched_bytes = 0;   // RETR'd from upstream in this session
 };
 

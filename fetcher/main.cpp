@@ -44,6 +44,7 @@ const char kUsage[] =
     "  fetcher.max_sessions   concurrent client sessions\n"
     "  fetcher.address        mailbox owner's address, for download receipts\n"
     "  fetcher.hold_max       longest a mail waits for its media before shown as is\n"
+    "  fetcher.login_wait     how long a login waits for media already downloading\n"
     "  fetcher.mode           auto|ask: download at once, or only when asked\n"
     "  fetcher.priority_senders  senders whose media is downloaded first\n"
     "  fetcher.ignore_senders    senders whose media is never downloaded\n"
@@ -142,6 +143,9 @@ int main(int argc, char** argv)
         so.upstream_id = up.host + ":" + std::to_string(up.port);
         so.max_size = cfg.size("fetcher.max_size");
         so.hold_max = cfg.duration("fetcher.hold_max");
+        so.login_wait = cfg.duration("fetcher.login_wait");
+        if (so.login_wait > std::chrono::seconds(60))
+            throw ConfigError("fetcher.login_wait: at most 60s, or mail clients time out");
         so.ask = cfg.str("fetcher.mode") == "ask";
         so.address = cfg.str("fetcher.address");
         if (!so.address.empty() && address_of(so.address) != so.address)

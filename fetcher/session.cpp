@@ -7,7 +7,9 @@
 #include "pop3_parse.h"
 
 #include <cstdio>
+#include <chrono>
 #include <fcntl.h>
+#include <thread>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -198,6 +200,19 @@ void Session::do_pass(const std::string& pass)
         up_.close();
         reply("-ERR [SYS/TEMP] cannot read mailbox");
         return;
+    }
+    // A video mailed a moment ago is often seconds from verified: wait a little
+    // (fetcher.login_wait) so it shows in this poll; beyond that, the next one.
+    auto until = std::chrono::steady_clock::now() + cfg_.sync.login_wait;
+    while (stats_.pending > 0 && std::chrono::steady_clock::now() < until && !stop_.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        std::vector<ShownMessage> again;
+        SyncStats st;
+        if (!synchronise(up_, user_, cfg_.sync, again, st, err))
+            break;
+        st.fetched_bytes += stats_.fetched_bytes;
+        shown_.swap(again);
+        stats_ = st;
     }
     state_ = State::transaction;
     reply("+OK " + std::to_string(shown_.size()) + " messages ready");
