@@ -19,6 +19,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # mm-gateway browser-page test (headless) and benchmark reference server
   chromium chromium-driver nginx
+  # mm-fetcher tests: a fourth POP3 client
+  neomutt
 )
 
 if [ "$(id -u)" -ne 0 ]; then
