@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "gateway/http.h"
+#include "gateway/lifecycle.h"
 #include "gateway/range.h"
 #include "gateway/store.h"
 #include "mime/util.h"
@@ -380,4 +381,152 @@ TEST_CASE("content_disposition and safe_media_type")
     CHECK(safe_media_type("application/vnd.ms-asf") == "application/vnd.ms-asf");
     for (const char* bad : {"", "video", "/mp4", "video/", "video/mp4\r\nX: y", "video/mp4; a=b", "a/b/c", "vi deo/mp4"})
         CHECK(safe_media_type(bad) == "application/octet-stream");
+}
+
+// ---- Lifecycle: receipts, after-delivery policy, revocation, collection ----
+
+namespace {
+
+bool object_exists(const TempStore& t, const std::string& sha)
+{
+    struct stat st;
+    return stat((t.dir + "/store/objects/" + sha.substr(0, 2) + "/" + sha).c_str(), &st) == 0;
+}
+
+} // namespace
+
+TEST_CASE("lifecycle: receipts are refused unless digest and recipient match")
+{
+    TempStore t;
+    Config cfg = t.cfg();
+    Store s(cfg);
+    Lifecycle life(cfg);
+    NewItem a = put(s, "receipt me");   // recipients a@example.org, b@example.org
+    auto item = s.authorize(a.id, a.token);
+    REQUIRE(item);
+    struct Case {
+        std::string recipient, sha;
+        bool ok;
+    } cases[] = {
+        {"c@example.org", a.sha256, false},                      // not a recipient
+        {"a@example.org", std::string(64, '0'), false},         // wrong digest
+        {"a@example.org", a.sha256.substr(0, 63), false},
+        {"", a.sha256, false},
+        {"a@example.org\n", a.sha256, false},
+        {"a@example", a.sha256, false},
+        {"A@Example.ORG", a.sha256, true},                      // case-insensitive
+        {"<a@example.org>", a.sha256, true},                    // repeated: still fine
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.recipient);
+        CHECK(life.receipt(*item, c.recipient, c.sha) == c.ok);
+    }
+    ItemDetail d = life.show(a.id);
+    CHECK(d.item.receipts == 1);
+    CHECK(d.item.state == "active");   // b has not confirmed; and the default policy is keep
+}
+
+TEST_CASE("lifecycle: after_delivery keep, delete and archive")
+{
+    for (std::string policy : {"keep", "delete", "archive"}) {
+        CAPTURE(policy);
+        TempStore t;
+        Config cfg = t.cfg({"gateway.after_delivery=" + policy, "gateway.archive_dir=" + t.dir + "/archive"});
+        Store s(cfg);
+        Lifecycle life(cfg);
+        NewItem a = put(s, "delivered media");
+        NewItem shared = put(s, "delivered media");   // same bytes, another mail
+        auto item = s.authorize(a.id, a.token);
+        REQUIRE(item);
+        REQUIRE(life.receipt(*item, "a@example.org", a.sha256));
+        CHECK(s.authorize(a.id, a.token));
+        REQUIRE(life.receipt(*item, "b@example.org", a.sha256));
+        bool gone = policy != "keep";
+        CHECK(s.authorize(a.id, a.token).has_value() == !gone);
+        CHECK(life.show(a.id).item.state == (policy == "keep" ? "active" : policy == "delete" ? "deleted" : "archived"));
+        CHECK(object_exists(t, a.sha256));   // the other item still needs it
+        CHECK(s.authorize(shared.id, shared.token));
+        auto other = s.authorize(shared.id, shared.token);
+        REQUIRE(life.receipt(*other, "a@example.org", a.sha256));
+        REQUIRE(life.receipt(*other, "b@example.org", a.sha256));
+        CHECK(object_exists(t, a.sha256) == !gone);
+        struct stat st;
+        CHECK((stat((t.dir + "/archive/" + a.sha256).c_str(), &st) == 0) == (policy == "archive"));
+        if (policy == "archive")
+            CHECK(slurp(t.dir + "/archive/" + a.sha256) == "delivered media");
+    }
+}
+
+TEST_CASE("lifecycle: an item without recipients is never delivered by receipts")
+{
+    TempStore t;
+    Config cfg = t.cfg({"gateway.after_delivery=delete"});
+    Store s(cfg);
+    Lifecycle life(cfg);
+    auto w = s.create();
+    w->write("x", 1);
+    ItemMeta m;
+    m.type = "video/mp4";
+    NewItem a = w->commit(m);
+    auto item = s.authorize(a.id, a.token);
+    REQUIRE(item);
+    CHECK_FALSE(life.receipt(*item, "anyone@example.org", a.sha256));
+    CHECK(life.gc().delivered_items == 0);
+    CHECK(s.authorize(a.id, a.token));
+}
+
+TEST_CASE("lifecycle: revoke by id or unique prefix; bad ids are errors")
+{
+    TempStore t;
+    Config cfg = t.cfg();
+    Store s(cfg);
+    Lifecycle life(cfg);
+    NewItem a = put(s, "revoke me");
+    CHECK(life.revoke(a.id.substr(0, 8)));
+    CHECK_FALSE(s.authorize(a.id, a.token));
+    CHECK_FALSE(life.revoke(a.id));   // already revoked
+    for (const std::string& bad : std::vector<std::string>{"", "abc", "../../etc/passwd", "ABCDEF12", "0000000000",
+                                                           std::string(33, 'a'), "abcdeg"}) {
+        CAPTURE(bad);
+        CHECK_THROWS_AS(life.revoke(bad), StoreError);
+        CHECK_THROWS_AS(life.show(bad), StoreError);
+    }
+}
+
+TEST_CASE("lifecycle: gc removes expired and revoked items' media, keeps what is needed")
+{
+    TempStore t;
+    Store live(t.cfg());
+    Store dying(t.cfg({"gateway.retention=0s"}));
+    Lifecycle life(t.cfg());
+    NewItem keep = put(live, "shared bytes");
+    NewItem gone = put(dying, "shared bytes");       // expired at once, shares keep's object
+    NewItem alone = put(dying, "expired alone");
+    NewItem revoked = put(live, "revoked bytes");
+    REQUIRE(life.revoke(revoked.id));
+    GcReport r = life.gc();
+    CHECK(r.expired_items == 2);
+    CHECK(r.objects_removed == 2);   // "expired alone" and "revoked bytes"
+    CHECK(object_exists(t, keep.sha256));
+    CHECK_FALSE(object_exists(t, alone.sha256));
+    CHECK_FALSE(object_exists(t, revoked.sha256));
+    CHECK(live.authorize(keep.id, keep.token));
+    auto items = life.list();
+    CHECK(items.size() == 2);   // keep and the revoked row
+    StoreStats st = life.stats();
+    CHECK(st.items_by_state["active"] == 1);
+    CHECK(st.items_by_state["revoked"] == 1);
+    CHECK(st.objects == 1);
+    CHECK(life.gc().objects_removed == 0);   // idempotent
+}
+
+TEST_CASE("lifecycle: archive_dir inside the store is refused")
+{
+    TempStore t;
+    Store s(t.cfg());
+    CHECK_THROWS_AS(Lifecycle(t.cfg({"gateway.after_delivery=archive", "gateway.archive_dir=" + t.dir + "/store"})),
+                    ConfigError);
+    CHECK_THROWS_AS(
+        Lifecycle(t.cfg({"gateway.after_delivery=archive", "gateway.archive_dir=" + t.dir + "/store/objects/ab"})),
+        ConfigError);
 }
