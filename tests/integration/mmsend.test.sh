@@ -153,6 +153,14 @@ grep -q '"linked": true' "$MM_TMP/link.json" || mm_fail "--link did not link: $(
 row=$(sqlite3 "$MM_STORE/index.sqlite" "SELECT link_path || '|' || link_size FROM items WHERE link_path != ''")
 [ "$row" = "$MM_TMP/linked.mp4|$(stat -c %s "$MM_TMP/linked.mp4")" ] || mm_fail "linked row wrong: $row"
 mm_log "--link: the index records path and size, no object copied"
+check_received bob "Linked" linked.mp4 "$MM_TMP/linked.mp4"
+url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["url"])' "$MM_TMP/link.json")
+code=$(curl -sk -o /dev/null -w '%{http_code}' "$url")
+[ "$code" = 200 ] || mm_fail "gateway answered $code for the intact linked file"
+touch -d '2001-01-01' "$MM_TMP/linked.mp4"
+code=$(curl -sk -o /dev/null -w '%{http_code}' "$url")
+[ "$code" = 410 ] || mm_fail "gateway answered $code for a changed linked file, expected 410"
+mm_log "--link: served in place, byte-identical through mm-fetcher; once the file changed the gateway refuses it (410)"
 
 # 5. Error paths, each with its exit code; nothing stays in the store after a failed submission.
 expect_exit 66 -c "$MM_CONF" --from alice@example.test --to bob@example.test --subject x --attach "$MM_TMP/nope.mp4"
