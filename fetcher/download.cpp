@@ -521,6 +521,8 @@ MediaState Downloader::want(const Handle& h, bool priority, bool schedule, const
     }
     if (j.state == Job::State::refused)
         return MediaState::refused;
+    if (j.state == Job::State::asked || (active_.count(j.handle.sha256) == 0 && j.next_try > now_s()))
+        return MediaState::waiting;
     return MediaState::pending;
 }
 

@@ -76,7 +76,8 @@ bool parse_job(std::string_view text, Job& out);
 /// What want() says about a media file right now.
 enum class MediaState {
     ready,     // verified; path set
-    pending,   // queued or downloading
+    pending,   // queued or downloading now
+    waiting,   // failed before, waiting for its next attempt (or for fetcher.mode = ask)
     refused,   // never fetched under this config (scheme, address, too large for the quota)
 };
 

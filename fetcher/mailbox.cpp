@@ -144,7 +144,7 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
         found.clear();
     }
     std::vector<std::string> media(found.size());
-    bool any = false, pending = false;
+    bool any = false, pending = false, busy = false;
     if (!found.empty()) {
         const std::string headers = read_header_block(raw);
         const std::string sender = address_of(header_value(headers, "From"));
@@ -167,8 +167,10 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
             if (st == MediaState::ready) {
                 media[i] = path;
                 any = true;
-            } else if (st == MediaState::pending && !opt.ask) {
+            } else if ((st == MediaState::pending || st == MediaState::waiting) && !opt.ask) {
                 pending = true;
+                // Only a transfer under way is worth a login's wait (fetcher.login_wait).
+                busy = busy || st == MediaState::pending;
                 why = "media " + h.sha256.substr(0, 16) + " not yet downloaded";
             }
         }
@@ -179,7 +181,7 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
         bool expired = stat(raw.c_str(), &st) == 0 &&
                        time(nullptr) - st.st_mtime >= static_cast<time_t>(opt.hold_max.count());
         if (!expired)
-            return Outcome::pending;
+            return busy ? Outcome::pending : Outcome::held;
         log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
     }
 
