@@ -139,7 +139,7 @@ TEST_CASE("address lists: RFC 5322 forms and bad input")
           std::vector<std::string>{"a@x.test", "b@x.test", "c@x.test"});
     CHECK(parse_address_list("   ", "To").empty());
     const std::vector<std::string> bad = {
-        "not an address", "<>", "@x.test", "bob@", "a b@x.test", "<a@x.test\x01>",
+        "not an address", "<>", "@x.test", "bob@", "a b@x.test",
     };
     for (const auto& v : bad) {
         CAPTURE(v);
