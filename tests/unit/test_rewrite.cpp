@@ -7,6 +7,8 @@
 #include "mime/util.h"
 
 #include <cstdio>
+#include <cstring>
+#include <strings.h>
 #include <dirent.h>
 #include <fstream>
 #include <sstream>
@@ -412,4 +414,230 @@ TEST_CASE("every corpus message: no crash, untouched without media, exact round 
                        << detached_files << " with attachments detached (" << parts << " parts), " << exact
                        << " restored byte for byte");
     CHECK(untouched == files.size());
+}
+
+namespace {
+
+/// The header block `headers` (fields and the empty line) with its Content-Type
+/// field (folded lines included) replaced by `type`, first.
+std::string retype(const std::string& headers, const std::string& type, const std::string& eol)
+{
+    std::string out = "Content-Type: " + type + eol;
+    bool skipping = false;
+    size_t pos = 0;
+    while (pos < headers.size()) {
+        size_t nl = headers.find('\n', pos);
+        size_t end = nl == std::string::npos ? headers.size() : nl + 1;
+        std::string line = headers.substr(pos, end - pos);
+        pos = end;
+        bool continuation = !line.empty() && (line[0] == ' ' || line[0] == '\t');
+        if (!continuation)
+            skipping = line.size() >= 13 && strncasecmp(line.c_str(), "content-type:", 13) == 0;
+        if (!skipping)
+            out += line;
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("corpus with media: one attachment retyped video/mp4 and grown is detached; every other byte is kept")
+{
+    std::vector<std::string> files;
+    std::vector<std::string> dirs{corpus_dir()};
+    while (!dirs.empty()) {
+        std::string d = dirs.back();
+        dirs.pop_back();
+        DIR* dp = opendir(d.c_str());
+        if (!dp)
+            continue;
+        while (dirent* e = readdir(dp)) {
+            std::string n = e->d_name;
+            if (n == "." || n == ".." || n == "README.md" || n == "INDEX.tsv")
+                continue;
+            std::string p = d + "/" + n;
+            struct stat st;
+            if (stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+                dirs.push_back(p);
+            else if (S_ISREG(st.st_mode))
+                files.push_back(p);
+        }
+        closedir(dp);
+    }
+    if (files.empty()) {
+        WARN_MESSAGE(false, ("corpus not found at " + corpus_dir()).c_str());
+        return;
+    }
+    unsigned used = 0;
+    for (const auto& f : files) {
+        CAPTURE(f);
+        TempDir t;
+        std::string original = read_file(f);
+        // Find a base64 attachment with a regular layout: detach everything once.
+        DetachPolicy all;
+        all.min_size = 1;
+        all.types = {"*/*"};
+        FileSink probe(t.path);
+        DetachResult pr = detach_message(f, t.path + "/probe.eml", all, probe);
+        if (pr.detached == 0 || !pr.skipped_why.empty())
+            continue;
+        const Handle& h = pr.handles[0];
+        size_t hdr_start = original.find(h.headers);
+        if (hdr_start == std::string::npos || original.find(h.headers, hdr_start + 1) != std::string::npos)
+            continue;   // the header block must be unique to cut at it
+        size_t body_start = hdr_start + h.headers.size();
+        size_t body_end = body_start + base64_encoded_size(h.size, h.line_len, h.eol.size(), h.final_eol);
+        std::string next = h.final_eol ? "--" : h.eol + "--";
+        if (body_end > original.size() || original.compare(body_end, next.size(), next) != 0)
+            continue;
+
+        // The same message with that part retyped video/mp4 and grown past min_size.
+        std::string media = read_file(probe.files[0]) + fake_mp4(70000);
+        std::string part = retype(h.headers, "video/mp4; name=\"grown.mp4\"", h.eol) +
+                           b64_lines(media, h.line_len, h.eol) + (h.final_eol ? h.eol : "");
+        std::string modified = original.substr(0, hdr_start) + part + original.substr(body_end);
+        size_t part_end = hdr_start + part.size();
+
+        DetachPolicy p;
+        p.min_size = 65536;
+        p.types = {"video/mp4"};
+        p.sniff = false;
+        RoundTrip rt = round_trip(t, modified, p);
+        if (rt.r.detached != 1)
+            continue;   // the corpus message had media of its own: not this check's case
+        ++used;
+        size_t nl = original.find('\n');
+        std::string eol = (nl == std::string::npos || (nl > 0 && original[nl - 1] == '\r')) ? "\r\n" : "\n";
+        std::string top = "X-Media-Handles: 1" + eol;
+        REQUIRE(rt.rewritten.compare(0, top.size(), top) == 0);
+        std::string out = rt.rewritten.substr(top.size());
+        // Outside the replaced part, the rewritten message is the original.
+        REQUIRE(out.size() >= hdr_start + (modified.size() - part_end));
+        CHECK(out.compare(0, hdr_start, modified, 0, hdr_start) == 0);
+        CHECK(out.compare(out.size() - (modified.size() - part_end), std::string::npos, modified, part_end) == 0);
+        CHECK(rt.r.handles[0].size == media.size());
+        // And the round trip gives back the grown message byte for byte.
+        CHECK(rt.restored == top + modified);
+    }
+    MESSAGE("corpus: " << used << " messages with one attachment retyped video/mp4 and grown, detached");
+    CHECK(used >= 20);
+}
+
+TEST_CASE("protected content and max_size")
+{
+    TempDir t;
+    DetachPolicy p;
+    p.min_size = 100000;
+    std::string video = fake_mp4(300000);
+    std::string pgp_text = "Content-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n";
+    struct Case {
+        const char* what;
+        std::string msg;
+        const char* why;
+    } cases[] = {
+        {"inline PGP in a text part",
+         "Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n" + pgp_text + "\r\n--o\r\n" +
+             media_message("\r\n", video).substr(strlen("From: Alice <alice@example.test>\r\n")) + "--o--\r\n",
+         "inline PGP"},
+        {"pkcs7 inside a multipart",
+         "Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: application/pkcs7-mime; "
+         "smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\nMIIB\r\n--o\r\n" +
+             media_message("\r\n", video).substr(strlen("From: Alice <alice@example.test>\r\n")) + "--o--\r\n",
+         "application/pkcs7-mime"},
+        {"encrypted",
+         "Content-Type: multipart/encrypted; boundary=e; protocol=\"application/pgp-encrypted\"\r\n\r\n--e\r\n"
+         "Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--e\r\n" +
+             media_message("\r\n", video).substr(strlen("From: Alice <alice@example.test>\r\n")) + "--e--\r\n",
+         "multipart/encrypted"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.what);
+        RoundTrip rt = round_trip(t, c.msg, p);
+        CHECK(rt.r.detached == 0);
+        CHECK(rt.r.protected_why == c.why);
+    }
+    // A PGP marker split across two 64 KiB reads is still found.
+    std::string pad(65536 - 30, 'a');
+    std::string split = "Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: text/plain\r\n\r\n" +
+                        pad + "\r\n-----BEGIN PGP MESSAGE-----\r\n--o\r\n" +
+                        media_message("\r\n", video).substr(strlen("From: Alice <alice@example.test>\r\n")) +
+                        "--o--\r\n";
+    CHECK(round_trip(t, split, p).r.protected_why == "inline PGP");
+
+    struct SizeCase {
+        uint64_t max;
+        bool reject;
+        unsigned detached, over;
+        bool rejected;
+    } sizes[] = {
+        {300000, false, 1, 0, false},   // exactly max: detached
+        {299999, false, 0, 1, false},   // one byte over: left in place
+        {299999, true, 0, 1, true},     // ...or the message refused
+        {0, true, 0, 1, true},
+    };
+    for (const auto& s : sizes) {
+        CAPTURE(s.max);
+        CAPTURE(s.reject);
+        DetachPolicy q = p;
+        q.max_size = s.max;
+        q.reject_over_max = s.reject;
+        unlink((t.path + "/out.eml").c_str());
+        FileSink sink(t.path);
+        write_file(t.path + "/in.eml", media_message("\r\n", video));
+        DetachResult r = detach_message(t.path + "/in.eml", t.path + "/out.eml", q, sink);
+        CHECK(r.detached == s.detached);
+        CHECK(r.over_max == s.over);
+        CHECK(r.rejected == s.rejected);
+        CHECK(sink.files.size() == s.detached);   // a refused or passed part never reaches the store
+        if (s.over)
+            CHECK(r.largest_over_max == video.size());
+    }
+}
+
+#include "milter/policy.h"
+
+TEST_CASE("milter.trusted_networks: CIDR parsing and matching")
+{
+    struct Case {
+        const char* text;
+        bool ok;
+    } parse[] = {
+        {"127.0.0.0/8", true}, {"::1/128", true}, {"10.1.2.3", true}, {"fd00::/8", true}, {"0.0.0.0/0", true},
+        {"127.0.0.0/33", false}, {"::/129", false}, {"127.0.0.0/", false}, {"127.0.0.0/+8", false},
+        {"127.0.0.0/08x", false}, {"127.0.0/8", false}, {"", false}, {"/8", false}, {" 127.0.0.1", false},
+        {"127.0.0.1/8/8", false}, {"localhost", false}, {"127.0.0.1/99999999999999999999", false},
+    };
+    for (const auto& c : parse) {
+        CAPTURE(c.text);
+        mm::Cidr n;
+        CHECK(mm::parse_cidr(c.text, n) == c.ok);
+    }
+    std::vector<mm::Cidr> nets;
+    for (const char* s : {"127.0.0.1/32", "10.0.0.0/9", "2001:db8::/32"}) {
+        mm::Cidr n;
+        REQUIRE(mm::parse_cidr(s, n));
+        nets.push_back(n);
+    }
+    struct Addr {
+        const char* ip;
+        bool in;
+    } addrs[] = {
+        {"127.0.0.1", true}, {"127.0.0.2", false}, {"10.127.255.255", true}, {"10.128.0.0", false},
+        {"2001:db8:ffff::1", true}, {"2001:db9::1", false}, {"::ffff:127.0.0.1", true}, {"::1", false},
+    };
+    for (const auto& a : addrs) {
+        CAPTURE(a.ip);
+        sockaddr_storage ss{};
+        if (strchr(a.ip, ':')) {
+            auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+            s6->sin6_family = AF_INET6;
+            REQUIRE(inet_pton(AF_INET6, a.ip, &s6->sin6_addr) == 1);
+        } else {
+            auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+            s4->sin_family = AF_INET;
+            REQUIRE(inet_pton(AF_INET, a.ip, &s4->sin_addr) == 1);
+        }
+        CHECK(mm::address_in(reinterpret_cast<sockaddr*>(&ss), nets) == a.in);
+    }
+    CHECK_FALSE(mm::address_in(nullptr, nets));
 }
