@@ -81,10 +81,11 @@ std::string queue_id(SMFICTX* ctx)
 }
 
 /// The one log line per message: queue id, action, sizes, time.
-void log_outcome(SMFICTX* ctx, const Message& m, const std::string& action, const std::string& sizes)
+void log_outcome(SMFICTX* ctx, const Message& m, const std::string& action, const std::string& sizes,
+                 const std::string& more = "")
 {
     log_info("queue " + queue_id(ctx) + ": " + action + ", " + sizes + " bytes, " + std::to_string(elapsed_ms(m)) +
-             " ms");
+             " ms" + more);
 }
 
 bool spool_write(Message& m, const void* data, size_t len)
@@ -259,6 +260,9 @@ sfsistat cb_eom(SMFICTX* ctx)
     if (fsync(m.fd) != 0 && errno != EINVAL)
         return on_internal_error(ctx, "cannot sync spool file: " + std::string(strerror(errno)));
 
+    // The time from MAIL FROM includes receiving the message; the end-of-message
+    // part is the milter's own work (parse, decode, hash, store, new body).
+    auto eom_started = std::chrono::steady_clock::now();
     std::string out_path = m.spool_path + ".out";
     DetachResult r;
     try {
@@ -292,7 +296,10 @@ sfsistat cb_eom(SMFICTX* ctx)
     std::string action = "detached " + count;
     if (r.over_max > 0)
         action += " (" + std::to_string(r.over_max) + " over milter.max_size left in place)";
-    log_outcome(ctx, m, action, std::to_string(r.in_size) + " -> " + std::to_string(r.out_size));
+    auto eom_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - eom_started).count();
+    log_outcome(ctx, m, action, std::to_string(r.in_size) + " -> " + std::to_string(r.out_size),
+                " (end of message " + std::to_string(eom_ms) + " ms)");
     drop_message(m);
     return SMFIS_CONTINUE;
 }
