@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+# milter_smtp_send.py - send one prepared message file (CRLF lines, no line
+# starting with ".") over SMTP (RFC 5321) without reading it into memory:
+# swaks and smtp-source load the whole file, which a 2 GiB video mail makes slow.
+# usage: milter_smtp_send.py HOST:PORT FROM TO FILE   (prints the final reply)
+import socket, sys
+
+host, port = sys.argv[1].rsplit(":", 1)
+mail_from, rcpt, path = sys.argv[2], sys.argv[3], sys.argv[4]
+s = socket.create_connection((host, int(port)), timeout=3600)
+f = s.makefile("rb")
+
+def reply():
+    lines = []
+    while True:
+        line = f.readline(1024).decode("ascii", "replace").rstrip("\r\n")
+        lines.append(line)
+        if len(line) < 4 or line[3] != "-":
+            return lines[-1]
+
+def cmd(text, want):
+    s.sendall(text.encode() + b"\r\n")
+    r = reply()
+    if not r.startswith(want):
+        sys.exit("%s -> %s" % (text, r))
+
+r = reply()
+if not r.startswith("220"):
+    sys.exit("greeting: " + r)
+cmd("EHLO bench.example.test", "250")
+cmd("MAIL FROM:<%s>" % mail_from, "250")
+cmd("RCPT TO:<%s>" % rcpt, "250")
+cmd("DATA", "354")
+with open(path, "rb") as m:
+    s.sendfile(m)
+s.sendall(b".\r\n")
+r = reply()
+print(r)
+s.sendall(b"QUIT\r\n")
+sys.exit(0 if r.startswith("250") else 1)
