@@ -2,11 +2,14 @@
 # milter_smtp_send.py - send one prepared message file (CRLF lines, no line
 # starting with ".") over SMTP (RFC 5321) without reading it into memory:
 # swaks and smtp-source load the whole file, which a 2 GiB video mail makes slow.
-# usage: milter_smtp_send.py HOST:PORT FROM TO FILE   (prints the final reply)
-import socket, sys
+# usage: milter_smtp_send.py HOST:PORT FROM TO FILE
+# Prints the final reply, then "total=S eom=S": seconds from connect to the
+# reply, and from the last byte sent to the reply (the filters' own work).
+import socket, sys, time
 
 host, port = sys.argv[1].rsplit(":", 1)
 mail_from, rcpt, path = sys.argv[2], sys.argv[3], sys.argv[4]
+t0 = time.monotonic()
 s = socket.create_connection((host, int(port)), timeout=3600)
 f = s.makefile("rb")
 
@@ -34,7 +37,10 @@ cmd("DATA", "354")
 with open(path, "rb") as m:
     s.sendfile(m)
 s.sendall(b".\r\n")
+t1 = time.monotonic()
 r = reply()
+t2 = time.monotonic()
 print(r)
+print("total=%.3f eom=%.3f" % (t2 - t0, t2 - t1))
 s.sendall(b"QUIT\r\n")
 sys.exit(0 if r.startswith("250") else 1)

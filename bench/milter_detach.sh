@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# milter_detach.sh - one mail with a big video (default 1 GiB) through one private
+# Postfix, side by side in one run: no milter; mm-milter (main.cf lines of
+# docs/postfix.md); MIMEDefang 3 doing action_replace_with_url on video parts.
+# The floor is `base64 -d | sha256sum` of the same base64 body. Reports wall
+# times, ratios and peak RSS. Goals: mm-milter <= 1.3 x floor, >= 5 x faster
+# than MIMEDefang. usage: MM_BUILD_DIR=build bench/milter_detach.sh [MIB]
+set -euo pipefail
+MM_SOURCE_DIR=${MM_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+MM_BUILD_DIR=${MM_BUILD_DIR:-$MM_SOURCE_DIR/build}
+export MM_SOURCE_DIR MM_BUILD_DIR
+. "$MM_SOURCE_DIR/tests/integration/lib/mailstack.sh"
+. "$MM_SOURCE_DIR/tests/integration/lib/mediamail.sh"
+. "$MM_SOURCE_DIR/bench/milter_lib.sh"
+MIB=${1:-1024}
+command -v mimedefang >/dev/null || mm_fail "mimedefang not installed (scripts/install-deps.sh)"
+
+mm_tmpdir_init
+mm_write_conf
+mkdir -p "$MM_STORE"
+mm_start_program mm-milter
+mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start"
+MM_POSTFIX_EXTRA=$(mm_postfix_doc_lines "$MM_MILTER_PORT")
+export MM_POSTFIX_EXTRA
+mm_postfix_start 2>/dev/null
+milters=$(postconf -c "$MM_POSTFIX_DIR" -h smtpd_milters 2>/dev/null)
+
+# MIMEDefang: multiplexor + milter on unix sockets, as user defang, with a filter
+# that replaces each video/* part by a URL (the files go to $MD/www).
+MD=$MM_TMP/mimedefang
+mkdir -p "$MD/spool" "$MD/www"
+cat >"$MD/filter" <<PERL
+sub filter_begin { }
+sub filter {
+    my(\$entity, \$fname, \$ext, \$type) = @_;
+    if (\$type =~ m{^video/}i) {
+        action_replace_with_url(\$entity, "$MD/www", "https://gw.example.test/md",
+                                "The video is at _URL_\n");
+    }
+    return action_accept();
+}
+sub filter_end { }
+1;
+PERL
+printf '#!/bin/sh\nexec /usr/bin/mimedefang.pl -f %s "$@"\n' "$MD/filter" >"$MD/run-filter"
+chmod 755 "$MD/run-filter" "$MD"
+chmod 644 "$MD/filter"
+chown -R defang:defang "$MD/spool" "$MD/www"
+mimedefang-multiplexor -D -U defang -z "$MD/spool" -s "$MD/spool/mx.sock" -f "$MD/run-filter" -m 1 -x 2 \
+  >"$MM_TMP/md-mx.log" 2>&1 &
+mm_register_pid $!
+mx_pid=$!
+for _ in $(seq 100); do [ -S "$MD/spool/mx.sock" ] && break; sleep 0.1; done
+mimedefang -D -U defang -z "$MD/spool" -m "$MD/spool/mx.sock" -p "$MD/spool/md.sock" -X >"$MM_TMP/md.log" 2>&1 &
+mm_register_pid $!
+md_pid=$!
+for _ in $(seq 100); do [ -S "$MD/spool/md.sock" ] && break; sleep 0.1; done
+[ -S "$MD/spool/md.sock" ] || mm_fail "mimedefang did not start: $(cat "$MM_TMP/md.log" "$MM_TMP/md-mx.log")"
+chmod 755 "$MD/spool"
+
+mb_make_video "$MM_TMP/big.mp4" "$MIB"
+mb_make_mail "$MM_TMP/big.mp4" "$MM_TMP/big.eml"
+base64 -w 76 "$MM_TMP/big.mp4" >"$MM_TMP/body.b64"
+rm -f "$MM_TMP/big.mp4"
+echo "mail: $(stat -c %s "$MM_TMP/big.eml") bytes with a $MIB MiB video (base64, 76 columns)"
+
+# The floor: decode and hash the same base64 body once (cache warm: read it twice).
+cat "$MM_TMP/body.b64" >/dev/null
+/usr/bin/time -f '%e %M' -o "$MM_TMP/floor.time" bash -c "base64 -d <'$MM_TMP/body.b64' | sha256sum >/dev/null"
+read -r floor_s floor_kib <"$MM_TMP/floor.time"
+echo "floor  base64 -d | sha256sum: $floor_s s (peak RSS of the larger process $floor_kib KiB)"
+rm -f "$MM_TMP/body.b64"
+
+# Set smtpd_milters to $1 and reload Postfix.
+use_milter() {
+  postconf -c "$MM_POSTFIX_DIR" -e "smtpd_milters = $1" "non_smtpd_milters = $1" 2>/dev/null
+  postfix -c "$MM_POSTFIX_DIR" reload >/dev/null 2>&1
+  sleep 2
+}
+# Send the mail; print "total eom" seconds.
+send() {
+  local out
+  cat "$MM_TMP/big.eml" >/dev/null
+  out=$(python3 "$MM_SOURCE_DIR/bench/milter_smtp_send.py" "127.0.0.1:$MM_SMTP_PORT" alice@example.test \
+    bob@example.test "$MM_TMP/big.eml") || mm_fail "send failed: $out"
+  echo "$out" | sed -n 's/^total=\([0-9.]*\) eom=\([0-9.]*\)$/\1 \2/p'
+}
+drain() {
+  local n=$1
+  mm_wait_delivered bob "$n" 600 || mm_fail "mail $n not delivered"
+}
+
+use_milter ""
+read -r none_total none_eom < <(send)
+drain 1
+echo "Postfix, no milter:  total $none_total s, end of data -> 250: $none_eom s"
+
+use_milter "$milters"
+read -r mm_total mm_eom < <(send)
+drain 2
+mm_kib=$(mb_hwm_kib "$(cat "$MM_TMP/mm-milter.pid")")
+echo "mm-milter:           total $mm_total s, end of data -> 250: $mm_eom s, peak RSS $mm_kib KiB"
+grep 'detached' "$MM_TMP/mm-milter.log" | tail -1
+
+use_milter "unix:$MD/spool/md.sock"
+read -r md_total md_eom < <(send)
+drain 3
+md_kib=$(mb_hwm_kib "$md_pid")
+w_kib=0
+for p in $(ps -o pid= --ppid "$mx_pid"); do
+  k=$(mb_hwm_kib "$p" 2>/dev/null || echo 0)
+  [ "$k" -gt "$w_kib" ] && w_kib=$k
+done
+echo "MIMEDefang:          total $md_total s, end of data -> 250: $md_eom s, peak RSS milter $md_kib KiB, perl worker $w_kib KiB"
+last=$(ls -t "$MM_MAIL_DIR/bob/Maildir/new/" | head -1)
+grep -q 'gw.example.test/md' "$MM_MAIL_DIR/bob/Maildir/new/$last" || mm_fail "MIMEDefang did not replace the video"
+echo "MIMEDefang stored $(du -sb "$MD/www" | cut -f1) bytes under www/, the mail now $(stat -c %s "$MM_MAIL_DIR/bob/Maildir/new/$last") bytes"
+
+echo "RESULT milter_detach: $MIB MiB video; floor $floor_s s; mm-milter end-of-data work $mm_eom s = $(mb_ratio "$mm_eom" "$floor_s") x floor (goal <= 1.3);" \
+  "MIMEDefang $md_eom s = $(mb_ratio "$md_eom" "$mm_eom") x mm-milter (goal >= 5); whole SMTP transaction: none $none_total s, mm-milter $mm_total s, MIMEDefang $md_total s;" \
+  "peak RSS: mm-milter $((mm_kib / 1024)) MiB, MIMEDefang worker $((w_kib / 1024)) MiB, floor $((floor_kib / 1024)) MiB"
