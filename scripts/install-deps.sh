@@ -21,6 +21,8 @@ PACKAGES=(
   chromium chromium-driver nginx
   # mm-fetcher tests: a fourth POP3 client
   neomutt
+  # the reference milter of bench/milter_detach.sh
+  mimedefang
 )
 
 if [ "$(id -u)" -ne 0 ]; then
