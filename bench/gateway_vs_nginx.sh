@@ -105,6 +105,14 @@ for u in "$GW_URL" "$NG_URL"; do
         grep -q "using TLSv1.2 / $CIPHER" || { echo "cipher not negotiated on $u" >&2; exit 1; }
 done
 
+# CPU time (ms) used so far by the processes given, all their threads summed:
+# a measure of the server's cost that other load on the machine hardly disturbs.
+cpu_ms() {
+    local p
+    for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{s += $1} END {print int(s / 1000000)}'
+}
+nginx_pids() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID"); }
+
 one() {   # URL BYTES -> bytes per second; a short or failed download stops the run
     local out
     out=$("${CURL[@]}" -w '%{http_code} %{size_download} %{speed_download}' "$1")
@@ -129,25 +137,35 @@ parallel() {   # URL BYTES -> aggregate bytes per second over PAR clients
 median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 mbs() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 
-: >"$T/gw1" ; : >"$T/ng1"; : >"$T/gwp"; : >"$T/ngp"
+: >"$T/gw1"; : >"$T/ng1"; : >"$T/gwp"; : >"$T/ngp"; : >"$T/gw1cpu"; : >"$T/ng1cpu"; : >"$T/gwpcpu"; : >"$T/ngpcpu"
 echo "single client, ${SIZE_MIB} MiB, $REPS reps, alternating servers"
 for r in $(seq 1 "$REPS"); do
-    g=$(one "$GW_URL" $((SIZE_MIB * 1048576))); n=$(one "$NG_URL" $((SIZE_MIB * 1048576)))
+    c0=$(cpu_ms "$GW_PID"); g=$(one "$GW_URL" $((SIZE_MIB * 1048576))); c1=$(cpu_ms "$GW_PID")
+    d0=$(cpu_ms $(nginx_pids)); n=$(one "$NG_URL" $((SIZE_MIB * 1048576))); d1=$(cpu_ms $(nginx_pids))
     echo "$g" >>"$T/gw1"; echo "$n" >>"$T/ng1"
-    printf '  rep %d: mm-gateway %s MiB/s, nginx %s MiB/s\n' "$r" "$(mbs "$g")" "$(mbs "$n")"
+    echo $(((c1 - c0) * 1024 / SIZE_MIB)) >>"$T/gw1cpu"; echo $(((d1 - d0) * 1024 / SIZE_MIB)) >>"$T/ng1cpu"
+    printf '  rep %d: mm-gateway %s MiB/s (%s ms CPU/GiB), nginx %s MiB/s (%s ms CPU/GiB)\n' "$r" "$(mbs "$g")" \
+        $(((c1 - c0) * 1024 / SIZE_MIB)) "$(mbs "$n")" $(((d1 - d0) * 1024 / SIZE_MIB))
 done
 PAR_BYTES=$((PAR_SIZE_MIB * 1048576))
 echo "$PAR parallel clients, ${PAR_SIZE_MIB} MiB each, $REPS reps, alternating servers"
 for r in $(seq 1 "$REPS"); do
-    g=$(parallel "$GW_PAR_URL" $PAR_BYTES); n=$(parallel "$NG_PAR_URL" $PAR_BYTES)
+    c0=$(cpu_ms "$GW_PID"); g=$(parallel "$GW_PAR_URL" $PAR_BYTES); c1=$(cpu_ms "$GW_PID")
+    d0=$(cpu_ms $(nginx_pids)); n=$(parallel "$NG_PAR_URL" $PAR_BYTES); d1=$(cpu_ms $(nginx_pids))
     echo "$g" >>"$T/gwp"; echo "$n" >>"$T/ngp"
-    printf '  rep %d: mm-gateway %s MiB/s, nginx %s MiB/s (aggregate)\n' "$r" "$(mbs "$g")" "$(mbs "$n")"
+    echo $(((c1 - c0) * 1024 / (PAR_SIZE_MIB * PAR))) >>"$T/gwpcpu"; echo $(((d1 - d0) * 1024 / (PAR_SIZE_MIB * PAR))) >>"$T/ngpcpu"
+    printf '  rep %d: mm-gateway %s MiB/s (%s ms CPU/GiB), nginx %s MiB/s (%s ms CPU/GiB), aggregate\n' "$r" \
+        "$(mbs "$g")" $(((c1 - c0) * 1024 / (PAR_SIZE_MIB * PAR))) "$(mbs "$n")" $(((d1 - d0) * 1024 / (PAR_SIZE_MIB * PAR)))
 done
 
 G1=$(median <"$T/gw1"); N1=$(median <"$T/ng1"); GP=$(median <"$T/gwp"); NP=$(median <"$T/ngp")
+G1C=$(median <"$T/gw1cpu"); N1C=$(median <"$T/ng1cpu"); GPC=$(median <"$T/gwpcpu"); NPC=$(median <"$T/ngpcpu")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
-echo "| mode | mm-gateway MiB/s | nginx MiB/s | ratio |"
-echo "|---|---|---|---|"
-printf '| 1 client, %d MiB | %s | %s | %s |\n' "$SIZE_MIB" "$(mbs "$G1")" "$(mbs "$N1")" "$(awk -v a="$G1" -v b="$N1" 'BEGIN {printf "%.2f", a / b}')"
-printf '| %d clients, %d MiB each | %s | %s | %s |\n' "$PAR" "$PAR_SIZE_MIB" "$(mbs "$GP")" "$(mbs "$NP")" "$(awk -v a="$GP" -v b="$NP" 'BEGIN {printf "%.2f", a / b}')"
+echo "| mode | mm-gateway MiB/s | nginx MiB/s | throughput ratio | mm-gateway CPU ms/GiB | nginx CPU ms/GiB | CPU ratio (nginx/gw) |"
+echo "|---|---|---|---|---|---|---|"
+printf '| 1 client, %d MiB | %s | %s | %s | %s | %s | %s |\n' "$SIZE_MIB" "$(mbs "$G1")" "$(mbs "$N1")" "$(ratio "$G1" "$N1")" \
+    "$G1C" "$N1C" "$(ratio "$N1C" "$G1C")"
+printf '| %d clients, %d MiB each | %s | %s | %s | %s | %s | %s |\n' "$PAR" "$PAR_SIZE_MIB" "$(mbs "$GP")" "$(mbs "$NP")" \
+    "$(ratio "$GP" "$NP")" "$GPC" "$NPC" "$(ratio "$NPC" "$GPC")"
 echo "(medians of $REPS; nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(nproc) cores, loopback, TLS 1.2 $CIPHER, EC P-256)"
