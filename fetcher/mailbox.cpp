@@ -167,6 +167,9 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
             if (st == MediaState::ready) {
                 media[i] = path;
                 any = true;
+            } else if (st == MediaState::refused) {
+                log_info("media " + h.sha256.substr(0, 16) + " not fetched (URL scheme, address or cache_quota " +
+                         "not allowed): shown with its link");
             } else if ((st == MediaState::pending || st == MediaState::waiting) && !opt.ask) {
                 pending = true;
                 // Only a transfer under way is worth a login's wait (fetcher.login_wait).

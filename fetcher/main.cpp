@@ -7,6 +7,10 @@
 #include "log.h"
 #include "mailbox.h"
 #include "server.h"
+#include "upstream.h"
+#include "util.h"
+
+#include <openssl/ssl.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -36,6 +40,10 @@ const char kUsage[] =
     "  fetcher.listen         host:port to listen on (default 127.0.0.1:1110)\n"
     "  fetcher.upstream       pop3://host:port or pop3s://host:port\n"
     "  fetcher.upstream_tls   required|none: pop3:// must use STLS unless none\n"
+    "  fetcher.upstream_ca    CA file for a private upstream server\n"
+    "  fetcher.upstream_pin   sha256//BASE64 key pin of the upstream server\n"
+    "  fetcher.tls_listen     host:port of the implicit-TLS listener for clients\n"
+    "  fetcher.tls_cert, fetcher.tls_key  its PEM certificate and key (also STLS)\n"
     "  fetcher.cache_dir      cache of presented messages and media\n"
     "  fetcher.allow_private  download media from private/loopback addresses\n"
     "  fetcher.allow_insecure allow http:// media URLs\n"
@@ -112,6 +120,8 @@ int main(int argc, char** argv)
     std::string prefetch_user, prefetch_password;
     std::chrono::seconds prefetch_interval{0};
     std::vector<std::string> command;
+    HostPort tls_listen;
+    std::string tls_cert, tls_key, upstream_ca;
     try {
         CommonArgs args = parse_common_args(argc, argv);
         if (args.help) {
@@ -136,6 +146,22 @@ int main(int argc, char** argv)
             throw ConfigError("fetcher.upstream: not pop3://host:port or pop3s://host:port: " + url);
         up.tls_required = cfg.str("fetcher.upstream_tls") != "none";
         up.timeout = cfg.duration("fetcher.timeout");
+        upstream_ca = cfg.str("fetcher.upstream_ca");
+        up.pin = cfg.str("fetcher.upstream_pin");
+        if (!up.pin.empty()) {
+            std::string raw;
+            if (up.pin.rfind("sha256//", 0) != 0 || !base64_decode(up.pin.substr(8), raw) || raw.size() != 32)
+                throw ConfigError("fetcher.upstream_pin: expected sha256//BASE64 of the server's public key: " + up.pin);
+        }
+        tls_cert = cfg.str("fetcher.tls_cert");
+        tls_key = cfg.str("fetcher.tls_key");
+        const std::string& tl = cfg.str("fetcher.tls_listen");
+        if (!tl.empty() && !parse_hostport(tl, tls_listen))
+            throw ConfigError("fetcher.tls_listen: expected host:port, not " + tl);
+        if (tls_cert.empty() != tls_key.empty())
+            throw ConfigError("fetcher.tls_cert and fetcher.tls_key: set both or neither");
+        if (!tls_listen.host.empty() && tls_cert.empty())
+            throw ConfigError("fetcher.tls_listen needs fetcher.tls_cert and fetcher.tls_key");
         if (up.timeout.count() < 1)
             throw ConfigError("fetcher.timeout: must be at least 1s");
         SyncOptions& so = sc.session.sync;
@@ -190,9 +216,22 @@ int main(int argc, char** argv)
     }
     if (!command.empty())
         return fetch_command(dl.jobs_dir, dl.media_dir, command[1], sc.session.upstream.timeout * 10);
-    if (!upstream_tls_context()) {
-        std::cerr << "mm-fetcher: cannot create TLS context\n";
-        return 70;
+    if (!upstream_tls_context(upstream_ca)) {
+        std::cerr << "mm-fetcher: cannot create the upstream TLS context"
+                  << (upstream_ca.empty() ? "" : " (fetcher.upstream_ca: cannot load " + upstream_ca + ")") << "\n";
+        return 78;
+    }
+    if (!tls_cert.empty()) {
+        SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+        if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+            SSL_CTX_use_certificate_chain_file(ctx, tls_cert.c_str()) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ctx, tls_key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            std::cerr << "mm-fetcher: fetcher.tls_cert/tls_key: cannot load " << tls_cert << " and " << tls_key
+                      << " as a matching PEM certificate chain and key\n";
+            return 78;
+        }
+        sc.session.tls = ctx;
     }
     download_global_init();
 
@@ -214,6 +253,14 @@ int main(int argc, char** argv)
     if (fd < 0) {
         std::cerr << "mm-fetcher: " << err << "\n";
         return 78;
+    }
+    int tls_fd = -1;
+    if (!tls_listen.host.empty()) {
+        tls_fd = listen_on(tls_listen.host, tls_listen.port, err);
+        if (tls_fd < 0) {
+            std::cerr << "mm-fetcher: fetcher.tls_listen: " << err << "\n";
+            return 78;
+        }
     }
     Downloader downloader(dl);
     if (!downloader.start(err)) {
@@ -246,7 +293,7 @@ int main(int argc, char** argv)
 
     log_info("listening on " + sc.host + ":" + std::to_string(sc.port) + ", upstream " +
              sc.session.sync.upstream_id);
-    serve(fd, sc, g_stop, &orig);
+    serve(fd, tls_fd, sc, g_stop, &orig);
     prefetch_cv.notify_all();
     if (prefetcher.joinable())
         prefetcher.join();

@@ -97,8 +97,9 @@ Command parse_command(std::string_view line)
             for (;;) {
                 size_t next = rest.find(' ');
                 std::string_view arg = rest.substr(0, next);
-                // USER may be a long mail address; everything else is a number or a keyword.
-                bool long_ok = c.verb == Verb::user;
+                // USER/APOP may carry a long mail address and AUTH a SASL initial
+                // response; everything else is a number or a keyword.
+                bool long_ok = c.verb == Verb::user || c.verb == Verb::apop || c.verb == Verb::auth;
                 if (arg.empty() || (!long_ok && arg.size() > kMaxArgument) || c.args.size() >= info->max_args) {
                     c.error = ParseError::bad_syntax;
                     return c;

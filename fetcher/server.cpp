@@ -51,7 +51,7 @@ int listen_on(const std::string& host, uint16_t port, std::string& err)
     return fd;
 }
 
-void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask)
+void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask)
 {
     // Static: a session still running after serve() returns must not touch a dead frame.
     static std::mutex mu;
@@ -59,12 +59,13 @@ void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, cons
     static std::set<int> active;   // client fds, so that a stop can wake their sessions
 
     while (!stop.load()) {
-        pollfd p{listen_fd, POLLIN, 0};
+        pollfd p[2] = {{listen_fd, POLLIN, 0}, {tls_fd, POLLIN, 0}};
         timespec ts{0, 500 * 1000 * 1000};
-        int n = ppoll(&p, 1, &ts, static_cast<const sigset_t*>(wait_mask));
+        int n = ppoll(p, tls_fd >= 0 ? 2 : 1, &ts, static_cast<const sigset_t*>(wait_mask));
         if (n <= 0)
             continue;
-        int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        bool implicit_tls = !(p[0].revents & POLLIN);
+        int fd = accept4(implicit_tls ? tls_fd : listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
         {
@@ -87,9 +88,9 @@ void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, cons
             close(fd);
             continue;
         }
-        std::thread([fd, session_fd, &cfg, &stop] {
+        std::thread([fd, session_fd, implicit_tls, &cfg, &stop] {
             try {
-                run_session(session_fd, cfg.session, stop);   // closes session_fd
+                run_session(session_fd, cfg.session, stop, implicit_tls);   // closes session_fd
             } catch (const std::exception& e) {
                 log_error(std::string("session ended by exception: ") + e.what());
             }
@@ -100,6 +101,8 @@ void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, cons
         }).detach();
     }
     close(listen_fd);
+    if (tls_fd >= 0)
+        close(tls_fd);
     // Wake sessions blocked on their clients, then give them a moment to finish.
     std::unique_lock<std::mutex> lock(mu);
     for (int fd : active)

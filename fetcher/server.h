@@ -1,5 +1,6 @@
 // server.h - the listening side of mm-fetcher: accept clients on fetcher.listen,
-// one thread per session, at most fetcher.max_sessions at once (RFC 1939 transport).
+// one thread per session, at most fetcher.max_sessions at once (RFC 1939 transport);
+// fetcher.tls_listen for implicit TLS (RFC 8314 style, port 995 conventionally).
 #pragma once
 
 #include "session.h"
@@ -20,6 +21,7 @@ int listen_on(const std::string& host, uint16_t port, std::string& err);
 
 /// Accepts and serves until `stop` is set (checked at least twice a second and on
 /// signals unblocked by `wait_mask` during the wait), then ends the sessions.
-void serve(int listen_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask);
+/// tls_fd (fetcher.tls_listen, or -1): its clients speak TLS from the start.
+void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask);
 
 } // namespace mm

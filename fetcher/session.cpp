@@ -1,11 +1,14 @@
-// session.cpp - the POP3 server side of mm-fetcher (RFC 1939, CAPA/RESP-CODES from
-// RFC 2449): an explicit state machine with a command table, strict numbers, capped
+// session.cpp - the POP3 server side of mm-fetcher (RFC 1939 incl. APOP, CAPA and
+// RESP-CODES from RFC 2449, AUTH PLAIN/LOGIN passed through per RFC 5034, STLS per
+// RFC 2595): an explicit state machine with a command table, strict numbers, capped
 // lines and a bad-command limit. Config keys come in through SessionConfig.
 #include "session.h"
 
 #include "log.h"
 #include "pop3_parse.h"
+#include "util.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <chrono>
 #include <fcntl.h>
@@ -61,8 +64,8 @@ constexpr unsigned kMaxBadCommands = 10;
 
 class Session {
 public:
-    Session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop)
-        : client_(fd), cfg_(cfg), stop_(stop) {}
+    Session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop, bool implicit_tls)
+        : client_(fd), cfg_(cfg), stop_(stop), implicit_tls_(implicit_tls) {}
     void run();
 
 private:
@@ -70,6 +73,13 @@ private:
     bool bad(const std::string& why);
     void dispatch(const pop3::Command& c);
     void do_pass(const std::string& pass);
+    void do_apop(const pop3::Command& c);
+    void do_auth(const pop3::Command& c);
+    void do_stls();
+    void do_capa();
+    bool upstream_ready();
+    void login_refused(Reply r);
+    void finish_login();
     void do_quit();
     const ShownMessage* message(const std::string& arg);
     void send_file(const ShownMessage& m, bool top, uint64_t body_lines);
@@ -77,6 +87,8 @@ private:
     Stream client_;
     const SessionConfig& cfg_;
     const std::atomic<bool>& stop_;
+    bool implicit_tls_;
+    std::string timestamp_;   // upstream's APOP timestamp, passed on in our greeting
     State state_ = State::authorization;
     unsigned bad_ = 0;
     std::string user_;
@@ -173,26 +185,192 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
     client_.flush();
 }
 
+bool Session::upstream_ready()
+{
+    if (up_.connected())
+        return true;
+    std::string err;
+    if (!up_.connect(cfg_.upstream, err)) {
+        log_warning("upstream: " + printable(err));
+        reply("-ERR [SYS/TEMP] mail server unavailable");
+        return false;
+    }
+    return true;
+}
+
+void Session::login_refused(Reply r)
+{
+    // Upstream's verdict passed on as a resp-code, without its text. The upstream
+    // session stays (RFC 1939 allows another try) unless the line broke.
+    state_ = State::authorization;
+    reply(r == Reply::err ? "-ERR [AUTH] authentication failed" : "-ERR [SYS/TEMP] mail server unavailable");
+    bad_ += r == Reply::err ? 1 : 0;
+}
+
 void Session::do_pass(const std::string& pass)
 {
-    std::string err;
     state_ = State::authorization;
-    if (!up_.connect(cfg_.upstream, err)) {
-        log_warning("upstream: " + err);
-        reply("-ERR [SYS/TEMP] mail server unavailable");
+    if (!upstream_ready())
         return;
-    }
     std::string text;
     Reply r = up_.command("USER " + user_, text);
     if (r == Reply::ok)
         r = up_.command("PASS " + pass, text);
     if (r != Reply::ok) {
-        up_.close();
-        // Upstream refused: pass its resp-code style verdict on without its text.
-        reply(r == Reply::err ? "-ERR [AUTH] authentication failed" : "-ERR [SYS/TEMP] mail server unavailable");
-        bad_ += r == Reply::err ? 1 : 0;
+        login_refused(r);
         return;
     }
+    finish_login();
+}
+
+void Session::do_apop(const pop3::Command& c)
+{
+    // The digest covers upstream's timestamp, which our greeting repeated: the
+    // client's answer goes upstream unchanged, the secret never passes through us.
+    if (timestamp_.empty() || !up_.connected()) {
+        bad("APOP not available; use USER and PASS");
+        return;
+    }
+    const std::string& digest = c.args[1];
+    bool hex = digest.size() == 32;
+    for (char ch : digest)
+        hex = hex && ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'));
+    if (!hex) {
+        bad("APOP digest must be 32 lowercase hex digits");
+        return;
+    }
+    user_ = c.args[0];
+    std::string text;
+    Reply r = up_.command("APOP " + user_ + " " + digest, text);
+    if (r != Reply::ok) {
+        login_refused(r);
+        return;
+    }
+    finish_login();
+}
+
+void Session::do_auth(const pop3::Command& c)
+{
+    if (!upstream_ready())
+        return;
+    std::vector<std::string> mechs = sasl_mechanisms(up_.capabilities());
+    if (c.args.empty()) {
+        // The listing form some clients probe with (RFC 1734 era).
+        std::string out = "+OK\r\n";
+        for (const auto& m : mechs)
+            out += m + "\r\n";
+        client_.write(out + ".\r\n");
+        return;
+    }
+    std::string mech = c.args[0];
+    for (char& ch : mech)
+        ch = static_cast<char>(ch >= 'a' && ch <= 'z' ? ch - 'a' + 'A' : ch);
+    if (std::find(mechs.begin(), mechs.end(), mech) == mechs.end()) {
+        bad("unsupported SASL mechanism");
+        return;
+    }
+    // Who logs in, for the cache key: PLAIN's authzid or authcid, LOGIN's first answer.
+    auto learn_user = [&](const std::string& b64, bool first) {
+        std::string raw;
+        if (!base64_decode(b64, raw))
+            return;
+        if (mech == "LOGIN" && first) {
+            user_ = raw;
+        } else if (mech == "PLAIN") {
+            size_t a = raw.find('\0');
+            size_t b = a == std::string::npos ? a : raw.find('\0', a + 1);
+            if (b != std::string::npos)
+                user_ = a > 0 ? raw.substr(0, a) : raw.substr(a + 1, b - a - 1);
+        }
+    };
+    user_.clear();
+    std::string line = "AUTH " + mech, text;
+    unsigned answers = 0;
+    if (c.args.size() == 2) {
+        line += " " + c.args[1];
+        if (c.args[1] != "=")
+            learn_user(c.args[1], answers == 0);
+        ++answers;
+    }
+    for (unsigned round = 0; round < 8; ++round) {
+        Reply r = up_.sasl_step(line, text);
+        if (r == Reply::ok) {
+            if (user_.empty() || user_.size() > 255 || user_.find_first_of(std::string("\0\r\n", 3)) != std::string::npos) {
+                // Without a clean identity there is no cache key to keep mail apart.
+                up_.close();
+                reply("-ERR [AUTH] cannot tell which user logged in");
+                return;
+            }
+            finish_login();
+            return;
+        }
+        if (r != Reply::more) {
+            login_refused(r);
+            return;
+        }
+        reply("+ " + text);
+        std::string answer;
+        LineResult lr = client_.read_line(answer, pop3::kMaxCommandLine);
+        if (lr != LineResult::ok) {
+            up_.close();
+            state_ = State::closed;
+            return;
+        }
+        if (answer == "*") {
+            // The client cancels (RFC 5034 4): upstream answers -ERR.
+            Reply rr = up_.sasl_step("*", text);
+            reply("-ERR authentication cancelled");
+            if (rr == Reply::io)
+                up_.close();
+            return;
+        }
+        learn_user(answer, answers == 0);
+        ++answers;
+        line = answer;
+    }
+    up_.close();
+    reply("-ERR [AUTH] too many SASL rounds");
+}
+
+void Session::do_stls()
+{
+    if (!cfg_.tls || client_.tls()) {
+        bad(client_.tls() ? "already using TLS" : "STLS not available");
+        return;
+    }
+    reply("+OK begin TLS negotiation");
+    std::string err;
+    if (!client_.accept_tls(cfg_.tls, err)) {
+        log_warning("client " + printable(err));
+        result_ = "TLS failed";
+        state_ = State::closed;
+        return;
+    }
+    // RFC 2595 4: forget what the client said before; it starts over.
+    user_.clear();
+    state_ = State::authorization;
+}
+
+void Session::do_capa()
+{
+    std::string out = "+OK capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n";
+    if (state_ != State::transaction) {
+        std::vector<std::string> mechs = up_.connected() ? sasl_mechanisms(up_.capabilities()) : std::vector<std::string>{};
+        if (!mechs.empty()) {
+            out += "SASL";
+            for (const auto& m : mechs)
+                out += " " + m;
+            out += "\r\n";
+        }
+        if (cfg_.tls && !client_.tls())
+            out += "STLS\r\n";
+    }
+    client_.write(out + "IMPLEMENTATION MediaMail\r\n.\r\n");
+}
+
+void Session::finish_login()
+{
+    std::string err;
     shown_.clear();
     stats_ = {};
     if (!synchronise(up_, user_, cfg_.sync, shown_, stats_, err)) {
@@ -253,8 +431,7 @@ void Session::dispatch(const pop3::Command& c)
     }
     switch (c.verb) {
     case Verb::capa:
-        client_.write("+OK capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n"
-                      "IMPLEMENTATION MediaMail\r\n.\r\n");
+        do_capa();
         return;
     case Verb::quit:
         do_quit();
@@ -268,9 +445,13 @@ void Session::dispatch(const pop3::Command& c)
         do_pass(c.args[0]);
         return;
     case Verb::apop:
+        do_apop(c);
+        return;
     case Verb::auth:
+        do_auth(c);
+        return;
     case Verb::stls:
-        bad("not supported; use USER and PASS");
+        do_stls();
         return;
     case Verb::stat: {
         uint64_t count = 0, octets = 0;
@@ -339,7 +520,21 @@ void Session::run()
     timeval tv{static_cast<time_t>(cfg_.client_idle.count()), 0};
     setsockopt(client_.fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(client_.fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    reply("+OK MediaMail fetcher ready");
+    if (implicit_tls_) {
+        std::string err;
+        if (!client_.accept_tls(cfg_.tls, err)) {
+            log_info("client " + printable(err));
+            return;
+        }
+    }
+    // Connect upstream now: its greeting's APOP timestamp goes into ours, so that
+    // a digest the client computes is the one upstream expects.
+    std::string err;
+    if (up_.connect(cfg_.upstream, err))
+        timestamp_ = apop_timestamp(up_.greeting());
+    else
+        log_warning("upstream: " + printable(err));
+    reply("+OK MediaMail fetcher ready" + (timestamp_.empty() ? std::string() : " " + timestamp_));
     std::string line;
     while (state_ != State::closed && !stop_.load()) {
         LineResult r = client_.read_line(line, pop3::kMaxCommandLine);
@@ -375,9 +570,9 @@ void Session::run()
 
 } // namespace
 
-void run_session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop)
+void run_session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop, bool implicit_tls)
 {
-    Session s(fd, cfg, stop);
+    Session s(fd, cfg, stop, implicit_tls);
     s.run();
 }
 

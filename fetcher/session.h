@@ -14,9 +14,11 @@ struct SessionConfig {
     UpstreamConfig upstream;
     SyncOptions sync;
     std::chrono::seconds client_idle{600};   // RFC 1939 3: at least 10 minutes
+    SSL_CTX* tls = nullptr;   // fetcher.tls_cert/tls_key: STLS offered, and the TLS listener
 };
 
 /// Serves one client on fd (takes ownership) until QUIT, error or stop.
-void run_session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop);
+/// implicit_tls: the fetcher.tls_listen socket, TLS before the greeting.
+void run_session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop, bool implicit_tls = false);
 
 } // namespace mm

@@ -2,6 +2,8 @@
 // (OpenSSL 3, verification against the system CAs and the host name). No config keys.
 #include "stream.h"
 
+#include "util.h"
+
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
@@ -145,7 +147,42 @@ bool Stream::flush()
     return !failed_;
 }
 
-bool Stream::start_tls(SSL_CTX* ctx, const std::string& host, std::string& err)
+static std::string spki_pin(X509* cert)
+{
+    // The same form as curl's CURLOPT_PINNEDPUBLICKEY and the handles' pin=.
+    unsigned char* der = nullptr;
+    int len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+    if (len <= 0)
+        return "";
+    Sha256 h;
+    h.update(der, static_cast<size_t>(len));
+    std::string d = h.raw_digest();
+    OPENSSL_free(der);
+    return "sha256//" + base64_encode(d);
+}
+
+bool Stream::accept_tls(SSL_CTX* ctx, std::string& err)
+{
+    if (pos_ < len_) {
+        err = "plaintext data after STLS";   // see start_tls
+        return false;
+    }
+    ssl_ = SSL_new(ctx);
+    if (!ssl_) {
+        err = "SSL_new failed";
+        return false;
+    }
+    SSL_set_fd(ssl_, fd_);
+    if (SSL_accept(ssl_) != 1) {
+        char buf[256];
+        ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+        err = std::string("TLS handshake with client failed: ") + buf;
+        return false;
+    }
+    return true;
+}
+
+bool Stream::start_tls(SSL_CTX* ctx, const std::string& host, const std::string& pin, std::string& err)
 {
     if (pos_ < len_) {
         // Bytes after the STLS reply before the handshake: a man in the middle
@@ -175,7 +212,9 @@ bool Stream::start_tls(SSL_CTX* ctx, const std::string& host, std::string& err)
             return false;
         }
     }
-    SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
+    // With a pin the key is the server's identity (a self-signed private server):
+    // the chain is not checked, the key is, right after the handshake.
+    SSL_set_verify(ssl_, pin.empty() ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
     if (SSL_connect(ssl_) != 1) {
         char buf[256];
         unsigned long e = ERR_get_error();
@@ -185,6 +224,15 @@ bool Stream::start_tls(SSL_CTX* ctx, const std::string& host, std::string& err)
         if (vr != X509_V_OK)
             err += std::string(" (") + X509_verify_cert_error_string(vr) + ")";
         return false;
+    }
+    if (!pin.empty()) {
+        X509* cert = SSL_get1_peer_certificate(ssl_);
+        std::string got = cert ? spki_pin(cert) : "";
+        X509_free(cert);
+        if (got.empty() || got != pin) {
+            err = "upstream public key does not match fetcher.upstream_pin";
+            return false;
+        }
     }
     return true;
 }

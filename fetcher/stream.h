@@ -38,8 +38,12 @@ public:
     bool flush();
 
     /// Client-side TLS on the connected socket: SNI and certificate/host name
-    /// verification against `host`. Returns false with err set.
-    bool start_tls(SSL_CTX* ctx, const std::string& host, std::string& err);
+    /// verification against `host`, or, with a `pin` ("sha256//BASE64"), the
+    /// server's public key compared with it instead. Returns false with err set.
+    bool start_tls(SSL_CTX* ctx, const std::string& host, const std::string& pin, std::string& err);
+    /// Server-side TLS (fetcher.tls_listen, STLS). Returns false with err set.
+    bool accept_tls(SSL_CTX* ctx, std::string& err);
+    bool tls() const { return ssl_ != nullptr; }
     bool buffered() const { return pos_ < len_; }
     int fd() const { return fd_; }
 

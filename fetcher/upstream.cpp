@@ -12,6 +12,8 @@
 #include <netdb.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <strings.h>
+#include <algorithm>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -55,18 +57,66 @@ bool parse_upstream_url(const std::string& url, UpstreamConfig& out)
     return true;
 }
 
-SSL_CTX* upstream_tls_context()
+SSL_CTX* upstream_tls_context(const std::string& ca_file)
 {
-    static SSL_CTX* ctx = [] {
+    static SSL_CTX* ctx = [&ca_file]() -> SSL_CTX* {
         SSL_CTX* c = SSL_CTX_new(TLS_client_method());
         if (c) {
             SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-            SSL_CTX_set_default_verify_paths(c);
+            // A private server's CA replaces the system store rather than adding
+            // to it: then only that CA can vouch for the mail server.
+            if (!ca_file.empty()) {
+                if (SSL_CTX_load_verify_locations(c, ca_file.c_str(), nullptr) != 1) {
+                    SSL_CTX_free(c);
+                    return nullptr;
+                }
+            } else {
+                SSL_CTX_set_default_verify_paths(c);
+            }
             SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
         }
         return c;
     }();
     return ctx;
+}
+
+std::string apop_timestamp(const std::string& g)
+{
+    size_t lt = g.find('<');
+    if (lt == std::string::npos)
+        return "";
+    size_t gt = g.find('>', lt);
+    if (gt == std::string::npos || gt - lt > 200)
+        return "";
+    std::string ts = g.substr(lt, gt - lt + 1);
+    if (ts.find('@') == std::string::npos)
+        return "";
+    for (unsigned char c : ts)
+        if (c <= 0x20 || c >= 0x7f)
+            return "";   // goes to the client verbatim: printable only
+    return ts;
+}
+
+std::vector<std::string> sasl_mechanisms(const std::vector<std::string>& capa)
+{
+    std::vector<std::string> out;
+    for (const auto& line : capa) {
+        if (line.size() < 5 || strncasecmp(line.c_str(), "SASL ", 5) != 0)
+            continue;
+        size_t pos = 5;
+        while (pos < line.size()) {
+            size_t sp = line.find(' ', pos);
+            std::string m = line.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
+            for (char& c : m)
+                c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
+            if ((m == "PLAIN" || m == "LOGIN") && std::find(out.begin(), out.end(), m) == out.end())
+                out.push_back(m);
+            if (sp == std::string::npos)
+                break;
+            pos = sp + 1;
+        }
+    }
+    return out;
 }
 
 namespace {
@@ -140,7 +190,7 @@ bool Upstream::connect(const UpstreamConfig& cfg, std::string& err)
         return false;
     stream_ = std::make_unique<Stream>(fd);
     std::string text;
-    if (cfg.implicit_tls && !stream_->start_tls(upstream_tls_context(), cfg.host, err)) {
+    if (cfg.implicit_tls && !stream_->start_tls(upstream_tls_context(), cfg.host, cfg.pin, err)) {
         stream_.reset();
         return false;
     }
@@ -149,6 +199,9 @@ bool Upstream::connect(const UpstreamConfig& cfg, std::string& err)
         stream_.reset();
         return false;
     }
+    greeting_ = text;
+    caps_.clear();
+    caps_known_ = false;
     if (!cfg.implicit_tls && cfg.tls_required) {
         std::vector<std::string> caps;
         bool stls = false;
@@ -168,12 +221,57 @@ bool Upstream::connect(const UpstreamConfig& cfg, std::string& err)
             stream_.reset();
             return false;
         }
-        if (!stream_->start_tls(upstream_tls_context(), cfg.host, err)) {
+        if (!stream_->start_tls(upstream_tls_context(), cfg.host, cfg.pin, err)) {
             stream_.reset();
             return false;
         }
     }
+    // RFC 2595 4: what the server offered before TLS is forgotten; asked again
+    // (lazily) by capabilities().
+    caps_known_ = false;
     return true;
+}
+
+const std::vector<std::string>& Upstream::capabilities()
+{
+    if (!caps_known_ && stream_) {
+        std::vector<std::string> caps;
+        std::string text;
+        if (multiline("CAPA", caps, text) == Reply::ok)
+            caps_ = std::move(caps);
+        caps_known_ = true;
+    }
+    return caps_;
+}
+
+Reply Upstream::sasl_step(const std::string& line, std::string& text)
+{
+    if (!stream_)
+        return Reply::io;
+    if (!stream_->write(line + "\r\n")) {
+        stream_.reset();
+        return Reply::io;
+    }
+    std::string l;
+    // SASL challenges are base64 of at most a few hundred bytes; 2 KiB is ample.
+    if (stream_->read_line(l, 2048) != LineResult::ok) {
+        stream_.reset();
+        return Reply::io;
+    }
+    if (l.rfind("+ ", 0) == 0 || l == "+") {
+        text = l.size() > 2 ? l.substr(2) : "";
+        return Reply::more;
+    }
+    if (l.rfind("+OK", 0) == 0) {
+        text = l.size() > 4 ? l.substr(4) : "";
+        return Reply::ok;
+    }
+    if (l.rfind("-ERR", 0) == 0) {
+        text = l.size() > 5 ? l.substr(5) : "";
+        return Reply::err;
+    }
+    stream_.reset();
+    return Reply::io;
 }
 
 Reply Upstream::command(const std::string& line, std::string& text)

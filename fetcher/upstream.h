@@ -19,15 +19,25 @@ struct UpstreamConfig {
     bool implicit_tls = false;   // pop3s://
     bool tls_required = true;    // fetcher.upstream_tls = required: pop3:// must upgrade with STLS
     std::chrono::seconds timeout{60};
+    std::string pin;             // fetcher.upstream_pin: "sha256//BASE64" of the server's public key
 };
 
 /// Parses fetcher.upstream ("pop3://host[:port]" or "pop3s://host[:port]").
 bool parse_upstream_url(const std::string& url, UpstreamConfig& out);
 
-/// The process-wide client TLS context (system CAs, TLS 1.2+). Call once at start.
-SSL_CTX* upstream_tls_context();
+/// The process-wide client TLS context (system CAs, or fetcher.upstream_ca when
+/// given; TLS 1.2+). The first call creates it: call once at start.
+SSL_CTX* upstream_tls_context(const std::string& ca_file = "");
 
-enum class Reply { ok, err, io };
+/// more: a SASL continuation ("+ ...") during AUTH (RFC 5034).
+enum class Reply { ok, err, io, more };
+
+/// The APOP timestamp of a greeting ("<...@...>", RFC 1939 7), or "".
+std::string apop_timestamp(const std::string& greeting_text);
+
+/// The SASL mechanisms of a CAPA answer ("SASL PLAIN LOGIN") that we pass
+/// through (PLAIN and LOGIN only), upper case.
+std::vector<std::string> sasl_mechanisms(const std::vector<std::string>& capa);
 
 /// Caps on what the upstream server may send us.
 constexpr size_t kMaxUpstreamLine = 1024;          // status and listing lines
@@ -48,11 +58,22 @@ public:
     Fetch retr_to_file(uint64_t n, const std::string& path, uint64_t max_size,
                        uint64_t& written, std::string& err);
     bool connected() const { return stream_ != nullptr; }
+    /// The greeting's text after "+OK", and the CAPA lines after TLS set-up
+    /// (empty if the server has no CAPA).
+    const std::string& greeting() const { return greeting_; }
+    /// CAPA is asked on first use only: most logins never need it.
+    const std::vector<std::string>& capabilities();
+    /// One step of a SASL exchange: sends `line`, reads one reply line; `text` is
+    /// what follows "+OK", "-ERR" or "+ ".
+    Reply sasl_step(const std::string& line, std::string& text);
     void close() { stream_.reset(); }
 
 private:
     Reply status(std::string& text);
     std::unique_ptr<Stream> stream_;
+    std::string greeting_;
+    std::vector<std::string> caps_;
+    bool caps_known_ = false;
 };
 
 } // namespace mm
