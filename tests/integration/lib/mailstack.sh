@@ -509,3 +509,23 @@ mm_wait_delivered() {
   done
   return 1
 }
+
+# Opt-in, after mm_dovecot_start: TLS (STLS on the pop3 port, a pop3s listener) with a
+# self-signed cert for 127.0.0.1, and APOP. Exports MM_POP3S_PORT, MM_DOVECOT_CERT, MM_DOVECOT_PIN.
+mm_dovecot_tls_enable() {
+  local dir=$MM_TMP/dovecot
+  MM_POP3S_PORT=$(mm_free_port) || mm_fail "no free port for pop3s"
+  MM_DOVECOT_CERT=$dir/cert.pem
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$dir/key.pem" -out "$MM_DOVECOT_CERT" >/dev/null 2>&1 || mm_fail "openssl req for dovecot"
+  chmod 644 "$MM_DOVECOT_CERT"
+  chmod 600 "$dir/key.pem"
+  MM_DOVECOT_PIN="sha256//$(openssl x509 -in "$MM_DOVECOT_CERT" -pubkey -noout | openssl pkey -pubin -outform der |
+    openssl dgst -sha256 -binary | base64 -w0)"
+  export MM_POP3S_PORT MM_DOVECOT_CERT MM_DOVECOT_PIN
+  sed -i -e "s|^ssl = no$|ssl = yes\nssl_cert = <$MM_DOVECOT_CERT\nssl_key = <$dir/key.pem|" \
+    -e "s|^auth_mechanisms = plain login$|auth_mechanisms = plain login apop|" \
+    -e "/inet_listener pop3s {/,/}/ s|port = 0|address = 127.0.0.1\n    port = $MM_POP3S_PORT|" "$MM_DOVECOT_CONF"
+  doveadm -c "$MM_DOVECOT_CONF" reload >>"$MM_TMP/dovecot.start.out" 2>&1 || mm_fail "dovecot reload failed"
+  mm_wait_port "$MM_POP3S_PORT" 20 || mm_fail "dovecot pop3s not listening on $MM_POP3S_PORT"
+}
