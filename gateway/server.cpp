@@ -32,6 +32,7 @@
 #include <Poco/Net/TCPServerConnectionFactory.h>
 #include <Poco/ThreadPool.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -145,8 +146,18 @@ private:
     uint64_t cut_count_ = 0;
 };
 
-// The guard slot of the connection this worker thread is serving.
+// The guard slot of the connection this worker thread is serving, and the
+// gateway's guard (one gateway per process).
 thread_local ConnectionGuard::Slot* t_slot = nullptr;
+ConnectionGuard* g_guard = nullptr;
+
+// Marks this thread's connection as running a handler (busy) or as reading
+// from the client under the header deadline.
+void mark_connection(bool busy)
+{
+    if (t_slot && g_guard)
+        g_guard->set_busy(t_slot, busy);
+}
 
 class GuardedConnection : public Poco::Net::HTTPServerConnection {
 public:
@@ -224,12 +235,10 @@ public:
         }
         log_info(printable(method, 16) + " " + (status < 0 ? std::string("aborted") : std::to_string(status)) +
                  " bytes=" + std::to_string(sent) + " id=" + id_prefix + " peer=" + req.clientAddress().toString());
-        if (t_slot)
-            guard_idle();
+        mark_connection(false);   // back to waiting for the next request head
     }
 
 private:
-    static void guard_idle();
 
     void common_headers(HTTPServerResponse& resp)
     {
@@ -268,6 +277,7 @@ private:
         bool head = method == "HEAD";
         bool post = method == "POST";
         if (method != "GET" && !head && !post) {
+            resp.setKeepAlive(false);   // any body stays unread
             resp.set("Allow", "GET, HEAD, POST");
             return small(resp, HTTPResponse::HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
         }
@@ -277,6 +287,7 @@ private:
         id_prefix = id.substr(0, 8);
         if (post) {
             if (tail != "/receipt") {
+                resp.setKeepAlive(false);
                 resp.set("Allow", "GET, HEAD");
                 return small(resp, HTTPResponse::HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
             }
@@ -311,7 +322,11 @@ private:
             c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         std::istream& in = req.stream();
         body.resize(kMaxReceiptBody + 1);
+        // The body is part of the request: the guard's deadline applies to it
+        // too, so a client trickling its receipt cannot hold the worker.
+        mark_connection(false);
         in.read(body.data(), static_cast<std::streamsize>(body.size()));
+        mark_connection(true);
         body.resize(static_cast<size_t>(in.gcount()));
         if (body.size() > kMaxReceiptBody) {
             resp.setKeepAlive(false);
@@ -541,22 +556,14 @@ public:
     Poco::Net::HTTPRequestHandler* createRequestHandler(const HTTPServerRequest&) override
     {
         // The request head is complete: from here the guard leaves the connection alone.
-        if (t_slot)
-            guard_->set_busy(t_slot, true);
+        mark_connection(true);
         return new MediaHandler(store_, life_);
     }
-    static inline ConnectionGuard* guard_ = nullptr;
 
 private:
     Store& store_;
     Lifecycle& life_;
 };
-
-void MediaHandler::guard_idle()
-{
-    if (Factory::guard_)
-        Factory::guard_->set_busy(t_slot, false);
-}
 
 // Our keys are never encrypted; if one is, refuse rather than prompt on a console.
 class NoPassphrase : public Poco::Net::PrivateKeyPassphraseHandler {
@@ -675,7 +682,7 @@ Gateway::Gateway(const Config& cfg)
     params->setKeepAliveTimeout(Poco::Timespan(timeout.count(), 0));
     params->setMaxKeepAliveRequests(100);
     Poco::Net::HTTPRequestHandlerFactory::Ptr handlers = new Factory(impl_->store, impl_->life);
-    Factory::guard_ = &impl_->guard;
+    g_guard = &impl_->guard;
     impl_->server = std::make_unique<Poco::Net::TCPServer>(
         new GuardedConnectionFactory(params, handlers, impl_->guard), impl_->pool, *impl_->socket, params);
 }
@@ -688,7 +695,7 @@ Gateway::~Gateway()
             impl_->server->stop();
         impl_->guard.cut_all();
         impl_->pool.joinAll();
-        Factory::guard_ = nullptr;
+        g_guard = nullptr;
     }
 }
 

@@ -49,22 +49,27 @@ mm_log "120 header fields -> $got"
 mm_log "a normal GET still works"
 
 echo "checking: slow-loris clients are cut, a normal download still goes through"
-# 6 raw TCP clients trickling TLS bytes and 6 TLS clients trickling a request
-# head, one byte per second each: three times more than the 4 worker threads.
-python3 - "$MM_GATEWAY_PORT" 6 6 40 >"$MM_TMP/loris.out" 2>&1 <<'EOF' &
+# 4 raw TCP clients trickling TLS bytes, 4 TLS clients trickling a request head
+# and 4 trickling a receipt body, one byte per second each: three times more
+# than the 4 worker threads.
+python3 - "$MM_GATEWAY_PORT" 4 4 4 40 >"$MM_TMP/loris.out" 2>&1 <<'EOF' &
 import socket, ssl, sys, threading, time
-port, raw, tls, secs = (int(a) for a in sys.argv[1:])
+port, raw, tls, body, secs = (int(a) for a in sys.argv[1:])
 results = []
 def loris(kind):
     start = time.monotonic()
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        if kind == "tls":
+        if kind in ("tls", "body"):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             s = ctx.wrap_socket(s)
             data = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200
+        if kind == "body":
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                      b"Content-Length: 4000\r\n\r\n")
+            data = b"a" * 200
         else:
             data = b"\x16\x03\x01\x02\x00" + b"\x01" * 300   # the start of a ClientHello, never finished
         s.settimeout(2)
@@ -74,7 +79,7 @@ def loris(kind):
         results.append((kind, "survived", time.monotonic() - start))
     except (OSError, ssl.SSLError) as e:
         results.append((kind, "cut", time.monotonic() - start))
-threads = [threading.Thread(target=loris, args=(k,)) for k in ["raw"] * raw + ["tls"] * tls]
+threads = [threading.Thread(target=loris, args=(k,)) for k in ["raw"] * raw + ["tls"] * tls + ["body"] * body]
 for t in threads: t.start()
 for t in threads: t.join()
 for r in results: print("%s %s %.1f" % r)
