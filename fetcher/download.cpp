@@ -727,8 +727,7 @@ void Downloader::start_due(int64_t now)
     for (Job* j : due) {
         if (active_.size() >= opt_.parallel)
             break;
-        std::string sha = j->handle.sha256;   // start_transfer may drop the job
-        start_transfer(*j, now);
+        start_transfer(*j, now);   // may drop the job (a receipt with no one left): j is not used after
     }
 }
 

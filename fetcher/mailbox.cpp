@@ -63,7 +63,6 @@ bool normalise_crlf(const std::string& in, const std::string& out)
     // A POP3 message ends with CRLF before the terminating dot; keep that true here.
     if (ok && prev != '\n' && prev != -1)
         ok = ::write(fd, "\r\n", 2) == 2;
-    ok = ok && fsync(fd) == 0;
     fclose(f);
     ::close(fd);
     if (!ok)
@@ -112,11 +111,13 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
     if (file_size(presented, sz))
         return Outcome::shown;
 
+    bool fresh_raw = false;   // written by this call, not yet on disk for sure
     if (!file_size(raw, sz)) {
+        fresh_raw = true;
         const std::string tmp = raw + ".tmp" + random_hex(4);
         uint64_t written = 0;
         std::string err;
-        auto r = up.retr_to_file(num, tmp, opt.max_size, written, err);
+        auto r = up.retr_to_file(num, tmp, opt.max_size, written, err, false);
         stats.fetched_bytes += written;
         if (r == Upstream::Fetch::io) {
             why = err;
@@ -131,7 +132,6 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
             why = std::string("rename: ") + std::strerror(errno);
             return Outcome::held;
         }
-        fsync_dir_of(raw);
     }
 
     std::vector<FoundHandle> found;
@@ -183,8 +183,23 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
         struct stat st;
         bool expired = stat(raw.c_str(), &st) == 0 &&
                        time(nullptr) - st.st_mtime >= static_cast<time_t>(opt.hold_max.count());
-        if (!expired)
+        if (!expired) {
+            // A later login builds the presented file from this raw copy: it must
+            // survive a crash whole (the login's single flush only covers shown mail).
+            if (fresh_raw) {
+                int fd = open(raw.c_str(), O_RDONLY | O_CLOEXEC);
+                if (fd < 0 || fsync(fd) != 0) {
+                    if (fd >= 0)
+                        ::close(fd);
+                    unlink(raw.c_str());
+                    why = "cannot flush " + raw;
+                    return Outcome::held;
+                }
+                ::close(fd);
+                fsync_dir_of(raw);
+            }
             return busy ? Outcome::pending : Outcome::held;
+        }
         log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
     }
 
@@ -195,7 +210,7 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
             why = std::string("rename: ") + std::strerror(errno);
             return Outcome::held;
         }
-        fsync_dir_of(presented);
+        stats.written = true;
         return Outcome::shown;
     }
     const std::string rebuilt = presented + ".rebuilt" + random_hex(4);
@@ -218,7 +233,7 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
         why = "cannot write presented file";
         return Outcome::held;
     }
-    fsync_dir_of(presented);
+    stats.written = true;
     unlink(raw.c_str());
     return Outcome::shown;
 }
@@ -442,6 +457,20 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         }
         shown.push_back(std::move(m));
         ++stats.shown;
+    }
+    // Durable before visible, in one flush: every file written above reaches the
+    // disk before the client is told the messages exist (a file per message with
+    // its own fsync made a first login over 500 mails 40x slower than Dovecot).
+    if (stats.written) {
+        int fd = open(opt.cache_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        bool ok = fd >= 0 && syncfs(fd) == 0;
+        if (fd >= 0)
+            ::close(fd);
+        if (!ok) {
+            err = "cannot flush " + opt.cache_dir + ": " + std::strerror(errno);
+            return false;
+        }
+        stats.written = false;
     }
     return true;
 }

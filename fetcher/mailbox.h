@@ -57,6 +57,7 @@ std::string receipt_recipient(const std::string& configured, std::string_view he
 struct SyncStats {
     unsigned shown = 0, held = 0;
     unsigned pending = 0;         // of held: waiting for media being downloaded
+    bool written = false;         // new cache files not yet flushed (synchronise flushes them)
     uint64_t fetched_bytes = 0;   // RETR'd from upstream in this session
 };
 

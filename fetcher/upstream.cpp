@@ -309,7 +309,7 @@ Reply Upstream::multiline(const std::string& line, std::vector<std::string>& lin
 }
 
 Upstream::Fetch Upstream::retr_to_file(uint64_t n, const std::string& path, uint64_t max_size,
-                                       uint64_t& written, std::string& err)
+                                       uint64_t& written, std::string& err, bool sync)
 {
     written = 0;
     std::string text;
@@ -381,7 +381,7 @@ Upstream::Fetch Upstream::retr_to_file(uint64_t n, const std::string& path, uint
     if (!write_failed && !too_big && !out.empty() &&
         ::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size()))
         write_failed = true;
-    if (fd >= 0 && !write_failed && fsync(fd) != 0)
+    if (fd >= 0 && !write_failed && sync && fsync(fd) != 0)
         write_failed = true;
     if (fd >= 0)
         ::close(fd);

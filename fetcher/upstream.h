@@ -55,8 +55,9 @@ public:
     enum class Fetch { ok, too_big, err, io };
     /// RETR n into `path`: dot-stuffing undone, line ends normalised to CRLF, at
     /// most max_size octets (beyond that the rest is read and discarded, too_big).
+    /// sync false: the caller makes the file durable later (one syncfs per login).
     Fetch retr_to_file(uint64_t n, const std::string& path, uint64_t max_size,
-                       uint64_t& written, std::string& err);
+                       uint64_t& written, std::string& err, bool sync = true);
     bool connected() const { return stream_ != nullptr; }
     /// The greeting's text after "+OK", and the CAPA lines after TLS set-up
     /// (empty if the server has no CAPA).

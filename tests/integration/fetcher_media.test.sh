@@ -121,6 +121,60 @@ mm_wait_port "$MM_FETCHER_PORT" 20 || mm_fail "mm-fetcher did not restart"
 grep -q "jobs resumed" "$FLOG" || mm_fail "restart did not resume the queue"
 mm_log "queue resumed after restart"
 
+# Another fetcher over the same mailbox: its own cache and port, extra settings.
+other_fetcher() {   # other_fetcher NAME [--set ...]; sets OPORT, OPID, OLOG
+  local name=$1
+  shift
+  OPORT=$(mm_free_port) || mm_fail "no free port"
+  OLOG=$MM_TMP/fetcher-$name.log
+  "$(mm_bin mm-fetcher)" -c "$MM_CONF" --set "fetcher.upstream=pop3://127.0.0.1:$MM_POP3_PORT" \
+    --set fetcher.listen="127.0.0.1:$OPORT" --set fetcher.cache_dir="$MM_TMP/cache-$name" --set log.level=debug \
+    "$@" >>"$OLOG" 2>&1 &
+  OPID=$!
+  mm_register_pid "$OPID"
+  mm_wait_port "$OPORT" 20 || mm_fail "fetcher $name did not start"
+}
+other_stop() { kill -TERM "$OPID"; mm__wait_gone 15 "$OPID" || mm_fail "fetcher did not stop"; }
+
+check "fetcher.prefetch_interval: media downloaded in the background before any client logs in"
+printf 'secret\n' >"$MM_TMP/bob.pass"
+chmod 600 "$MM_TMP/bob.pass"
+other_fetcher prefetch --set fetcher.prefetch_interval=2s --set fetcher.prefetch_user=bob \
+  --set fetcher.prefetch_password_file="$MM_TMP/bob.pass"
+for _ in $(seq 30); do [ -f "$MM_TMP/cache-prefetch/media/$SENT" ] && break; sleep 1; done
+[ -f "$MM_TMP/cache-prefetch/media/$SENT" ] || { tail -5 "$OLOG"; mm_fail "prefetch did not download the media"; }
+! grep -q "session user=" "$OLOG" || mm_fail "a client session happened during the prefetch check"
+other_stop
+mm_log "media verified in the cache with no client session"
+
+check "fetcher.mode = ask: mail shown at once with its link; 'mm-fetcher fetch SHA256' downloads it"
+other_fetcher ask --set fetcher.mode=ask --set fetcher.timeout=5s
+n=$(listed "pop3://127.0.0.1:$OPORT")
+[ "$n" -eq 2 ] || mm_fail "ask mode lists $n, want 2 (both media mails at once)"
+curl -s -u "bob:$MM_POP3_PASS" "pop3://127.0.0.1:$OPORT/1" | grep -q '^X-Media-Handle: v=1' ||
+  mm_fail "ask mode: the mail lacks its location part"
+[ ! -f "$MM_TMP/cache-ask/media/$SENT" ] || mm_fail "ask mode downloaded without being asked"
+sleep 2
+[ ! -f "$MM_TMP/cache-ask/media/$SENT" ] || mm_fail "ask mode downloaded without being asked"
+path=$("$(mm_bin mm-fetcher)" -c "$MM_CONF" --set fetcher.cache_dir="$MM_TMP/cache-ask" --set fetcher.timeout=5s \
+  fetch "$SENT") || mm_fail "mm-fetcher fetch failed: $(tail -3 "$OLOG")"
+[ "$(sha256sum "$path" | cut -c1-64)" = "$SENT" ] || mm_fail "fetched file differs"
+"$(mm_bin mm-fetcher)" -c "$MM_CONF" --set fetcher.cache_dir="$MM_TMP/cache-ask" fetch "$(printf 'f%.0s' $(seq 64))" \
+  >/dev/null 2>&1 && mm_fail "fetch of an unknown sha256 succeeded"
+other_stop
+mm_log "shown with the link at once; fetched on request to $path"
+
+check "fetcher.ignore_senders and a cache_quota smaller than the media: shown as is, nothing downloaded"
+other_fetcher quota --set fetcher.ignore_senders=@example.test
+[ "$(listed "pop3://127.0.0.1:$OPORT")" -eq 2 ] || mm_fail "ignored sender's mail not shown at once"
+[ -z "$(ls "$MM_TMP/cache-quota/media/")" ] || mm_fail "media of an ignored sender downloaded"
+other_stop
+other_fetcher quota2 --set fetcher.cache_quota=1M
+[ "$(listed "pop3://127.0.0.1:$OPORT")" -eq 2 ] || mm_fail "over-quota mail not shown"
+[ -z "$(ls "$MM_TMP/cache-quota2/media/")" ] || mm_fail "media over the quota downloaded"
+other_stop
+mm_log "ignored sender and over-quota media: location part kept, no download"
+
 check "SSRF: handles at 127.0.0.1, 10.0.0.1, 169.254.169.254, file:, http: are not fetched without allow_private/allow_insecure"
 # A second fetcher over the same mailbox with the default (safe) settings.
 SPORT=$(mm_free_port) || mm_fail "no free port"
@@ -135,8 +189,8 @@ S=pop3://127.0.0.1:$SPORT
 # Handle mails built from a stored one: the same sha256, size, pin, layout; another URL.
 stored=$(grep -l '^X-Media-Handle:' "$MM_MAIL_DIR"/bob/Maildir/*/* | head -n1)
 [ -n "$stored" ] || mm_fail "no stored media mail to build handles from"
-make_variant() {   # make_variant SUBJECT URL
-  python3 - "$stored" "$1" "$2" >"$MM_TMP/variant.eml" <<'PY'
+make_variant() {   # make_variant SUBJECT URL HEXBYTE: sha256 = HEXBYTE x 32, so each is its own download
+  python3 - "$stored" "$1" "$2" "$3" >"$MM_TMP/variant.eml" <<'PY'
 import re, sys
 data = open(sys.argv[1], "rb").read().decode("utf-8", "surrogateescape")
 head, sep, body = data.partition("\n\n") if "\r\n\r\n" not in data else data.partition("\r\n\r\n")
@@ -147,6 +201,7 @@ def fix(m):
     v = re.sub(r'url\*?[0-9]*\*?="[^"]*";?\s*', "", v)
     return v.replace("X-Media-Handle: v=1;", 'X-Media-Handle: v=1; url="%s";' % sys.argv[3], 1)
 body = re.sub(r"X-Media-Handle:.*?(?=\r?\n[^ \t])", fix, body, flags=re.S)
+body = re.sub(r"sha256=[0-9a-f]{64}", "sha256=" + sys.argv[4] * 32, body)
 sys.stdout.write(head + sep + body)
 PY
   local before
@@ -154,10 +209,10 @@ PY
   mm_swaks_send_file alice@example.test bob@example.test "$MM_TMP/variant.eml"
   mm_wait_delivered bob $((before + 1)) 60 || mm_fail "variant $1 not delivered"
 }
-make_variant "ssrf ten" "https://10.0.0.1/m/a/b"
-make_variant "ssrf metadata" "https://169.254.169.254/latest/meta-data/x"
-make_variant "ssrf file" "file:///etc/passwd"
-make_variant "ssrf http" "http://127.0.0.1:$MM_GATEWAY_PORT/m/a/b"
+make_variant "ssrf ten" "https://10.0.0.1/m/a/b" a1
+make_variant "ssrf metadata" "https://169.254.169.254/latest/meta-data/x" a2
+make_variant "ssrf file" "file:///etc/passwd" a3
+make_variant "ssrf http" "http://127.0.0.1:$MM_GATEWAY_PORT/m/a/b" a4
 total=$(mm_count_messages bob)
 # Every handle here is refused: each mail is shown at once, as it is, with its link.
 wait_listed "$total" 60 "$S" || { tail -20 "$SLOG"; mm_fail "safe fetcher lists $(listed "$S") of $total"; }
@@ -175,7 +230,11 @@ for i in range(1, n + 1):
     assert b"X-Media-Handle:" in raw, ("location part missing", i)
 p.quit()
 PY
-grep -q "address refused" "$SLOG" || mm_fail "no refused address logged"
+for s in a1a1a1a1a1a1a1a1 a2a2a2a2a2a2a2a2; do
+  grep -q "media $s: address refused" "$SLOG" || mm_fail "media $s: no refused address logged"
+done
+grep -q "media a4a4a4a4a4a4a4a4 not fetched" "$SLOG" || mm_fail "http: handle not refused"
+grep -q "bad handle left in place: bad_value url" "$SLOG" || mm_fail "file: handle not refused"
 mm_log "127.0.0.1, 10.0.0.1, 169.254.169.254, file:, http: all shown with the link, nothing fetched"
 
 check "SSRF: a 302 redirect is not followed, even with allow_private"
@@ -212,7 +271,7 @@ sys.stdout.write(re.sub(r'sha256=[0-9a-f]{64}', 'sha256=' + "ab" * 32, data))
 PY
 stored_orig=$stored
 stored=$MM_TMP/pinned.eml
-make_variant "ssrf redirect" "https://127.0.0.1:$RPORT/m/a/b"
+make_variant "ssrf redirect" "https://127.0.0.1:$RPORT/m/a/b" ab
 stored=$stored_orig
 for _ in $(seq 15); do
   listed >/dev/null   # a client poll makes the fetcher read the new mail
