@@ -3,6 +3,8 @@
 // receipt requests, URL schemes, and the header/address rules for senders and receipts.
 #include "fetcher/download.h"
 #include "fetcher/mailbox.h"
+#include "fetcher/pop3_parse.h"
+#include "fetcher/upstream.h"
 
 #include <doctest/doctest.h>
 
@@ -229,4 +231,74 @@ TEST_CASE("whose receipt: configured address, Delivered-To, X-Original-To, then 
     CHECK(receipt_recipient("", bad, "bob@example.test") == "bob@example.test");
     CHECK(receipt_recipient("", bad, "bob") == "");
     CHECK(receipt_recipient("", "", "") == "");
+}
+
+TEST_CASE("APOP timestamps from upstream greetings are passed on only when clean")
+{
+    struct Case {
+        const char* greeting;
+        const char* want;
+    };
+    const Case cases[] = {
+        {"Dovecot ready. <1896.697170952@dbc.mtview.ca.us>", "<1896.697170952@dbc.mtview.ca.us>"},
+        {"<a@b>", "<a@b>"},
+        {"Dovecot ready.", ""},
+        {"ready <no-at-sign>", ""},
+        {"ready <unterminated@x", ""},
+        {"ready <sp ace@x>", ""},
+        {"ready <ctl\x01@x>", ""},
+        {"ready <8bit\xff@x>", ""},
+        {"", ""},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.greeting);
+        CHECK(apop_timestamp(c.greeting) == c.want);
+    }
+    CHECK(apop_timestamp("<" + std::string(300, 'a') + "@b>") == "");   // longer than any real one
+}
+
+TEST_CASE("SASL mechanisms passed through are PLAIN and LOGIN only, as upstream offers them")
+{
+    using V = std::vector<std::string>;
+    CHECK(sasl_mechanisms({"USER", "SASL PLAIN LOGIN", "TOP"}) == V{"PLAIN", "LOGIN"});
+    CHECK(sasl_mechanisms({"sasl login cram-md5 plain"}) == V{"LOGIN", "PLAIN"});
+    CHECK(sasl_mechanisms({"SASL CRAM-MD5 GSSAPI"}).empty());
+    CHECK(sasl_mechanisms({"SASL"}).empty());
+    CHECK(sasl_mechanisms({"SASLPLAIN"}).empty());
+    CHECK(sasl_mechanisms({"SASL PLAIN PLAIN", "SASL PLAIN"}) == V{"PLAIN"});
+    CHECK(sasl_mechanisms({}).empty());
+    CHECK(sasl_mechanisms({"X-SASL PLAIN"}).empty());
+}
+
+TEST_CASE("APOP and AUTH command lines")
+{
+    using namespace mm::pop3;
+    struct Case {
+        std::string line;
+        ParseError want;
+        size_t args;
+    };
+    const std::string b64(200, 'Q');
+    const Case cases[] = {
+        {"APOP bob c4c9334bac560ecc979e58001b3e22fb", ParseError::none, 2},
+        {"APOP " + std::string(60, 'u') + "@example.test c4c9334bac560ecc979e58001b3e22fb", ParseError::none, 2},
+        {"APOP bob", ParseError::bad_syntax, 0},
+        {"APOP bob digest extra", ParseError::bad_syntax, 0},
+        {"APOP  bob digest", ParseError::bad_syntax, 0},
+        {"AUTH", ParseError::none, 0},
+        {"AUTH PLAIN", ParseError::none, 1},
+        {"AUTH PLAIN " + b64, ParseError::none, 2},
+        {"AUTH PLAIN =", ParseError::none, 2},
+        {"AUTH PLAIN a b", ParseError::bad_syntax, 0},
+        {"AUTH PLAIN " + std::string(260, 'Q'), ParseError::too_long, 0},
+        {"AUTH PLAIN AGJvYgBzZWNyZXQ=\r", ParseError::bad_bytes, 0},
+        {std::string("AUTH PLAIN AGJv\0Yg==", 20), ParseError::bad_bytes, 0},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.line);
+        Command cmd = parse_command(c.line);
+        CHECK(cmd.error == c.want);
+        if (c.want == ParseError::none)
+            CHECK(cmd.args.size() == c.args);
+    }
 }
