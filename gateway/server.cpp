@@ -131,8 +131,14 @@ private:
                     ::shutdown(s.fd, SHUT_RDWR);   // the blocked read returns; Poco ends the connection
                     s.cut = true;
                     ++cut_count_;
-                    log_info("closed a connection that sent no complete request within gateway.header_timeout");
                 }
+            }
+            // One summary line a minute at most: an attack must not flood the log.
+            if (cut_count_ != cut_logged_ && now - last_log_ >= std::chrono::seconds(60)) {
+                log_info("closed " + std::to_string(cut_count_ - cut_logged_) +
+                         " connection(s) that sent no complete request within gateway.header_timeout");
+                cut_logged_ = cut_count_;
+                last_log_ = now;
             }
         }
     }
@@ -143,7 +149,8 @@ private:
     std::list<Slot> slots_;
     std::thread thread_;
     bool stop_ = false;
-    uint64_t cut_count_ = 0;
+    uint64_t cut_count_ = 0, cut_logged_ = 0;
+    Clock::time_point last_log_{};
 };
 
 // The guard slot of the connection this worker thread is serving, and the
