@@ -10,6 +10,8 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fcntl.h>
 #include <map>
@@ -98,6 +100,34 @@ std::string read_header_block(const std::string& path)
     return out;
 }
 
+/// Whether the file contains "X-Media-Handle" in any letter case. Location parts
+/// are found by that header name, which MIME cannot encode: without the bytes
+/// there is nothing to resolve, and the GMime walk (most of a first login's
+/// cost for plain mail) is skipped. On a read error: true, let the walk decide.
+bool may_have_handles(const std::string& path)
+{
+    static const char kName[] = "x-media-handle";
+    constexpr size_t kLen = sizeof kName - 1;
+    FILE* f = fopen(path.c_str(), "rb");
+    if (!f)
+        return true;
+    char buf[65536 + kLen];
+    size_t keep = 0, n;
+    bool found = false;
+    while (!found && (n = fread(buf + keep, 1, sizeof buf - keep, f)) > 0) {
+        size_t len = keep + n;
+        for (size_t i = keep; i < len; ++i)
+            buf[i] = static_cast<char>(tolower(static_cast<unsigned char>(buf[i])));
+        found = memmem(buf, len, kName, kLen) != nullptr;
+        // Carry the tail over so that a name split between two reads is seen.
+        keep = std::min(len, kLen - 1);
+        memmove(buf, buf + len - keep, keep);
+    }
+    bool err = ferror(f) != 0;
+    fclose(f);
+    return found || err;
+}
+
 /// Makes sure the presented file for one message exists. `raw` is the cache path
 /// for the RETR'd bytes, `presented` the file the client will see. Media not yet
 /// verified hold the message back (the downloader works on it in the background)
@@ -136,7 +166,8 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
 
     std::vector<FoundHandle> found;
     try {
-        found = find_handles(raw);
+        if (may_have_handles(raw))
+            found = find_handles(raw);
     } catch (const std::exception& e) {
         // A message GMime cannot walk is still a message: show it as it came
         // rather than hide mail from its recipient.

@@ -186,10 +186,10 @@ SLOG=$MM_TMP/safe-fetcher.log
 mm_register_pid $!
 mm_wait_port "$SPORT" 20 || mm_fail "safe fetcher did not start"
 S=pop3://127.0.0.1:$SPORT
-# Handle mails built from a stored one: the same sha256, size, pin, layout; another URL.
-stored=$(grep -l '^X-Media-Handle:' "$MM_MAIL_DIR"/bob/Maildir/*/* | head -n1)
+# Handle mails built from a stored one (clip one's): the same sha256, size, pin, layout; another URL.
+stored=$(grep -l "$SENT" "$MM_MAIL_DIR"/bob/Maildir/*/* | head -n1)
 [ -n "$stored" ] || mm_fail "no stored media mail to build handles from"
-make_variant() {   # make_variant SUBJECT URL HEXBYTE: sha256 = HEXBYTE x 32, so each is its own download
+make_variant() {   # make_variant SUBJECT URL SHA [RCPT]: SHA = 2 hex digits (x 32, its own download) or 64
   python3 - "$stored" "$1" "$2" "$3" >"$MM_TMP/variant.eml" <<'PY'
 import re, sys
 data = open(sys.argv[1], "rb").read().decode("utf-8", "surrogateescape")
@@ -201,13 +201,13 @@ def fix(m):
     v = re.sub(r'url\*?[0-9]*\*?="[^"]*";?\s*', "", v)
     return v.replace("X-Media-Handle: v=1;", 'X-Media-Handle: v=1; url="%s";' % sys.argv[3], 1)
 body = re.sub(r"X-Media-Handle:.*?(?=\r?\n[^ \t])", fix, body, flags=re.S)
-body = re.sub(r"sha256=[0-9a-f]{64}", "sha256=" + sys.argv[4] * 32, body)
+body = re.sub(r"sha256=[0-9a-f]{64}", "sha256=" + (sys.argv[4] * 32 if len(sys.argv[4]) == 2 else sys.argv[4]), body)
 sys.stdout.write(head + sep + body)
 PY
-  local before
-  before=$(mm_count_messages bob)
-  mm_swaks_send_file alice@example.test bob@example.test "$MM_TMP/variant.eml"
-  mm_wait_delivered bob $((before + 1)) 60 || mm_fail "variant $1 not delivered"
+  local before rcpt=${4:-bob}
+  before=$(mm_count_messages "$rcpt")
+  mm_swaks_send_file alice@example.test "$rcpt@example.test" "$MM_TMP/variant.eml"
+  mm_wait_delivered "$rcpt" $((before + 1)) 60 || mm_fail "variant $1 not delivered"
 }
 make_variant "ssrf ten" "https://10.0.0.1/m/a/b" a1
 make_variant "ssrf metadata" "https://169.254.169.254/latest/meta-data/x" a2
@@ -283,6 +283,75 @@ sleep 2
 ! grep -q "redirected" "$MM_TMP/mm-gateway.log" || mm_fail "the redirect was followed to the gateway"
 [ "$(grep -c "GET /m/a/b" "$MM_TMP/redirect.log")" -ge 1 ] || mm_fail "redirect server log"
 mm_log "302 answered, Location not followed (the gateway never saw the target)"
+
+check "Range resume: a transfer cut off halfway is resumed with a Range request, then verified and shown"
+# A server that drops the first connection after half the bytes and honours Range after.
+python3 - "$(mm_free_port)" "$MM_TMP/r.crt" "$MM_TMP/r.key" "$MM_TMP/clip.mp4" >"$MM_TMP/cut.log" 2>&1 <<'PY' &
+import http.server, ssl, sys
+port, crt, key, path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+data = open(path, "rb").read()
+print("PORT", port, flush=True)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        rng = self.headers.get("Range")
+        print("GET", self.path, "Range:", rng, flush=True)
+        if rng is None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        start = int(rng.split("=")[1].split("-")[0])
+        self.send_response(206)
+        self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(crt, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+PY
+mm_register_pid $!
+for _ in $(seq 50); do grep -q '^PORT' "$MM_TMP/cut.log" && break; sleep 0.1; done
+CUTPORT=$(awk '/^PORT/ {print $2}' "$MM_TMP/cut.log")
+mm_wait_port "$CUTPORT" 10 || mm_fail "cut-off server did not start"
+stored=$MM_TMP/pinned.eml
+make_variant "resume" "https://127.0.0.1:$CUTPORT/m/cut/t" "$SENT" carol
+stored=$stored_orig
+other_fetcher resume
+R=pop3://127.0.0.1:$OPORT
+ok=0
+for _ in $(seq 45); do
+  [ "$(curl -s --max-time 60 -u "carol:$MM_POP3_PASS" "$R/" | grep -c '^[0-9]')" -eq 1 ] && { ok=1; break; }
+  sleep 1
+done
+[ $ok = 1 ] || { cat "$MM_TMP/cut.log"; tail -5 "$OLOG"; mm_fail "resumed media mail never shown"; }
+grep -q "Range: None" "$MM_TMP/cut.log" || mm_fail "no first (full) request seen"
+half=$(($(stat -c %s "$MM_TMP/clip.mp4") / 2))
+grep -q "Range: bytes=$half-" "$MM_TMP/cut.log" || { cat "$MM_TMP/cut.log"; mm_fail "no Range request from byte $half"; }
+curl -s -u "carol:$MM_POP3_PASS" "$R/1" -o "$MM_TMP/resumed.eml"
+mm_extract_attachment "$MM_TMP/resumed.eml" clip.mp4 "$MM_TMP/resumed.mp4"
+[ "$(sha256sum "$MM_TMP/resumed.mp4" | cut -c1-64)" = "$SENT" ] || mm_fail "resumed video differs"
+other_stop
+mm_log "cut at $half bytes, resumed with Range: bytes=$half-, video intact"
+
+check "fetcher.hold_max: media that cannot be verified is shown as it is once the hold expires"
+other_fetcher hold --set fetcher.hold_max=3s --set fetcher.login_wait=0
+n0=$(listed "pop3://127.0.0.1:$OPORT")
+sleep 4
+n1=$(listed "pop3://127.0.0.1:$OPORT")
+[ "$n1" -gt "$n0" ] || mm_fail "nothing released after hold_max ($n0 then $n1 listed)"
+grep -q "held longer than fetcher.hold_max" "$OLOG" || mm_fail "hold_max release not logged"
+other_stop
+mm_log "$n0 listed at first, $n1 after hold_max (corrupted media shown with its link)"
 
 check "no process left behind by the fetchers; SIGTERM ends them cleanly"
 kill -TERM "$(cat "$MM_TMP/mm-fetcher.pid")"
