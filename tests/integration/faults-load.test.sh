@@ -89,11 +89,15 @@ mm_log "(d) $(cat "$MM_TMP/d.out")"
 [ "$(mm_count_messages bob)" -eq 3 ] || mm_fail "(d) the mailbox changed"
 
 # ---- (e) 100 concurrent downloads from the gateway ------------------------------
+# The url may be split into RFC 2231 sections (url*0, url*1, ...): let Python's
+# email package put it back together.
 url=$(python3 - "$MM_TMP/stored.eml" <<'PY'
-import re, sys
-text = open(sys.argv[1], "rb").read().decode("ascii", "replace")
-field = re.search(r"^X-Media-Handle:((?:.*\r?\n[ \t].*)*.*)", text, re.M).group(1)
-print(re.search(r'url="([^"]+)"', re.sub(r"\r?\n[ \t]", " ", field)).group(1))
+import email, email.utils, sys
+msg = email.message_from_binary_file(open(sys.argv[1], "rb"))
+for part in msg.walk():
+    if part["X-Media-Handle"]:
+        print(email.utils.collapse_rfc2231_value(part.get_param("url", header="X-Media-Handle")))
+        break
 PY
 )
 [ -n "$url" ] || mm_fail "no url in the stored handle"
