@@ -214,6 +214,14 @@ void Session::do_pass(const std::string& pass)
         return;
     std::string text;
     Reply r = up_.command("USER " + user_, text);
+    if (r == Reply::io) {
+        // The connection made at our greeting may have idled out upstream: one
+        // fresh attempt (USER/PASS carry no timestamp, unlike APOP).
+        up_.close();
+        if (!upstream_ready())
+            return;
+        r = up_.command("USER " + user_, text);
+    }
     if (r == Reply::ok)
         r = up_.command("PASS " + pass, text);
     if (r != Reply::ok) {
