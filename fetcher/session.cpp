@@ -566,6 +566,21 @@ void Session::run()
         result_ = "shutdown";
     }
     up_.close();
+    if (state_ == State::closed) {
+        // We end the session (QUIT, too many bad commands): a pipelining client
+        // may have sent more. Closing with unread input makes the kernel send a
+        // reset that can overtake our last replies, so stop writing, then drain
+        // briefly (bounded in bytes and time) before the close.
+        client_.flush();
+        ::shutdown(client_.fd(), SHUT_WR);
+        timeval drain{1, 0};
+        setsockopt(client_.fd(), SOL_SOCKET, SO_RCVTIMEO, &drain, sizeof drain);
+        char buf[4096];
+        size_t total = 0;
+        ssize_t n;
+        while (total < 65536 && (n = ::recv(client_.fd(), buf, sizeof buf, 0)) > 0)
+            total += static_cast<size_t>(n);
+    }
     unsigned deleted = 0;
     for (const auto& m : shown_)
         deleted += m.deleted ? 1 : 0;
