@@ -204,6 +204,13 @@ constexpr size_t kMaxRecipients = 64;
 
 } // namespace
 
+bool runs_before(const Job& a, const Job& b)
+{
+    if (a.priority != b.priority)
+        return a.priority;
+    return a.attempts < b.attempts;
+}
+
 std::string format_job(const Job& j)
 {
     std::string s;
@@ -717,13 +724,7 @@ void Downloader::start_due(int64_t now)
         if ((j.state == Job::State::download || j.state == Job::State::receipt) && j.next_try <= now &&
             active_.count(sha) == 0)
             due.push_back(&j);
-    // Priority senders first, then the job that has waited least often (fresh mail
-    // before mail that keeps failing).
-    std::sort(due.begin(), due.end(), [](const Job* a, const Job* b) {
-        if (a->priority != b->priority)
-            return a->priority;
-        return a->attempts < b->attempts;
-    });
+    std::stable_sort(due.begin(), due.end(), [](const Job* a, const Job* b) { return runs_before(*a, *b); });
     for (Job* j : due) {
         if (active_.size() >= opt_.parallel)
             break;

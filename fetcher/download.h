@@ -68,6 +68,10 @@ struct Job {
     std::string last_error;
 };
 
+/// The order in which due jobs start: fetcher.priority_senders' media first, then
+/// the job that has failed least often (fresh mail before mail that keeps failing).
+bool runs_before(const Job& a, const Job& b);
+
 /// Serialises a job as "key=value" lines; parse_job is strict (every line known,
 /// no control bytes, numbers with from_chars, sha256 hex) and returns false on any doubt.
 std::string format_job(const Job& j);

@@ -302,3 +302,28 @@ TEST_CASE("APOP and AUTH command lines")
             CHECK(cmd.args.size() == c.args);
     }
 }
+
+TEST_CASE("due downloads start priority senders first, then the least-failed")
+{
+    auto job = [](bool priority, unsigned attempts) {
+        Job j;
+        j.priority = priority;
+        j.attempts = attempts;
+        return j;
+    };
+    struct Case {
+        Job a, b;
+        bool a_first, b_first;
+    };
+    const Case cases[] = {
+        {job(true, 0), job(false, 0), true, false},
+        {job(true, 9), job(false, 0), true, false},   // priority beats a clean record
+        {job(false, 0), job(false, 3), true, false},
+        {job(true, 1), job(true, 2), true, false},
+        {job(false, 2), job(false, 2), false, false}, // equal: neither (stable order kept)
+    };
+    for (const auto& c : cases) {
+        CHECK(runs_before(c.a, c.b) == c.a_first);
+        CHECK(runs_before(c.b, c.a) == c.b_first);
+    }
+}
