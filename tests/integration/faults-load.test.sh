@@ -44,6 +44,20 @@ mm_wait_delivered bob 3 120 || mm_fail "the mails were not delivered"
 cp "$(find "$MM_MAIL_DIR/bob/Maildir" -type f -exec grep -l '^X-Media-Handles:' {} + | head -n1)" "$MM_TMP/stored.eml"
 
 # ---- (d) 50 concurrent POP3 sessions ---------------------------------------------
+# The fetcher holds the media mail back until its download is verified; wait for
+# that first, so that every session must see the same three messages.
+python3 - "$MM_FETCHER_PORT" "$MM_POP3_PASS" >"$MM_TMP/warm.out" 2>&1 <<'PY' || mm_fail "(d) the media mail never became visible: $(cat "$MM_TMP/warm.out")"
+import poplib, sys, time
+for _ in range(120):
+    p = poplib.POP3("127.0.0.1", int(sys.argv[1]), timeout=120)
+    p.user("bob"); p.pass_(sys.argv[2])
+    n = p.stat()[0]
+    p.quit()
+    if n == 3:
+        sys.exit(0)
+    time.sleep(1)
+print("STAT stayed at", n); sys.exit(1)
+PY
 python3 - "$MM_FETCHER_PORT" "$MM_POP3_PASS" "$SESSIONS" "$sha" >"$MM_TMP/d.out" 2>&1 <<'PY' || mm_fail "(d): $(tail -20 "$MM_TMP/d.out")"
 import email, email.policy, hashlib, poplib, sys, threading
 port, password, n, sha = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -81,8 +95,9 @@ if errors:
 want = {"Load clip", "Load plain 1", "Load plain 2", "clip-ok"}
 if results[0][0] != 3 or results[0][3] != want:
     print("session 0 saw", results[0]); sys.exit(1)
-if any(r != results[0] for r in results):
-    print("sessions disagree"); sys.exit(1)
+bad = [i for i, r in enumerate(results) if r != results[0]]
+if bad:
+    print("sessions disagree: %d of %d, e.g. session %d saw %r" % (len(bad), n, bad[0], results[bad[0]][:2])); sys.exit(1)
 print("all %d sessions: 3 messages, identical bytes, clip verified" % n)
 PY
 mm_log "(d) $(cat "$MM_TMP/d.out")"
