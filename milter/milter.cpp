@@ -34,6 +34,7 @@ struct Message {
     int fd = -1;
     uint64_t size = 0;
     std::string pass_why;   // set when this message passes untouched; nothing is spooled
+    std::string failed_why; // a spool error in a callback that may not reply; answered later
     std::vector<std::string> recipients;
     std::chrono::steady_clock::time_point started;
 };
@@ -42,6 +43,7 @@ struct Message {
 struct Connection {
     std::string client;
     bool trusted = false;   // client address in milter.trusted_networks
+    unsigned long no_reply = 0;   // SMFIP_NR_* flags Postfix agreed to
     Message msg;
 };
 
@@ -120,13 +122,45 @@ sfsistat on_internal_error(SMFICTX* ctx, const std::string& why)
     return SMFIS_TEMPFAIL;
 }
 
-sfsistat cb_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* addr)
+/// What a callback answers when all is well: nothing at all, when Postfix agreed
+/// not to wait for that reply (one round trip less per header line).
+sfsistat fine(const Connection* c, unsigned long nr_flag)
+{
+    return c && (c->no_reply & nr_flag) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+}
+
+/// Negotiation: ask only for the events and macros we use, and for no replies
+/// where we always continue. Each macro packet and each reply is a round trip
+/// on the milter socket for every mail, media or not.
+sfsistat cb_negotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned long, unsigned long,
+                      unsigned long* pf0, unsigned long* pf1, unsigned long* pf2, unsigned long* pf3)
 {
     auto* c = new Connection;
+    smfi_setpriv(ctx, c);
+    *pf0 = f0 & (SMFIF_ADDHDRS | SMFIF_CHGBODY | SMFIF_SETSYMLIST);
+    unsigned long skip = SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA;
+    unsigned long nr = SMFIP_NR_CONN | SMFIP_NR_RCPT | SMFIP_NR_HDR | SMFIP_NR_EOH;
+    *pf1 = f1 & (skip | nr);
+    c->no_reply = *pf1 & nr;
+    *pf2 = 0;
+    *pf3 = 0;
+    if (*pf0 & SMFIF_SETSYMLIST) {
+        smfi_setsymlist(ctx, SMFIM_CONNECT, const_cast<char*>("j"));
+        smfi_setsymlist(ctx, SMFIM_ENVFROM, const_cast<char*>("{auth_authen}"));
+        smfi_setsymlist(ctx, SMFIM_EOM, const_cast<char*>("i"));
+    }
+    return SMFIS_CONTINUE;
+}
+
+sfsistat cb_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* addr)
+{
+    Connection* c = conn_of(ctx);
+    if (!c)
+        c = new Connection;   // the MTA did not negotiate (older protocol)
     c->client = hostname ? printable(hostname, 80) : "?";
     c->trusted = address_in(addr, g_settings->trusted);
     smfi_setpriv(ctx, c);
-    return SMFIS_CONTINUE;
+    return fine(c, SMFIP_NR_CONN);
 }
 
 sfsistat cb_envfrom(SMFICTX* ctx, char**)
@@ -162,18 +196,18 @@ sfsistat cb_envrcpt(SMFICTX* ctx, char** argv)
         if (c->msg.recipients.size() < 1000)
             c->msg.recipients.push_back(r);
     }
-    return SMFIS_CONTINUE;
+    return fine(c, SMFIP_NR_RCPT);
 }
 
 sfsistat cb_header(SMFICTX* ctx, char* name, char* value)
 {
     Connection* c = conn_of(ctx);
-    if (!c || c->msg.fd < 0)
-        return SMFIS_CONTINUE;
+    if (!c || c->msg.fd < 0 || !c->msg.failed_why.empty())
+        return fine(c, SMFIP_NR_HDR);
     if (!g_settings->rewrite_signed_dkim && strcasecmp(name, "DKIM-Signature") == 0) {
         // Rewriting the body would break the signature; mm-milter belongs before the signer.
         pass_untouched(c->msg, "DKIM-signed (milter.rewrite_signed_dkim = false)");
-        return SMFIS_CONTINUE;
+        return fine(c, SMFIP_NR_HDR);
     }
     // Only the engine's MIME parser reads these header lines; Postfix keeps its
     // own copy of the headers, so folded values just need CRLF line ends here.
@@ -185,18 +219,18 @@ sfsistat cb_header(SMFICTX* ctx, char* name, char* value)
     }
     line += "\r\n";
     if (!spool_write(c->msg, line.data(), line.size()))
-        return on_internal_error(ctx, "cannot write spool file: " + std::string(strerror(errno)));
-    return SMFIS_CONTINUE;
+        c->msg.failed_why = "cannot write spool file: " + std::string(strerror(errno));   // answered at body/eom
+    return fine(c, SMFIP_NR_HDR);
 }
 
 sfsistat cb_eoh(SMFICTX* ctx)
 {
     Connection* c = conn_of(ctx);
-    if (!c || c->msg.fd < 0)
-        return SMFIS_CONTINUE;
+    if (!c || c->msg.fd < 0 || !c->msg.failed_why.empty())
+        return fine(c, SMFIP_NR_EOH);
     if (!spool_write(c->msg, "\r\n", 2))
-        return on_internal_error(ctx, "cannot write spool file: " + std::string(strerror(errno)));
-    return SMFIS_CONTINUE;
+        c->msg.failed_why = "cannot write spool file: " + std::string(strerror(errno));   // answered at body/eom
+    return fine(c, SMFIP_NR_EOH);
 }
 
 sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
@@ -204,6 +238,8 @@ sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
     Connection* c = conn_of(ctx);
     if (!c)
         return SMFIS_CONTINUE;
+    if (!c->msg.failed_why.empty())
+        return on_internal_error(ctx, c->msg.failed_why);
     if (c->msg.fd < 0) {
         c->msg.size += len;   // passing untouched: counted for the log only
         return SMFIS_CONTINUE;
@@ -251,14 +287,23 @@ sfsistat cb_eom(SMFICTX* ctx)
     if (!c)
         return SMFIS_CONTINUE;
     Message& m = c->msg;
+    if (!m.failed_why.empty())
+        return on_internal_error(ctx, m.failed_why);
     if (!m.pass_why.empty() || m.fd < 0) {
         log_outcome(ctx, m, "passed (" + (m.pass_why.empty() ? std::string("no spool") : m.pass_why) + ")",
                     std::to_string(m.size));
         drop_message(m);
         return SMFIS_CONTINUE;
     }
-    if (fsync(m.fd) != 0 && errno != EINVAL)
-        return on_internal_error(ctx, "cannot sync spool file: " + std::string(strerror(errno)));
+    // No fsync of the spool: it is a scratch copy (Postfix holds the message and
+    // tempfails if we die); only the media in the store must be durable, and the
+    // store syncs that itself. Syncing here would cost every plain mail a disk flush.
+    if (m.size < g_settings->policy.min_size) {
+        // Too small to hold media of min_size: no need to parse it at all.
+        log_outcome(ctx, m, "passed (no media)", std::to_string(m.size));
+        drop_message(m);
+        return SMFIS_CONTINUE;
+    }
 
     // The time from MAIL FROM includes receiving the message; the end-of-message
     // part is the milter's own work (parse, decode, hash, store, new body).
@@ -340,6 +385,7 @@ int run_milter(MilterSettings& settings)
     desc.xxfi_eom = cb_eom;
     desc.xxfi_abort = cb_abort;
     desc.xxfi_close = cb_close;
+    desc.xxfi_negotiate = cb_negotiate;
 
     if (smfi_setconn(settings.socket.data()) != MI_SUCCESS) {
         log_error("milter.socket = '" + settings.socket + "' is not a usable milter socket");
