@@ -17,9 +17,18 @@ ROUNDS=${3:-2}
 mm_tmpdir_init
 mm_write_conf
 mkdir -p "$MM_STORE"
-mm_start_program mm-milter
-mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start"
-MM_POSTFIX_EXTRA=$(mm_postfix_doc_lines "$MM_MILTER_PORT")
+if [ "${MILTER_UNIX:-0}" = 1 ]; then
+  # Variant: the milter on a unix socket instead of the documented inet one.
+  mm_start_program mm-milter --set "milter.socket=unix:$MM_TMP/milter.sock"
+  for _ in $(seq 100); do [ -S "$MM_TMP/milter.sock" ] && break; sleep 0.1; done
+  chmod 666 "$MM_TMP/milter.sock"
+  MM_POSTFIX_EXTRA=$(mm_postfix_doc_lines "$MM_MILTER_PORT" | sed "s|inet:127.0.0.1:$MM_MILTER_PORT|unix:$MM_TMP/milter.sock|")
+else
+  mm_start_program mm-milter
+  mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start"
+  MM_POSTFIX_EXTRA=$(mm_postfix_doc_lines "$MM_MILTER_PORT")
+fi
+[ -z "${EXTRA_MAIN_CF:-}" ] || MM_POSTFIX_EXTRA+=$'\n'"$EXTRA_MAIN_CF"
 export MM_POSTFIX_EXTRA
 mm_postfix_start 2>/dev/null
 milters=$(postconf -c "$MM_POSTFIX_DIR" -h smtpd_milters 2>/dev/null)
