@@ -56,7 +56,9 @@ mm_register_pid $!
 md_pid=$!
 for _ in $(seq 100); do [ -S "$MD/spool/md.sock" ] && break; sleep 0.1; done
 [ -S "$MD/spool/md.sock" ] || mm_fail "mimedefang did not start: $(cat "$MM_TMP/md.log" "$MM_TMP/md-mx.log")"
+# Postfix's smtpd and cleanup run as user postfix: let them reach the milter socket.
 chmod 755 "$MD/spool"
+chmod 666 "$MD/spool/md.sock"
 
 mb_make_video "$MM_TMP/big.mp4" "$MIB"
 mb_make_mail "$MM_TMP/big.mp4" "$MM_TMP/big.eml"
