@@ -19,8 +19,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # mm-gateway browser-page test (headless) and benchmark reference server
   chromium chromium-driver nginx
-  # mm-fetcher tests: a fourth POP3 client
-  neomutt
+  # mm-fetcher tests: a fourth POP3 client, driven in a detached terminal
+  neomutt tmux
   # the reference milter of bench/milter_detach.sh
   mimedefang
 )
