@@ -8,9 +8,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export MM_BUILD_DIR=${MM_BUILD_DIR:-$here/build}
 bash "$here/scripts/build.sh"
-(cd "$MM_BUILD_DIR" && ctest --output-on-failure --timeout 1200 "$@")
+rc=0
+(cd "$MM_BUILD_DIR" && ctest --output-on-failure --timeout 1200 "$@") || rc=$?
 
-[ "${MM_SANITIZE_RUN:-1}" = 0 ] && exit 0
+# The sanitizer stage runs even when a test failed above: its findings are
+# often the explanation. The script fails if either stage failed.
+[ "${MM_SANITIZE_RUN:-1}" = 0 ] && exit "$rc"
 asan=${MM_ASAN_BUILD_DIR:-$MM_BUILD_DIR-asan}
 echo "test.sh: sanitizer stage (ASan + UBSan) in $asan"
 MM_BUILD_DIR=$asan MM_CMAKE_ARGS="-DMM_SANITIZE=ON" bash "$here/scripts/build.sh"
@@ -20,4 +23,5 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detec
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export LSAN_OPTIONS=suppressions=$here/fuzz/lsan.supp:print_suppressions=0
 cd "$asan"
-ctest --output-on-failure --timeout 1200 -R '^(unit|integration\.e2e)$'
+ctest --output-on-failure --timeout 1200 -R '^(unit|integration\.e2e)$' || rc=$?
+exit "$rc"
