@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <algorithm>
-#include <cctype>
 #include <cstring>
 #include <fcntl.h>
 #include <map>
@@ -117,7 +116,7 @@ bool may_have_handles(const std::string& path)
     while (!found && (n = fread(buf + keep, 1, sizeof buf - keep, f)) > 0) {
         size_t len = keep + n;
         for (size_t i = keep; i < len; ++i)
-            buf[i] = static_cast<char>(tolower(static_cast<unsigned char>(buf[i])));
+            buf[i] = static_cast<char>(buf[i] | ((buf[i] >= 'A' && buf[i] <= 'Z') ? 0x20 : 0));   // ASCII only, inline
         found = memmem(buf, len, kName, kLen) != nullptr;
         // Carry the tail over so that a name split between two reads is seen.
         keep = std::min(len, kLen - 1);
