@@ -47,7 +47,7 @@ const char kUsage[] =
     "  fetcher.cache_dir      cache of presented messages and media\n"
     "  fetcher.allow_private  download media from private/loopback addresses\n"
     "  fetcher.allow_insecure allow http:// media URLs\n"
-    "  fetcher.max_size       largest message accepted from upstream\n"
+    "  fetcher.max_size       largest message read, and largest media downloaded\n"
     "  fetcher.timeout        upstream and download timeout\n"
     "  fetcher.max_sessions   concurrent client sessions\n"
     "  fetcher.address        mailbox owner's address, for download receipts\n"
@@ -129,7 +129,9 @@ int main(int argc, char** argv)
             return 0;
         }
         command = args.rest;
-        if (!command.empty() && !(command.size() == 2 && command[0] == "fetch"))
+        if (!command.empty() && command[0] == "fetch" && command.size() != 2)
+            throw ConfigError("fetch needs one argument: the media's SHA-256 or its URL");
+        if (!command.empty() && command[0] != "fetch")
             throw ConfigError("unexpected argument: " + command.front() + " (see --help)");
         Config cfg = Config::load(args.config_path, args.overrides);
         level = cfg.str("log.level");
