@@ -22,7 +22,7 @@ PACKAGES=(
   # mm-fetcher tests: a fourth POP3 client, driven in a detached terminal
   neomutt tmux
   # the reference milter of bench/milter_detach.sh
-  mimedefang
+  mimedefang libnet-dns-perl
 )
 
 if [ "$(id -u)" -ne 0 ]; then
