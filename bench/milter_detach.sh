@@ -84,7 +84,7 @@ send() {
   local out
   cat "$MM_TMP/big.eml" >/dev/null
   out=$(python3 "$MM_SOURCE_DIR/bench/milter_smtp_send.py" "127.0.0.1:$MM_SMTP_PORT" alice@example.test \
-    bob@example.test "$MM_TMP/big.eml") || mm_fail "send failed: $out"
+    bob@example.test "$MM_TMP/big.eml") || { echo "send failed: $out" >&2; return 1; }
   echo "$out" | sed -n 's/^total=\([0-9.]*\) eom=\([0-9.]*\)$/\1 \2/p'
 }
 drain() {
@@ -93,19 +93,22 @@ drain() {
 }
 
 use_milter ""
-read -r none_total none_eom < <(send)
+r=$(send) || mm_fail "send failed"
+read -r none_total none_eom <<<"$r"
 drain 1
 echo "Postfix, no milter:  total $none_total s, end of data -> 250: $none_eom s"
 
 use_milter "$milters"
-read -r mm_total mm_eom < <(send)
+r=$(send) || mm_fail "send failed"
+read -r mm_total mm_eom <<<"$r"
 drain 2
 mm_kib=$(mb_hwm_kib "$(cat "$MM_TMP/mm-milter.pid")")
 echo "mm-milter:           total $mm_total s, end of data -> 250: $mm_eom s, peak RSS $mm_kib KiB"
 grep 'detached' "$MM_TMP/mm-milter.log" | tail -1
 
 use_milter "unix:$MD/spool/md.sock"
-read -r md_total md_eom < <(send)
+r=$(send) || mm_fail "send failed"
+read -r md_total md_eom <<<"$r"
 drain 3
 md_kib=$(mb_hwm_kib "$md_pid")
 w_kib=0
