@@ -34,8 +34,9 @@ sub filter_begin { }
 sub filter {
     my(\$entity, \$fname, \$ext, \$type) = @_;
     if (\$type =~ m{^video/}i) {
-        action_replace_with_url(\$entity, "$MD/www", "https://gw.example.test/md",
-                                "The video is at _URL_\n");
+        # Its return value is the part's verdict (replaced); action_accept would undo it.
+        return action_replace_with_url(\$entity, "$MD/www", "https://gw.example.test/md",
+                                       "The video is at _URL_\n");
     }
     return action_accept();
 }
