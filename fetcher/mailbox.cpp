@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <set>
 #include <strings.h>
 #include <ctime>
 #include <mutex>
@@ -132,7 +133,7 @@ bool may_have_handles(const std::string& path)
 /// verified hold the message back (the downloader works on it in the background)
 /// until fetcher.hold_max after the message was first read.
 Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const std::string& user,
-                    const SyncOptions& opt, SyncStats& stats, std::string& why)
+                    const SyncOptions& opt, SyncStats& stats, bool raw_fresh, std::string& why)
 {
     const std::string presented = base + ".eml";
     const std::string raw = base + ".raw";
@@ -140,7 +141,7 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
     if (file_size(presented, sz))
         return Outcome::shown;
 
-    bool fresh_raw = false;   // written by this call, not yet on disk for sure
+    bool fresh_raw = raw_fresh;   // written in this login, not yet on disk for sure
     if (!file_size(raw, sz)) {
         fresh_raw = true;
         const std::string tmp = raw + ".tmp" + random_hex(4);
@@ -451,6 +452,48 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         }
         nums.push_back(n);
     }
+    // A first login over a big mailbox is mostly upstream round trips: with
+    // PIPELINING (RFC 2449) the RETRs of messages not yet cached go out in windows.
+    std::set<uint64_t> fresh;
+    {
+        std::vector<uint64_t> need;
+        std::vector<std::string> raws;
+        for (uint64_t n : nums) {
+            auto it = uidls.find(n);
+            if (it == uidls.end())
+                continue;
+            std::string base = opt.cache_dir + "/msg/" + cache_key(opt.upstream_id, user, it->second);
+            uint64_t sz;
+            if (!file_size(base + ".eml", sz) && !file_size(base + ".raw", sz)) {
+                need.push_back(n);
+                raws.push_back(base + ".raw");
+            }
+        }
+        bool pipelining = false;
+        if (need.size() > 1)
+            for (const auto& c : up.capabilities())
+                pipelining = pipelining || c == "PIPELINING";
+        constexpr size_t kWindow = 32;
+        for (size_t from = 0; pipelining && from < need.size(); from += kWindow) {
+            size_t to = std::min(need.size(), from + kWindow);
+            std::vector<uint64_t> batch(need.begin() + from, need.begin() + to);
+            std::vector<std::string> tmps;
+            for (size_t i = from; i < to; ++i)
+                tmps.push_back(raws[i] + ".tmp" + random_hex(4));
+            std::vector<Upstream::Fetch> results;
+            uint64_t written = 0;
+            bool ok = up.retr_many(batch, tmps, opt.max_size, results, written, err);
+            stats.fetched_bytes += written;
+            for (size_t i = 0; i < batch.size(); ++i) {
+                if (ok && results[i] == Upstream::Fetch::ok && rename(tmps[i].c_str(), raws[from + i].c_str()) == 0)
+                    fresh.insert(batch[i]);
+                else
+                    unlink(tmps[i].c_str());
+            }
+            if (!ok)
+                return false;
+        }
+    }
     for (uint64_t n : nums) {
         if (opt.stop && opt.stop->load()) {
             err = "shutting down";
@@ -464,7 +507,7 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         }
         std::string base = opt.cache_dir + "/msg/" + cache_key(opt.upstream_id, user, it->second);
         std::string why;
-        Outcome o = present_one(up, n, base, user, opt, stats, why);
+        Outcome o = present_one(up, n, base, user, opt, stats, fresh.count(n) > 0, why);
         if (o == Outcome::io) {
             err = why;
             return false;

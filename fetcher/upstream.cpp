@@ -312,9 +312,48 @@ Upstream::Fetch Upstream::retr_to_file(uint64_t n, const std::string& path, uint
                                        uint64_t& written, std::string& err, bool sync)
 {
     written = 0;
+    if (!stream_ || !stream_->write("RETR " + std::to_string(n) + "\r\n")) {
+        stream_.reset();
+        err = "upstream connection lost";
+        return Fetch::io;
+    }
+    return read_retr(path, max_size, written, err, sync);
+}
+
+bool Upstream::retr_many(const std::vector<uint64_t>& nums, const std::vector<std::string>& paths,
+                         uint64_t max_size, std::vector<Fetch>& results, uint64_t& written, std::string& err)
+{
+    results.assign(nums.size(), Fetch::err);
+    written = 0;
+    if (!stream_)
+        return false;
+    // The commands are small and the answers are read in order as they come, so
+    // neither side can block the other however many are in flight.
+    for (uint64_t n : nums)
+        stream_->put("RETR " + std::to_string(n) + "\r\n");
+    if (!stream_->flush()) {
+        stream_.reset();
+        err = "upstream connection lost";
+        return false;
+    }
+    for (size_t i = 0; i < nums.size(); ++i) {
+        uint64_t w = 0;
+        results[i] = read_retr(paths[i], max_size, w, err, false);
+        written += w;
+        if (results[i] == Fetch::io)
+            return false;
+    }
+    return true;
+}
+
+Upstream::Fetch Upstream::read_retr(const std::string& path, uint64_t max_size, uint64_t& written,
+                                    std::string& err, bool sync)
+{
+    written = 0;
     std::string text;
-    Reply r = command("RETR " + std::to_string(n), text);
+    Reply r = stream_ ? status(text) : Reply::io;
     if (r == Reply::io) {
+        stream_.reset();
         err = "upstream connection lost";
         return Fetch::io;
     }

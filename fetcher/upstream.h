@@ -58,6 +58,10 @@ public:
     /// sync false: the caller makes the file durable later (one syncfs per login).
     Fetch retr_to_file(uint64_t n, const std::string& path, uint64_t max_size,
                        uint64_t& written, std::string& err, bool sync = true);
+    /// RFC 2449 PIPELINING: all the RETRs at once, then each answer into paths[i]
+    /// as retr_to_file does (not fsynced). False (err set) if the connection broke.
+    bool retr_many(const std::vector<uint64_t>& nums, const std::vector<std::string>& paths,
+                   uint64_t max_size, std::vector<Fetch>& results, uint64_t& written, std::string& err);
     bool connected() const { return stream_ != nullptr; }
     /// The greeting's text after "+OK", and the CAPA lines after TLS set-up
     /// (empty if the server has no CAPA).
@@ -71,6 +75,7 @@ public:
 
 private:
     Reply status(std::string& text);
+    Fetch read_retr(const std::string& path, uint64_t max_size, uint64_t& written, std::string& err, bool sync);
     std::unique_ptr<Stream> stream_;
     std::string greeting_;
     std::vector<std::string> caps_;

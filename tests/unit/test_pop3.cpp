@@ -367,3 +367,50 @@ TEST_CASE("fetcher.upstream URLs")
         }
     }
 }
+
+TEST_CASE("pipelined RETRs: each answer to its own file, refusals and oversize in between, still in sync")
+{
+    FakePop3 fake("+OK hi\r\n", {"+OK\r\none\r\n.\r\n", "-ERR no such message\r\n",
+                                 "+OK\r\n" + std::string(500, 'y') + "\r\n.\r\n", "+OK\r\n..three\r\n.\r\n",
+                                 "+OK after\r\n"});
+    Upstream up;
+    std::string err, text;
+    REQUIRE(up.connect(fake.config(), err));
+    std::vector<std::string> paths = {temp_path(), temp_path(), temp_path(), temp_path()};
+    std::vector<Upstream::Fetch> results;
+    uint64_t written = 0;
+    REQUIRE(up.retr_many({1, 2, 3, 4}, paths, 100, results, written, err));
+    REQUIRE(results.size() == 4);
+    CHECK(results[0] == Upstream::Fetch::ok);
+    CHECK(results[1] == Upstream::Fetch::err);
+    CHECK(results[2] == Upstream::Fetch::too_big);
+    CHECK(results[3] == Upstream::Fetch::ok);
+    CHECK(slurp(paths[0]) == "one\r\n");
+    CHECK(slurp(paths[3]) == ".three\r\n");
+    CHECK(access(paths[1].c_str(), F_OK) != 0);
+    CHECK(access(paths[2].c_str(), F_OK) != 0);
+    CHECK(up.command("NOOP", text) == Reply::ok);
+    CHECK(text == "after");
+    CHECK(fake.commands_.at(3) == "RETR 4\r");
+    for (const auto& p : paths)
+        unlink(p.c_str());
+}
+
+TEST_CASE("pipelined RETRs: a connection lost half way is reported, the rest marked failed")
+{
+    FakePop3 fake("+OK hi\r\n", {"+OK\r\none\r\n.\r\n", "+OK\r\ncut off in the midd"});
+    Upstream up;
+    std::string err;
+    REQUIRE(up.connect(fake.config(), err));
+    std::vector<std::string> paths = {temp_path(), temp_path(), temp_path()};
+    std::vector<Upstream::Fetch> results;
+    uint64_t written = 0;
+    CHECK_FALSE(up.retr_many({1, 2, 3}, paths, 1000, results, written, err));
+    CHECK(results[0] == Upstream::Fetch::ok);
+    CHECK(results[1] == Upstream::Fetch::io);
+    CHECK(results[2] == Upstream::Fetch::err);
+    CHECK(access(paths[1].c_str(), F_OK) != 0);
+    CHECK_FALSE(up.connected());
+    for (const auto& p : paths)
+        unlink(p.c_str());
+}
