@@ -3,6 +3,8 @@
 // the receipt form body (docs/gateway-api.md), HTML and JSON escaping.
 #include "http.h"
 
+#include "../mime/util.h"
+
 namespace mm {
 
 namespace {
@@ -10,15 +12,7 @@ namespace {
 constexpr size_t kMaxNameSegment = 255;   // the ignored trailing file name
 constexpr size_t kMaxQuery = 256;         // only "download=1" is meaningful
 
-bool is_hex32(std::string_view s)
-{
-    if (s.size() != 32)
-        return false;
-    for (char c : s)
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-    return true;
-}
+bool is_hex32(std::string_view s) { return is_lower_hex(s, 32); }
 
 bool is_token_char(char c)
 {
@@ -84,17 +78,6 @@ bool query_wants_download(std::string_view query)
 }
 
 namespace {
-
-int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 // Form decoding (WHATWG application/x-www-form-urlencoded): '+' is a space,
 // %XX a byte; a '%' without two hex digits is an error here, not passed on.

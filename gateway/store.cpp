@@ -48,15 +48,7 @@ void make_dirs(const std::string& path, mode_t mode)
 }
 
 // An id or token from a URL: exactly 32 lowercase hex digits (128 bits).
-bool is_hex32(const std::string& s)
-{
-    if (s.size() != 32)
-        return false;
-    for (char c : s)
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-    return true;
-}
+bool is_hex32(const std::string& s) { return is_lower_hex(s, 32); }
 
 // A small RAII wrapper around a prepared statement.
 struct Stmt {

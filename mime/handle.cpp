@@ -50,17 +50,6 @@ bool is_attr_char(char c) { return is_token_char(c) && c != '*' && c != '\'' && 
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 std::string lower(std::string_view s)
 {
     std::string out(s);

@@ -81,14 +81,27 @@ bool base64_decode(std::string_view text, std::string& out)
     return true;
 }
 
-bool is_hex_digest(std::string_view s)
+bool is_lower_hex(std::string_view s, size_t len)
 {
-    if (s.size() != 64)
+    if (s.size() != len)
         return false;
     for (char c : s)
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
             return false;
     return true;
+}
+
+bool is_hex_digest(std::string_view s) { return is_lower_hex(s, 64); }
+
+int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }
 
 std::string random_hex(size_t bytes)

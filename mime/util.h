@@ -28,6 +28,8 @@ std::string hex_encode(std::string_view raw);
 std::string base64_encode(std::string_view raw);           // no line breaks
 bool base64_decode(std::string_view text, std::string& out); // strict, no whitespace
 bool is_hex_digest(std::string_view s);                      // 64 lowercase hex digits
+bool is_lower_hex(std::string_view s, size_t len);           // exactly len lowercase hex digits
+int hex_value(char c);                                       // 0..15, or -1 if not a hex digit
 
 /// `bytes` random bytes from the OS CSPRNG, as lowercase hex.
 std::string random_hex(size_t bytes);
