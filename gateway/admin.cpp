@@ -153,14 +153,14 @@ int run_admin(const Config& cfg, const std::vector<std::string>& args)
             json = true;
         else if (!args[i].empty() && args[i][0] == '-') {
             std::fprintf(stderr, "mm-gateway: %s: unknown option %s\n", cmd.c_str(), printable(args[i], 40).c_str());
-            return 2;
+            return 64;   // EX_USAGE
         } else
             pos.push_back(args[i]);
     }
     size_t want = (cmd == "show" || cmd == "revoke") ? 1 : 0;
     if (pos.size() != want) {
         std::fprintf(stderr, "mm-gateway: %s takes %s\n", cmd.c_str(), want ? "one item ID" : "no arguments");
-        return 2;
+        return 64;
     }
     Store store(cfg);   // creates the index (and TLS identity) if this is the first program to run
     Lifecycle life(cfg);

@@ -59,7 +59,7 @@ const char* const kUsage =
 int usage_error(const std::string& msg)
 {
     std::fprintf(stderr, "mm-gateway: %s\n%s", msg.c_str(), kUsage);
-    return 2;
+    return 64;   // EX_USAGE, as every MediaMail program
 }
 
 int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
@@ -184,7 +184,7 @@ int main(int argc, char** argv)
         return usage_error("unknown command " + mm::printable(command, 40));
     } catch (const mm::ConfigError& e) {
         std::fprintf(stderr, "mm-gateway: configuration: %s\n", e.what());
-        return 2;
+        return 78;   // EX_CONFIG
     } catch (const Poco::Exception& e) {
         std::fprintf(stderr, "mm-gateway: %s\n", e.displayText().c_str());
         return 1;

@@ -18,7 +18,8 @@ for prog in mm-gateway mm-milter mm-fetcher; do
     rc=0
     # shellcheck disable=SC2086
     timeout 10 "$bin" $args >"$MM_TMP/err.out" 2>&1 || rc=$?
-    [ $rc -ne 0 ] || mm_fail "$prog $args: started with a bad configuration"
+    # 78 is EX_CONFIG (sysexits.h), the same for every program.
+    [ $rc -eq 78 ] || mm_fail "$prog $args: exit status $rc, want 78 (EX_CONFIG)"
     grep -qF -- "$want" "$MM_TMP/err.out" || mm_fail "$prog $args: error does not say '$want': $(head -c 300 "$MM_TMP/err.out")"
   done <<EOF2
 --set milter.min_size=12Q|milter.min_size = '12Q'
@@ -27,7 +28,7 @@ for prog in mm-gateway mm-milter mm-fetcher; do
 --set store.speling=1|unknown key 'store.speling'
 -c $MM_TMP/does-not-exist.conf|$MM_TMP/does-not-exist.conf
 EOF2
-  mm_log "$prog: --help, and bad configuration refused naming key and value"
+  mm_log "$prog: --help, and bad configuration refused (exit 78) naming key and value"
 done
 
 printf '[fetcher]\nallow_private = perhaps\n' >"$MM_TMP/bad.conf"
