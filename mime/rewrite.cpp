@@ -297,7 +297,10 @@ void walk(const InFile& in, GMimeObject* obj, bool in_multipart, unsigned depth,
             w.protected_why = "application/pkcs7-mime";
             return;
         }
-        if (ct && g_mime_content_type_is_type(ct, "text", "*") && has_inline_pgp(in, GMIME_PART(obj))) {
+        // A location part of ours may quote an armor line in a file name; it is
+        // not a PGP message, and the receiver must still find it.
+        if (ct && g_mime_content_type_is_type(ct, "text", "*") &&
+            !g_mime_object_get_header(obj, "X-Media-Handle") && has_inline_pgp(in, GMIME_PART(obj))) {
             w.protected_why = "inline PGP";
             return;
         }

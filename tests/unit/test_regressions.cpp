@@ -158,3 +158,43 @@ TEST_CASE("regression: milter spool keeps its header block")
     unlink(out.c_str());
     rmdir(dir);
 }
+
+// fuzz_mime (crash-33ab7c48…, found 2026-11-25): an attachment whose file name
+// contains a PGP armor line. The location part quotes the name in its text, and
+// the inline-PGP guard took our own location part for a signed text, so the
+// receiver found no handle to resolve. Location parts are exempt from the guard.
+TEST_CASE("regression: a location part quoting '-----BEGIN PGP' is still found")
+{
+    char dir[] = "/tmp/mm-regress-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    std::string in = std::string(dir) + "/in.eml", out = in + ".out";
+    {
+        std::ofstream f(in, std::ios::binary);
+        f << "Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n"
+             "--b\nContent-Type: text/plain\n\nhello\n"
+             "--b\nContent-Type: application/zip; name=\"-----BEGIN PGP dummy.zip\"\n"
+             "Content-Transfer-Encoding: base64\n\nUEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==\n--b--\n";
+    }
+    DetachPolicy policy;
+    policy.min_size = 1;
+    policy.types = {"*/*"};
+    NullSink sink;
+    DetachResult r = detach_message(in, out, policy, sink);
+    REQUIRE(r.detached == 1);
+    CHECK(r.handles[0].name == "-----BEGIN PGP dummy.zip");
+    auto found = find_handles(out);
+    REQUIRE(found.size() == 1);
+    CHECK(found[0].parsed.error == HandleError::none);
+    // A real inline-PGP text part still protects the message from detaching.
+    {
+        std::ofstream f(in, std::ios::binary);
+        f << "Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n"
+             "--b\nContent-Type: text/plain\n\n-----BEGIN PGP SIGNED MESSAGE-----\nhello\n"
+             "--b\nContent-Type: video/mp4\nContent-Transfer-Encoding: base64\n\nAAAAGGZ0eXBtcDQy\n--b--\n";
+    }
+    unlink(out.c_str());
+    CHECK(detach_message(in, out, policy, sink).detached == 0);
+    unlink(in.c_str());
+    unlink(out.c_str());
+    rmdir(dir);
+}
