@@ -25,6 +25,35 @@ std::string corpus_dir()
     return env ? env : MM_CORPUS_DIR;
 }
 
+/// Every message file under the corpus directory (README and index left out).
+std::vector<std::string> corpus_files()
+{
+    std::vector<std::string> files;
+    std::vector<std::string> dirs{corpus_dir()};
+    while (!dirs.empty()) {
+        std::string d = dirs.back();
+        dirs.pop_back();
+        DIR* dp = opendir(d.c_str());
+        if (!dp)
+            continue;
+        while (dirent* e = readdir(dp)) {
+            std::string n = e->d_name;
+            if (n == "." || n == ".." || n == "README.md" || n == "INDEX.tsv")
+                continue;
+            std::string p = d + "/" + n;
+            struct stat st;
+            if (stat(p.c_str(), &st) != 0)
+                continue;
+            if (S_ISDIR(st.st_mode))
+                dirs.push_back(p);
+            else if (S_ISREG(st.st_mode))
+                files.push_back(p);
+        }
+        closedir(dp);
+    }
+    return files;
+}
+
 std::string read_file(const std::string& path)
 {
     std::ifstream in(path, std::ios::binary);
@@ -347,29 +376,7 @@ TEST_CASE("sniffing")
 
 TEST_CASE("every corpus message: no crash, untouched without media, exact round trip with")
 {
-    std::vector<std::string> files;
-    std::vector<std::string> dirs{corpus_dir()};
-    while (!dirs.empty()) {
-        std::string d = dirs.back();
-        dirs.pop_back();
-        DIR* dp = opendir(d.c_str());
-        if (!dp)
-            continue;
-        while (dirent* e = readdir(dp)) {
-            std::string n = e->d_name;
-            if (n == "." || n == ".." || n == "README.md" || n == "INDEX.tsv")
-                continue;
-            std::string p = d + "/" + n;
-            struct stat st;
-            if (stat(p.c_str(), &st) != 0)
-                continue;
-            if (S_ISDIR(st.st_mode))
-                dirs.push_back(p);
-            else if (S_ISREG(st.st_mode))
-                files.push_back(p);
-        }
-        closedir(dp);
-    }
+    std::vector<std::string> files = corpus_files();
     if (files.empty()) {
         WARN_MESSAGE(false, ("corpus not found at " + corpus_dir()).c_str());
         return;
@@ -443,27 +450,7 @@ std::string retype(const std::string& headers, const std::string& type, const st
 
 TEST_CASE("corpus with media: one attachment retyped video/mp4 and grown is detached; every other byte is kept")
 {
-    std::vector<std::string> files;
-    std::vector<std::string> dirs{corpus_dir()};
-    while (!dirs.empty()) {
-        std::string d = dirs.back();
-        dirs.pop_back();
-        DIR* dp = opendir(d.c_str());
-        if (!dp)
-            continue;
-        while (dirent* e = readdir(dp)) {
-            std::string n = e->d_name;
-            if (n == "." || n == ".." || n == "README.md" || n == "INDEX.tsv")
-                continue;
-            std::string p = d + "/" + n;
-            struct stat st;
-            if (stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-                dirs.push_back(p);
-            else if (S_ISREG(st.st_mode))
-                files.push_back(p);
-        }
-        closedir(dp);
-    }
+    std::vector<std::string> files = corpus_files();
     if (files.empty()) {
         WARN_MESSAGE(false, ("corpus not found at " + corpus_dir()).c_str());
         return;
