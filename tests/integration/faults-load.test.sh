@@ -12,26 +12,15 @@ SESSIONS=50
 DOWNLOADS=100
 
 mm_tmpdir_init
-mm_write_conf
-mm_mediamail_start_conf() {
-  mkdir -p "$MM_STORE"
-  mm_start_program mm-gateway
-  mm_wait_port "$MM_GATEWAY_PORT" 20 || mm_fail "mm-gateway did not start: $(tail -5 "$MM_TMP/mm-gateway.log")"
-  mm_start_program mm-milter
-  mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start: $(tail -5 "$MM_TMP/mm-milter.log")"
-  mm_postfix_start "inet:127.0.0.1:$MM_MILTER_PORT"
-  mm_dovecot_start
-  # Dovecot allows 10 connections per user and IP by default; the fetcher opens
-  # one upstream connection per client session.
-  printf '\nmail_max_userip_connections = 100\n' >>"$MM_DOVECOT_CONF"
-  doveadm -c "$MM_DOVECOT_CONF" reload
-  sleep 1
-  # The fetcher's session cap (default 32) would refuse some of the 50 sessions
-  # by design; this test is about correctness under load, so it is raised.
-  mm_start_program mm-fetcher --set "fetcher.upstream=pop3://127.0.0.1:$MM_POP3_PORT" --set fetcher.max_sessions=64
-  mm_wait_port "$MM_FETCHER_PORT" 20 || mm_fail "mm-fetcher did not start: $(tail -5 "$MM_TMP/mm-fetcher.log")"
-}
-mm_mediamail_start_conf
+mm_mediamail_start_servers
+# Dovecot allows 10 connections per user and IP by default; the fetcher opens
+# one upstream connection per client session.
+printf '\nmail_max_userip_connections = 100\n' >>"$MM_DOVECOT_CONF"
+doveadm -c "$MM_DOVECOT_CONF" reload
+sleep 1
+# The fetcher's session cap (default 32) would refuse some of the 50 sessions
+# by design; this test is about correctness under load, so it is raised.
+mm_fetcher_start --set fetcher.max_sessions=64
 mm_log "gateway, milter, Postfix, Dovecot (100 sessions per user) and fetcher (64) up"
 
 head -c $((4 * 1048576)) /dev/urandom >"$MM_TMP/clip.mp4"

@@ -69,8 +69,8 @@ mm_start_program() {
   echo "$pid" >"$MM_TMP/$name.pid"
 }
 
-# Start the whole loop: gateway, milter, Postfix (with the milter), Dovecot, fetcher.
-mm_mediamail_start() {
+# Start the sender's side and the servers: gateway, milter, Postfix (with the milter), Dovecot.
+mm_mediamail_start_servers() {
   mm_write_conf
   mkdir -p "$MM_STORE"
   mm_start_program mm-gateway
@@ -79,8 +79,18 @@ mm_mediamail_start() {
   mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start: $(tail -5 "$MM_TMP/mm-milter.log")"
   mm_postfix_start "inet:127.0.0.1:$MM_MILTER_PORT"
   mm_dovecot_start
-  mm_start_program mm-fetcher --set "fetcher.upstream=pop3://127.0.0.1:$MM_POP3_PORT"
+}
+
+# Start mm-fetcher in front of the private Dovecot; extra arguments (--set K=V) are passed on.
+mm_fetcher_start() {
+  mm_start_program mm-fetcher --set "fetcher.upstream=pop3://127.0.0.1:$MM_POP3_PORT" "$@"
   mm_wait_port "$MM_FETCHER_PORT" 20 || mm_fail "mm-fetcher did not start: $(tail -5 "$MM_TMP/mm-fetcher.log")"
+}
+
+# Start the whole loop: gateway, milter, Postfix (with the milter), Dovecot, fetcher.
+mm_mediamail_start() {
+  mm_mediamail_start_servers
+  mm_fetcher_start
 }
 
 # Make a real MP4 (H.264 + AAC) of at least MIB mebibytes at PATH with ffmpeg.
