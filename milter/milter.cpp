@@ -5,7 +5,8 @@
 // Reads milter.min_size, milter.types, milter.on_error, milter.max_message_size,
 // milter.apply_to, milter.trusted_networks, milter.max_size, milter.over_max_size,
 // milter.rewrite_signed_dkim and store.dir (the spool lives in store.dir/spool).
-// Postfix macros used: {auth_authen} (MAIL FROM), i (queue id, end of message).
+// Postfix macros used: {auth_authen} (MAIL FROM), i (queue id: MAIL FROM, end of
+// headers, end of message).
 #include "milter.h"
 
 #include "mime/log.h"
@@ -25,17 +26,25 @@ namespace mm {
 namespace {
 
 constexpr size_t kReplaceChunk = 64 * 1024;   // smfi_replacebody chunk bound
+constexpr size_t kHeadBuffer = 64 * 1024;     // header bytes kept in memory before a spool file exists
 
 MilterSettings* g_settings = nullptr;
 
 /// Per-message state: the spool file and what the envelope said.
 struct Message {
+    bool spooling = false;  // the message is being kept for end of message
+    std::string head;       // spooled bytes not yet in a file: the file is created only
+                            // once the headers show the mail may hold media (or they grow
+                            // past kHeadBuffer), as creating it costs more than the rest
+                            // of a plain mail's milter work
     std::string spool_path;
     int fd = -1;
     uint64_t size = 0;
     std::string pass_why;   // set when this message passes untouched; nothing is spooled
     std::string failed_why; // a spool error in a callback that may not reply; answered later
     std::vector<std::string> recipients;
+    std::vector<std::string> content_types;   // top-level Content-Type values
+    std::vector<std::string> encodings;       // top-level Content-Transfer-Encoding values
     std::chrono::steady_clock::time_point started;
 };
 
@@ -67,6 +76,9 @@ void pass_untouched(Message& m, std::string why)
         unlink(m.spool_path.c_str());
     m.fd = -1;
     m.spool_path.clear();
+    m.spooling = false;
+    m.head.clear();
+    m.head.shrink_to_fit();
     m.pass_why = std::move(why);
 }
 
@@ -90,9 +102,49 @@ void log_outcome(SMFICTX* ctx, const Message& m, const std::string& action, cons
              " ms" + more);
 }
 
+bool write_all(int fd, const char* p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+/// Creates the spool file and moves the buffered head into it. On failure
+/// errno says why; setting m.failed_why is the caller's.
+bool open_spool(Message& m)
+{
+    if (m.fd >= 0)
+        return true;
+    std::string path = g_settings->spool_dir + "/msg.XXXXXX";
+    m.fd = mkostemp(path.data(), O_CLOEXEC);
+    if (m.fd < 0)
+        return false;
+    m.spool_path = path;
+    bool ok = write_all(m.fd, m.head.data(), m.head.size());
+    m.head.clear();
+    m.head.shrink_to_fit();
+    return ok;
+}
+
+/// Appends to the spooled message: in memory while it is small, else to the file.
 bool spool_write(Message& m, const void* data, size_t len)
 {
     const char* p = static_cast<const char*>(data);
+    if (m.fd < 0 && m.head.size() + len <= kHeadBuffer) {
+        m.head.append(p, len);
+        m.size += len;
+        return true;
+    }
+    if (!open_spool(m))
+        return false;
     while (len > 0) {
         ssize_t n = write(m.fd, p, len);
         if (n < 0) {
@@ -138,15 +190,14 @@ sfsistat cb_negotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned
     auto* c = new Connection;
     smfi_setpriv(ctx, c);
     *pf0 = f0 & (SMFIF_ADDHDRS | SMFIF_CHGBODY | SMFIF_SETSYMLIST);
-    unsigned long skip = SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA;
-    unsigned long nr = SMFIP_NR_CONN | SMFIP_NR_RCPT | SMFIP_NR_HDR | SMFIP_NR_EOH;
-    *pf1 = f1 & (skip | nr);
-    c->no_reply = *pf1 & nr;
+    ProtocolFlags want = protocol_flags(g_settings->socket);
+    *pf1 = f1 & (want.skip | want.no_reply);
+    c->no_reply = *pf1 & want.no_reply;
     *pf2 = 0;
     *pf3 = 0;
     if (*pf0 & SMFIF_SETSYMLIST) {
         smfi_setsymlist(ctx, SMFIM_CONNECT, const_cast<char*>("j"));
-        smfi_setsymlist(ctx, SMFIM_ENVFROM, const_cast<char*>("{auth_authen}"));
+        smfi_setsymlist(ctx, SMFIM_ENVFROM, const_cast<char*>("i {auth_authen}"));
         smfi_setsymlist(ctx, SMFIM_EOM, const_cast<char*>("i"));
     }
     return SMFIS_CONTINUE;
@@ -175,14 +226,12 @@ sfsistat cb_envfrom(SMFICTX* ctx, char**)
     const char* auth = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
     bool authenticated = auth && *auth;
     if (!g_settings->apply_to_all && !c->trusted && !authenticated) {
-        c->msg.pass_why = "not outgoing: client " + c->client + " neither trusted nor authenticated";
-        return SMFIS_CONTINUE;
+        // Accepted here, so Postfix sends this mail's headers and body nowhere near us.
+        log_outcome(ctx, c->msg, "passed (not outgoing: client " + c->client + " neither trusted nor authenticated)",
+                    "envelope only");
+        return SMFIS_ACCEPT;
     }
-    std::string path = g_settings->spool_dir + "/msg.XXXXXX";
-    c->msg.fd = mkostemp(path.data(), O_CLOEXEC);
-    if (c->msg.fd < 0)
-        return on_internal_error(ctx, "cannot create spool file in " + g_settings->spool_dir + ": " + strerror(errno));
-    c->msg.spool_path = path;
+    c->msg.spooling = true;
     return SMFIS_CONTINUE;
 }
 
@@ -199,11 +248,22 @@ sfsistat cb_envrcpt(SMFICTX* ctx, char** argv)
     return fine(c, SMFIP_NR_RCPT);
 }
 
+/// DATA is only asked for over TCP, where its reply acknowledges the data
+/// macros before Postfix sends the headers (see protocol_flags).
+sfsistat cb_data(SMFICTX*)
+{
+    return SMFIS_CONTINUE;
+}
+
 sfsistat cb_header(SMFICTX* ctx, char* name, char* value)
 {
     Connection* c = conn_of(ctx);
-    if (!c || c->msg.fd < 0 || !c->msg.failed_why.empty())
+    if (!c || !c->msg.spooling || !c->msg.failed_why.empty())
         return fine(c, SMFIP_NR_HDR);
+    if (strcasecmp(name, "Content-Type") == 0 && c->msg.content_types.size() < 2)
+        c->msg.content_types.emplace_back(value);
+    else if (strcasecmp(name, "Content-Transfer-Encoding") == 0 && c->msg.encodings.size() < 2)
+        c->msg.encodings.emplace_back(value);
     if (!g_settings->rewrite_signed_dkim && strcasecmp(name, "DKIM-Signature") == 0) {
         // Rewriting the body would break the signature; mm-milter belongs before the signer.
         pass_untouched(c->msg, "DKIM-signed (milter.rewrite_signed_dkim = false)");
@@ -219,18 +279,25 @@ sfsistat cb_header(SMFICTX* ctx, char* name, char* value)
     }
     line += "\r\n";
     if (!spool_write(c->msg, line.data(), line.size()))
-        c->msg.failed_why = "cannot write spool file: " + std::string(strerror(errno));   // answered at body/eom
+        c->msg.failed_why = "cannot write spool file in " + g_settings->spool_dir + ": " + strerror(errno);   // answered at body/eom
     return fine(c, SMFIP_NR_HDR);
 }
 
 sfsistat cb_eoh(SMFICTX* ctx)
 {
     Connection* c = conn_of(ctx);
-    if (!c || c->msg.fd < 0 || !c->msg.failed_why.empty())
-        return fine(c, SMFIP_NR_EOH);
-    if (!spool_write(c->msg, "\r\n", 2))
-        c->msg.failed_why = "cannot write spool file: " + std::string(strerror(errno));   // answered at body/eom
-    return fine(c, SMFIP_NR_EOH);
+    if (!c || !c->msg.spooling || !c->msg.failed_why.empty())
+        return SMFIS_CONTINUE;
+    if (headers_rule_out_media(c->msg.content_types, c->msg.encodings)) {
+        // A single text part: accepting now spares Postfix sending the body and
+        // end of message, two round trips and a spool file for most mail.
+        log_outcome(ctx, c->msg, "passed (no media: a single text part)", "headers only");
+        drop_message(c->msg);
+        return SMFIS_ACCEPT;
+    }
+    if (!spool_write(c->msg, "\r\n", 2) || !open_spool(c->msg))
+        c->msg.failed_why = "cannot write spool file in " + g_settings->spool_dir + ": " + strerror(errno);   // answered at body/eom
+    return SMFIS_CONTINUE;
 }
 
 sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
@@ -240,7 +307,7 @@ sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
         return SMFIS_CONTINUE;
     if (!c->msg.failed_why.empty())
         return on_internal_error(ctx, c->msg.failed_why);
-    if (c->msg.fd < 0) {
+    if (!c->msg.spooling) {
         c->msg.size += len;   // passing untouched: counted for the log only
         return SMFIS_CONTINUE;
     }
@@ -251,7 +318,7 @@ sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
         return SMFIS_CONTINUE;
     }
     if (!spool_write(c->msg, chunk, len))
-        return on_internal_error(ctx, "cannot write spool file: " + std::string(strerror(errno)));
+        return on_internal_error(ctx, "cannot write spool file in " + g_settings->spool_dir + ": " + strerror(errno));
     return SMFIS_CONTINUE;
 }
 
@@ -289,7 +356,7 @@ sfsistat cb_eom(SMFICTX* ctx)
     Message& m = c->msg;
     if (!m.failed_why.empty())
         return on_internal_error(ctx, m.failed_why);
-    if (!m.pass_why.empty() || m.fd < 0) {
+    if (!m.pass_why.empty() || !m.spooling) {
         log_outcome(ctx, m, "passed (" + (m.pass_why.empty() ? std::string("no spool") : m.pass_why) + ")",
                     std::to_string(m.size));
         drop_message(m);
@@ -379,6 +446,7 @@ int run_milter(MilterSettings& settings)
     desc.xxfi_connect = cb_connect;
     desc.xxfi_envfrom = cb_envfrom;
     desc.xxfi_envrcpt = cb_envrcpt;
+    desc.xxfi_data = cb_data;
     desc.xxfi_header = cb_header;
     desc.xxfi_eoh = cb_eoh;
     desc.xxfi_body = cb_body;

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <cstdint>
 #include <cstring>
+#include <libmilter/mfapi.h>
 #include <netinet/in.h>
 #include <string>
 #include <sys/socket.h>
@@ -92,6 +93,66 @@ inline bool address_in(const sockaddr* sa, const std::vector<Cidr>& nets)
         if (n.family == family && prefix_equal(a, n.addr, n.prefix))
             return true;
     return false;
+}
+
+/// Lowercased first token of a header value (the MIME type of a Content-Type,
+/// the name of a Content-Transfer-Encoding), without parameters or comments.
+inline std::string header_token(const std::string& value)
+{
+    size_t i = 0;
+    while (i < value.size() && (value[i] == ' ' || value[i] == '\t' || value[i] == '\r' || value[i] == '\n'))
+        ++i;
+    std::string t;
+    for (; i < value.size(); ++i) {
+        char ch = value[i];
+        if (ch == ';' || ch == '(' || ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
+            break;
+        t += static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+    }
+    return t;
+}
+
+/// True when the top-level header lines alone prove the message holds no
+/// media: a single text part (RFC 2045 default text/plain when Content-Type is
+/// absent) that is not base64. Anything else (multipart, message/*, any other
+/// type, a repeated or unparsable header) needs the body. Lets mm-milter accept
+/// plain mail at end of headers, so Postfix does not send it the body at all.
+/// content_types / encodings: the values of every top-level header of that name.
+inline bool headers_rule_out_media(const std::vector<std::string>& content_types,
+                                   const std::vector<std::string>& encodings)
+{
+    if (content_types.size() > 1 || encodings.size() > 1)
+        return false;
+    if (!encodings.empty() && header_token(encodings[0]) == "base64")
+        return false;
+    if (content_types.empty())
+        return true;
+    std::string type = header_token(content_types[0]);
+    size_t slash = type.find('/');
+    return slash == 4 && type.compare(0, 5, "text/") == 0 && type.size() > 5 &&
+           type.find('/', slash + 1) == std::string::npos;
+}
+
+/// Which milter events get no reply (SMFIP_NR_*) and which are not sent at all
+/// (SMFIP_NO*). On a unix socket every reply saved is a round trip saved. Over
+/// TCP it is the other way round: an event Postfix sends without waiting for a
+/// reply stays unacknowledged, the milter's side delays its ACK (40 ms on
+/// Linux), and Postfix's next small write waits for it under Nagle's algorithm
+/// (Postfix sets no TCP_NODELAY) -- one 40 ms stall per message, measured with
+/// strace. Replies carry the ACK, so over TCP every event that Postfix may send
+/// on its own is answered; only headers and end of headers, which Postfix sends
+/// in one write together with the first body chunk that does wait, go unanswered.
+/// End of headers is always answered: that is where plain mail is accepted.
+struct ProtocolFlags {
+    unsigned long skip;       // events not sent
+    unsigned long no_reply;   // events sent without a reply
+};
+inline ProtocolFlags protocol_flags(const std::string& socket_spec)
+{
+    bool tcp = socket_spec.compare(0, 5, "inet:") == 0 || socket_spec.compare(0, 6, "inet6:") == 0;
+    if (tcp)
+        return {SMFIP_NOHELO | SMFIP_NOUNKNOWN, SMFIP_NR_HDR};
+    return {SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA, SMFIP_NR_CONN | SMFIP_NR_RCPT | SMFIP_NR_HDR};
 }
 
 } // namespace mm

@@ -63,5 +63,5 @@ printf '\r\n' >>"$MM_TMP/plain-as-sent.eml"
 cmp -s <(mm_body_of "$MM_TMP/plain-as-sent.eml") <(mm_body_of "$plain") || mm_fail "plain mail body changed"
 mm_log "a mail without media passed milter and fetcher with a byte-identical body"
 
-grep -q 'passed (no media)' "$MM_TMP/mm-milter.log" || mm_fail "milter did not log the pass"
+grep -q 'passed (no media' "$MM_TMP/mm-milter.log" || mm_fail "milter did not log the pass"
 echo "e2e: 1 passed, 0 failed"

@@ -628,3 +628,91 @@ TEST_CASE("milter.trusted_networks: CIDR parsing and matching")
     }
     CHECK_FALSE(mm::address_in(nullptr, nets));
 }
+
+TEST_CASE("milter: top-level headers that rule out media, and nothing else")
+{
+    using V = std::vector<std::string>;
+    CHECK(mm::headers_rule_out_media({}, {}));                                 // RFC 2045 default text/plain
+    CHECK(mm::headers_rule_out_media({"text/plain; charset=utf-8"}, {}));
+    CHECK(mm::headers_rule_out_media({" TEXT/HTML"}, {"quoted-printable"}));
+    CHECK(mm::headers_rule_out_media({"text/plain"}, {"7bit (comment)"}));
+    CHECK_FALSE(mm::headers_rule_out_media({"text/plain"}, {"BASE64"}));      // decoded bytes could sniff as video
+    CHECK_FALSE(mm::headers_rule_out_media({}, {" base64 "}));
+    CHECK_FALSE(mm::headers_rule_out_media({"multipart/mixed; boundary=x"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"message/rfc822"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"video/mp4"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"application/octet-stream"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"text/plain", "multipart/mixed; boundary=x"}, {}));   // which one wins is the parser's
+    CHECK_FALSE(mm::headers_rule_out_media({"text/plain"}, {"7bit", "base64"}));
+    CHECK_FALSE(mm::headers_rule_out_media({""}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"text"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"text/"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"text/plain/x"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"textual/plain"}, {}));
+    CHECK_FALSE(mm::headers_rule_out_media({"multipart/mixed"}, V{}));
+
+    // Over TCP every event Postfix may send unanswered gets a reply (Nagle and
+    // delayed ACK); on a unix socket replies are saved where possible.
+    auto tcp = mm::protocol_flags("inet:8891@127.0.0.1");
+    CHECK((tcp.no_reply & (SMFIP_NR_CONN | SMFIP_NR_RCPT | SMFIP_NR_EOH)) == 0);
+    CHECK((tcp.skip & SMFIP_NODATA) == 0);
+    CHECK((mm::protocol_flags("inet6:8891@[::1]").skip & SMFIP_NODATA) == 0);
+    auto local = mm::protocol_flags("unix:/run/mm.sock");
+    CHECK((local.no_reply & SMFIP_NR_RCPT) != 0);
+    CHECK((local.skip & SMFIP_NODATA) != 0);
+    CHECK((local.no_reply & SMFIP_NR_EOH) == 0);   // end of headers is where plain mail is accepted
+}
+
+TEST_CASE("corpus: a message whose top-level headers rule out media never has any detached")
+{
+    std::vector<std::string> files = corpus_files();
+    if (files.empty())
+        return;
+    unsigned ruled_out = 0;
+    for (const auto& f : files) {
+        CAPTURE(f);
+        // The top-level header fields, unfolded, as Postfix hands them to the milter.
+        std::string text = read_file(f);
+        std::vector<std::string> types, encodings;
+        std::string field;
+        auto take = [&] {
+            size_t colon = field.find(':');
+            if (colon != std::string::npos) {
+                std::string name = field.substr(0, colon);
+                if (strcasecmp(name.c_str(), "Content-Type") == 0)
+                    types.push_back(field.substr(colon + 1));
+                else if (strcasecmp(name.c_str(), "Content-Transfer-Encoding") == 0)
+                    encodings.push_back(field.substr(colon + 1));
+            }
+            field.clear();
+        };
+        size_t pos = 0;
+        while (pos < text.size()) {
+            size_t nl = text.find('\n', pos);
+            std::string line = text.substr(pos, (nl == std::string::npos ? text.size() : nl) - pos);
+            pos = nl == std::string::npos ? text.size() : nl + 1;
+            if (!line.empty() && line.back() == '\r')
+                line.pop_back();
+            if (line.empty())
+                break;
+            if (line[0] == ' ' || line[0] == '\t')
+                field += line;
+            else {
+                take();
+                field = line;
+            }
+        }
+        take();
+        if (!mm::headers_rule_out_media(types, encodings))
+            continue;
+        ++ruled_out;
+        mm::DetachPolicy all;
+        all.min_size = 1;
+        all.types = {"*/*"};
+        TempDir t;
+        FileSink sink(t.path);
+        CHECK(detach_message(f, t.path + "/out.eml", all, sink).detached == 0);
+    }
+    MESSAGE("corpus: " << ruled_out << " of " << files.size() << " messages accepted at end of headers");
+    CHECK(ruled_out > 0);
+}
