@@ -407,42 +407,46 @@ uint64_t body_offset(const InFile& in)
     return in.size();
 }
 
-/// Follows the encoded text of a base64 body to learn whether it has the regular
-/// layout (equal lines of a multiple of 4 characters, one kind of line ending,
-/// canonical padding) that lets a receiver re-encode it byte for byte.
-class LayoutScan {
+/// Decodes a base64 body as it streams past and learns whether it has the
+/// regular layout (equal lines of a multiple of 4 characters, one kind of line
+/// ending, canonical padding) that lets a receiver re-encode it byte for byte.
+///
+/// Most bodies are regular, so a line that starts with nothing pending and
+/// holds only alphabet characters, a multiple of 4 of them, is decoded by
+/// table four characters at a time (which also validates them). Every other
+/// line -- padding, odd lengths, stray characters, a line split across two
+/// reads -- takes the byte-at-a-time path with GMime's decoder, whose output
+/// is the same for clean quads; the layout rules are the same on both paths.
+class Base64Body {
 public:
-    void feed(const char* p, size_t n)
+    Base64Body()
     {
-        for (size_t i = 0; i < n; ++i) {
-            char c = p[i];
-            if (c == '\n') {
-                std::string e = prev_cr_ ? "\r\n" : "\n";
-                if (eol_.empty())
-                    eol_ = e;
-                else if (eol_ != e)
-                    regular_ = false;
-                end_line();
-                prev_cr_ = false;
-                ended_with_eol_ = true;
-                continue;
+        static const Table table;
+        t_ = table.v;
+    }
+
+    /// Decodes the next encoded bytes, appending to `out`.
+    void feed(const char* p, size_t n, std::string& out)
+    {
+        size_t i = 0;
+        while (i < n) {
+            if (regular_ && cur_ == 0 && !prev_cr_ && !saw_pad_ && state_ == 0) {
+                const char* nl = static_cast<const char*>(memchr(p + i, '\n', n - i));
+                if (nl) {
+                    size_t len = static_cast<size_t>(nl - (p + i));
+                    bool cr = len > 0 && nl[-1] == '\r';
+                    size_t chars = cr ? len - 1 : len;
+                    if (chars > 0 && chars % 4 == 0 && decode_clean(p + i, chars, out)) {
+                        cur_ = chars;
+                        chars_ += chars;
+                        memcpy(last4_, p + i + chars - 4, 4);   // chars_ % 4 == 0: ring order is plain order
+                        line_end(cr);
+                        i += len + 1;
+                        continue;
+                    }
+                }
             }
-            if (prev_cr_)
-                regular_ = false;   // a bare CR
-            if (c == '\r') {
-                prev_cr_ = true;
-                continue;
-            }
-            ended_with_eol_ = false;
-            if (saw_pad_ && c != '=')
-                regular_ = false;
-            if (c == '=')
-                saw_pad_ = true;
-            else if (!(g_ascii_isalnum(c) || c == '+' || c == '/'))
-                regular_ = false;
-            ++cur_;
-            ++chars_;
-            last4_[(chars_ - 1) % 4] = c;
+            i += slow_line(p + i, n - i, out);
         }
     }
 
@@ -470,10 +474,95 @@ public:
 
     bool regular() const { return regular_; }
     unsigned line_len() const { return static_cast<unsigned>(line_len_); }
-    const std::string& eol() const { return eol_; }
+    std::string eol() const { return eol_ == Eol::crlf ? "\r\n" : eol_ == Eol::lf ? "\n" : ""; }
     bool final_eol() const { return final_eol_; }
 
 private:
+    enum class Eol { none, lf, crlf };
+    struct Table {
+        unsigned char v[256];
+        Table()
+        {
+            memset(v, 0x80, sizeof v);
+            const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            for (unsigned char k = 0; k < 64; ++k)
+                v[static_cast<unsigned char>(abc[k])] = k;
+        }
+    };
+
+    /// Decodes `chars` (a multiple of 4) alphabet characters; false, with `out`
+    /// as it was, if any character is not in the alphabet (padding included).
+    bool decode_clean(const char* p, size_t chars, std::string& out)
+    {
+        size_t at = out.size();
+        out.resize(at + chars / 4 * 3);
+        auto* o = reinterpret_cast<unsigned char*>(out.data() + at);
+        const auto* q = reinterpret_cast<const unsigned char*>(p);
+        unsigned bad = 0;
+        for (size_t k = 0; k < chars; k += 4, q += 4, o += 3) {
+            unsigned a = t_[q[0]], b = t_[q[1]], c = t_[q[2]], d = t_[q[3]];
+            bad |= a | b | c | d;
+            o[0] = static_cast<unsigned char>(a << 2 | b >> 4);
+            o[1] = static_cast<unsigned char>(b << 4 | c >> 2);
+            o[2] = static_cast<unsigned char>(c << 6 | d);
+        }
+        if (bad & 0x80) {
+            out.resize(at);
+            return false;
+        }
+        return true;
+    }
+
+    /// The byte-at-a-time path for one line (through its '\n') or the rest of
+    /// the input; returns the bytes consumed.
+    size_t slow_line(const char* p, size_t n, std::string& out)
+    {
+        const char* nl = static_cast<const char*>(memchr(p, '\n', n));
+        size_t len = nl ? static_cast<size_t>(nl - p) + 1 : n;
+        for (size_t i = 0; i < len; ++i) {
+            char c = p[i];
+            if (c == '\n') {
+                line_end(prev_cr_);
+                continue;
+            }
+            if (prev_cr_)
+                regular_ = false;   // a bare CR
+            if (c == '\r') {
+                prev_cr_ = true;
+                continue;
+            }
+            ended_with_eol_ = false;
+            if (saw_pad_ && c != '=')
+                regular_ = false;
+            if (c == '=')
+                saw_pad_ = true;
+            else if (t_[static_cast<unsigned char>(c)] & 0x80)
+                regular_ = false;
+            ++cur_;
+            ++chars_;
+            last4_[(chars_ - 1) % 4] = c;
+        }
+        size_t at = out.size();
+        out.resize(at + len / 4 * 3 + 8);
+        size_t m = g_mime_encoding_base64_decode_step(reinterpret_cast<const unsigned char*>(p), len,
+                                                      reinterpret_cast<unsigned char*>(out.data() + at), &state_,
+                                                      &save_);
+        out.resize(at + m);
+        return len;
+    }
+
+    void line_end(bool cr)
+    {
+        Eol e = cr ? Eol::crlf : Eol::lf;
+        if (eol_ == Eol::none)
+            eol_ = e;
+        else if (eol_ != e)
+            regular_ = false;
+        end_line();
+        prev_cr_ = false;
+        ended_with_eol_ = true;
+    }
+
     void end_line()
     {
         ++lines_;
@@ -488,43 +577,38 @@ private:
         }
         cur_ = 0;
     }
+
+    const unsigned char* t_;
     uint64_t cur_ = 0, line_len_ = 0, lines_ = 0, chars_ = 0;
     bool prev_cr_ = false, ended_with_eol_ = false, short_seen_ = false, saw_pad_ = false;
     bool regular_ = true, final_eol_ = false;
-    std::string eol_;
+    Eol eol_ = Eol::none;
     char last4_[4] = {0, 0, 0, 0};
+    int state_ = 0;       // GMime's decoder state, carried between slow lines
+    guint32 save_ = 0;
 };
 
-/// Streams decoded base64 from a byte range.
-class Base64Reader {
+/// Streams the raw bytes of a range of the input.
+class RangeReader {
 public:
-    Base64Reader(const InFile& in, uint64_t from, uint64_t to) : in_(in), pos_(from), end_(to) {}
-    /// Decodes the next chunk into out; returns false at the end. `raw` gets the
-    /// encoded bytes that were consumed.
-    bool next(std::string& out, std::string_view& raw)
+    RangeReader(const InFile& in, uint64_t from, uint64_t to) : in_(in), pos_(from), end_(to) {}
+    /// The next chunk, empty at the end of the range.
+    std::string_view next()
     {
         if (pos_ >= end_)
-            return false;
-        size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof in_buf_, end_ - pos_));
-        size_t n = in_.pread_some(in_buf_, want, pos_);
+            return {};
+        size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof buf_, end_ - pos_));
+        size_t n = in_.pread_some(buf_, want, pos_);
         if (n == 0)
             throw std::runtime_error("unexpected end of " + in_.path());
         pos_ += n;
-        out.resize(n / 4 * 3 + 8);
-        size_t m = g_mime_encoding_base64_decode_step(reinterpret_cast<unsigned char*>(in_buf_), n,
-                                                      reinterpret_cast<unsigned char*>(out.data()), &state_,
-                                                      &save_);
-        out.resize(m);
-        raw = std::string_view(in_buf_, n);
-        return true;
+        return std::string_view(buf_, n);
     }
 
 private:
     const InFile& in_;
     uint64_t pos_, end_;
-    int state_ = 0;
-    guint32 save_ = 0;
-    char in_buf_[kIoBuffer];
+    char buf_[kIoBuffer];
 };
 
 /// Decoded size of a base64 body: its alphabet characters (padding excluded)
@@ -618,11 +702,12 @@ DetachResult detach_message(const std::string& in_path, const std::string& out_p
         std::string type = part_type(leaf.part);
         bool match = type_matches(type, policy.types);
         if (!match && policy.sniff) {
-            Base64Reader rd(in, leaf.body_start, std::min(leaf.body_end, leaf.body_start + kSniffBytes));
+            RangeReader rd(in, leaf.body_start, std::min(leaf.body_end, leaf.body_start + kSniffBytes));
             std::string dec;
-            std::string_view raw;
-            if (rd.next(dec, raw))
-                match = !sniff_media(reinterpret_cast<const unsigned char*>(dec.data()), dec.size()).empty();
+            Base64Body b64;
+            std::string_view raw = rd.next();
+            b64.feed(raw.data(), raw.size(), dec);
+            match = !sniff_media(reinterpret_cast<const unsigned char*>(dec.data()), dec.size()).empty();
         }
         if (!match)
             continue;
@@ -662,13 +747,13 @@ DetachResult detach_message(const std::string& in_path, const std::string& out_p
 
         auto out = sink.begin(h.type, h.name);
         Sha256 sha;
-        LayoutScan layout;
-        Base64Reader rd(in, leaf.body_start, leaf.body_end);
+        Base64Body layout;
+        RangeReader rd(in, leaf.body_start, leaf.body_end);
         std::string dec, tail;
-        std::string_view raw;
         uint64_t size = 0;
-        while (rd.next(dec, raw)) {
-            layout.feed(raw.data(), raw.size());
+        for (std::string_view raw = rd.next(); !raw.empty(); raw = rd.next()) {
+            dec.clear();
+            layout.feed(raw.data(), raw.size(), dec);
             sha.update(dec.data(), dec.size());
             out->write(dec.data(), dec.size());
             size += dec.size();
