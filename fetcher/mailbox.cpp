@@ -1,8 +1,11 @@
-// mailbox.cpp - upstream mailbox to presented files: the cache (cache_dir/msg/<key>.eml,
-// cache_dir/media/<sha256>), handle resolution and the held-back rule. RFC 1939 UIDL/LIST.
+// mailbox.cpp - upstream mailbox to what the client sees: cache copies of plain mail
+// (cache_dir/msg/<key>.msg, cache.h), presented files with media re-inserted
+// (msg/<key>.eml, durable), raw copies of held-back mail (msg/<key>.raw, durable),
+// handle resolution and the held-back rule. RFC 1939 UIDL/LIST.
 // Config keys: fetcher.cache_dir, fetcher.max_size (through SyncOptions).
 #include "mailbox.h"
 
+#include "cache.h"
 #include "config.h"
 #include "log.h"
 #include "rewrite.h"
@@ -14,6 +17,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <memory>
 #include <set>
 #include <strings.h>
 #include <ctime>
@@ -100,74 +104,33 @@ std::string read_header_block(const std::string& path)
     return out;
 }
 
-/// Whether the file contains "X-Media-Handle" in any letter case. Location parts
-/// are found by that header name, which MIME cannot encode: without the bytes
-/// there is nothing to resolve, and the GMime walk (most of a first login's
-/// cost for plain mail) is skipped. On a read error: true, let the walk decide.
-bool may_have_handles(const std::string& path)
+/// fsync of a file by name, then rename, then fsync of its directory: for files
+/// a later login cannot rebuild from upstream alone.
+bool durable_rename(const std::string& from, const std::string& to, bool file_synced)
 {
-    static const char kName[] = "x-media-handle";
-    constexpr size_t kLen = sizeof kName - 1;
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f)
-        return true;
-    char buf[65536 + kLen];
-    size_t keep = 0, n;
-    bool found = false;
-    while (!found && (n = fread(buf + keep, 1, sizeof buf - keep, f)) > 0) {
-        size_t len = keep + n;
-        for (size_t i = keep; i < len; ++i)
-            buf[i] = static_cast<char>(buf[i] | ((buf[i] >= 'A' && buf[i] <= 'Z') ? 0x20 : 0));   // ASCII only, inline
-        found = memmem(buf, len, kName, kLen) != nullptr;
-        // Carry the tail over so that a name split between two reads is seen.
-        keep = std::min(len, kLen - 1);
-        memmove(buf, buf + len - keep, keep);
+    if (!file_synced) {
+        int fd = open(from.c_str(), O_RDONLY | O_CLOEXEC);
+        bool ok = fd >= 0 && fsync(fd) == 0;
+        if (fd >= 0)
+            ::close(fd);
+        if (!ok)
+            return false;
     }
-    bool err = ferror(f) != 0;
-    fclose(f);
-    return found || err;
+    return rename(from.c_str(), to.c_str()) == 0 && fsync_dir_of(to);
 }
 
-/// Makes sure the presented file for one message exists. `raw` is the cache path
-/// for the RETR'd bytes, `presented` the file the client will see. Media not yet
-/// verified hold the message back (the downloader works on it in the background)
-/// until fetcher.hold_max after the message was first read.
-Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const std::string& user,
-                    const SyncOptions& opt, SyncStats& stats, bool raw_fresh, std::string& why)
+/// Makes the presented file of a message whose raw copy (base + ".raw", RETR'd
+/// bytes naming location parts) exists. Media not yet verified hold the message
+/// back (the downloader works on it in the background) until fetcher.hold_max
+/// after the message was first read. The raw copy is durable (made so when
+/// fetched): later logins build on it.
+Outcome present_raw(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why)
 {
     const std::string presented = base + ".eml";
     const std::string raw = base + ".raw";
-    uint64_t sz = 0;
-    if (file_size(presented, sz))
-        return Outcome::shown;
-
-    bool fresh_raw = raw_fresh;   // written in this login, not yet on disk for sure
-    if (!file_size(raw, sz)) {
-        fresh_raw = true;
-        const std::string tmp = raw + ".tmp" + random_hex(4);
-        uint64_t written = 0;
-        std::string err;
-        auto r = up.retr_to_file(num, tmp, opt.max_size, written, err, false);
-        stats.fetched_bytes += written;
-        if (r == Upstream::Fetch::io) {
-            why = err;
-            return Outcome::io;
-        }
-        if (r != Upstream::Fetch::ok) {
-            why = err;
-            return Outcome::held;
-        }
-        if (rename(tmp.c_str(), raw.c_str()) != 0) {
-            unlink(tmp.c_str());
-            why = std::string("rename: ") + std::strerror(errno);
-            return Outcome::held;
-        }
-    }
-
     std::vector<FoundHandle> found;
     try {
-        if (may_have_handles(raw))
-            found = find_handles(raw);
+        found = find_handles(raw);
     } catch (const std::exception& e) {
         // A message GMime cannot walk is still a message: show it as it came
         // rather than hide mail from its recipient.
@@ -214,34 +177,19 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
         struct stat st;
         bool expired = stat(raw.c_str(), &st) == 0 &&
                        time(nullptr) - st.st_mtime >= static_cast<time_t>(opt.hold_max.count());
-        if (!expired) {
-            // A later login builds the presented file from this raw copy: it must
-            // survive a crash whole (the login's single flush only covers shown mail).
-            if (fresh_raw) {
-                int fd = open(raw.c_str(), O_RDONLY | O_CLOEXEC);
-                if (fd < 0 || fsync(fd) != 0) {
-                    if (fd >= 0)
-                        ::close(fd);
-                    unlink(raw.c_str());
-                    why = "cannot flush " + raw;
-                    return Outcome::held;
-                }
-                ::close(fd);
-                fsync_dir_of(raw);
-            }
+        if (!expired)
             return busy ? Outcome::pending : Outcome::held;
-        }
         log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
     }
 
     const std::string tmp = presented + ".tmp" + random_hex(4);
     if (!any) {
-        // No media: the presented file is the raw message, byte for byte (already CRLF).
-        if (rename(raw.c_str(), presented.c_str()) != 0) {
-            why = std::string("rename: ") + std::strerror(errno);
+        // No media: the presented file is the raw message, byte for byte (already
+        // CRLF), and as durable as the raw copy was.
+        if (rename(raw.c_str(), presented.c_str()) != 0 || !fsync_dir_of(presented)) {
+            why = std::string("cannot keep ") + raw + ": " + std::strerror(errno);
             return Outcome::held;
         }
-        stats.written = true;
         return Outcome::shown;
     }
     const std::string rebuilt = presented + ".rebuilt" + random_hex(4);
@@ -259,12 +207,12 @@ Outcome present_one(Upstream& up, uint64_t num, const std::string& base, const s
     }
     bool norm = normalise_crlf(rebuilt, tmp);
     unlink(rebuilt.c_str());
-    if (!norm || rename(tmp.c_str(), presented.c_str()) != 0) {
+    // Durable before the raw copy goes: re-inserting a big video again costs minutes.
+    if (!norm || !durable_rename(tmp, presented, false)) {
         unlink(tmp.c_str());
         why = "cannot write presented file";
         return Outcome::held;
     }
-    stats.written = true;
     unlink(raw.c_str());
     return Outcome::shown;
 }
@@ -415,6 +363,53 @@ bool prepare_cache(const std::string& cache_dir, std::string& err)
     return true;
 }
 
+namespace {
+
+/// What one upstream message is to this login, found before anything is fetched.
+enum class Found { no_uidl, copy, presented, raw, fetch, as_is, refused };
+
+struct Item {
+    uint64_t num = 0, list_size = 0;
+    const std::string* uidl = nullptr;
+    std::string key, base;
+    Found found = Found::fetch;
+    uint64_t size = 0;   // octets of the copy or presented file
+};
+
+/// Stores a finished CacheSink's file under its name: a cache copy as .msg
+/// (never flushed: checked before each use instead), a message naming location
+/// parts as the durable raw copy that present_raw and later logins build on.
+void keep_fetched(CacheSink& sink, Item& it, std::string& why)
+{
+    if (!sink.handle_name()) {
+        if (rename(sink.path().c_str(), (it.base + ".msg").c_str()) == 0) {
+            it.found = Found::copy;
+            it.size = sink.size();
+            return;
+        }
+        why = std::string("rename: ") + std::strerror(errno);
+    } else {
+        std::string from = sink.path();
+        bool ok = true;
+        if (sink.with_header()) {
+            // Only a message too big for one write has the header here.
+            from = it.base + ".raw" + sink.path().substr(sink.path().rfind(".tmp"));
+            ok = copy_cache_content(sink.path(), from);
+            unlink(sink.path().c_str());
+        }
+        if (ok && durable_rename(from, it.base + ".raw", false)) {
+            it.found = Found::raw;
+            return;
+        }
+        unlink(from.c_str());
+        why = "cannot keep the raw copy";
+    }
+    unlink(sink.path().c_str());
+    it.found = Found::refused;
+}
+
+} // namespace
+
 bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
                  std::vector<ShownMessage>& shown, SyncStats& stats, std::string& err)
 {
@@ -442,110 +437,189 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         err = "upstream LIST failed";
         return false;
     }
-    std::vector<uint64_t> nums;
+    std::vector<Item> items;
+    items.reserve(lines.size());
     for (const auto& l : lines) {
-        uint64_t n, size;
+        Item it;
         std::string v;
-        if (!parse_listing(l, n, v) || !parse_u64(v, size)) {
+        if (!parse_listing(l, it.num, v) || !parse_u64(v, it.list_size)) {
             err = "bad LIST line from upstream: " + printable(l);
             return false;
         }
-        nums.push_back(n);
+        items.push_back(std::move(it));
+    }
+    // What is there already: one stat for a message read before (most logins),
+    // three for a new one.
+    std::vector<size_t> need;
+    for (size_t i = 0; i < items.size(); ++i) {
+        Item& it = items[i];
+        auto u = uidls.find(it.num);
+        if (u == uidls.end()) {
+            it.found = Found::no_uidl;
+            continue;
+        }
+        it.uidl = &u->second;
+        it.key = cache_key(opt.upstream_id, user, u->second);
+        it.base = opt.cache_dir + "/msg/" + it.key;
+        uint64_t sz = 0;
+        if (file_size(it.base + ".msg", sz) && sz >= kCacheHeaderLen) {
+            it.found = Found::copy;
+            it.size = sz - kCacheHeaderLen;
+        } else if (file_size(it.base + ".eml", sz)) {
+            it.found = Found::presented;
+            it.size = sz;
+        } else if (file_size(it.base + ".raw", sz)) {
+            it.found = Found::raw;
+        } else if (it.list_size > opt.max_size) {
+            it.found = Found::as_is;   // not even RETR'd: LIST says it is over fetcher.max_size
+        } else {
+            need.push_back(i);
+        }
     }
     // A first login over a big mailbox is mostly upstream round trips: with
-    // PIPELINING (RFC 2449) the RETRs of messages not yet cached go out in windows.
-    std::set<uint64_t> fresh;
-    {
-        std::vector<uint64_t> need;
-        std::vector<std::string> raws;
-        for (uint64_t n : nums) {
-            auto it = uidls.find(n);
-            if (it == uidls.end())
-                continue;
-            std::string base = opt.cache_dir + "/msg/" + cache_key(opt.upstream_id, user, it->second);
-            uint64_t sz;
-            if (!file_size(base + ".eml", sz) && !file_size(base + ".raw", sz)) {
-                need.push_back(n);
-                raws.push_back(base + ".raw");
-            }
-        }
-        bool pipelining = false;
-        if (need.size() > 1)
-            for (const auto& c : up.capabilities())
-                pipelining = pipelining || c == "PIPELINING";
-        constexpr size_t kWindow = 32;
-        for (size_t from = 0; pipelining && from < need.size(); from += kWindow) {
-            size_t to = std::min(need.size(), from + kWindow);
-            std::vector<uint64_t> batch(need.begin() + from, need.begin() + to);
-            std::vector<std::string> tmps;
-            for (size_t i = from; i < to; ++i)
-                tmps.push_back(raws[i] + ".tmp" + random_hex(4));
-            std::vector<Upstream::Fetch> results;
-            uint64_t written = 0;
-            bool ok = up.retr_many(batch, tmps, opt.max_size, results, written, err);
-            stats.fetched_bytes += written;
-            for (size_t i = 0; i < batch.size(); ++i) {
-                if (ok && results[i] == Upstream::Fetch::ok && rename(tmps[i].c_str(), raws[from + i].c_str()) == 0)
-                    fresh.insert(batch[i]);
-                else
-                    unlink(tmps[i].c_str());
-            }
-            if (!ok)
-                return false;
-        }
-    }
-    for (uint64_t n : nums) {
+    // PIPELINING (RFC 2449) the RETRs go out in windows of 32, else one by one.
+    bool pipelining = false;
+    if (need.size() > 1)
+        for (const auto& c : up.capabilities())
+            pipelining = pipelining || c == "PIPELINING";
+    const size_t window = pipelining ? 32 : 1;
+    // One random tag per login keeps the temporary names of two logins at once apart.
+    const std::string tag = ".tmp" + random_hex(4);
+    for (size_t from = 0; from < need.size(); from += window) {
         if (opt.stop && opt.stop->load()) {
             err = "shutting down";
             return false;
         }
-        auto it = uidls.find(n);
-        if (it == uidls.end()) {
-            ++stats.held;
-            log_warning("message " + std::to_string(n) + " has no UIDL; held back");
-            continue;
+        size_t to = std::min(need.size(), from + window);
+        std::vector<std::unique_ptr<CacheSink>> sinks;
+        std::vector<RetrSink*> ptrs;
+        std::vector<uint64_t> nums;
+        for (size_t j = from; j < to; ++j) {
+            const Item& it = items[need[j]];
+            sinks.push_back(std::make_unique<CacheSink>(it.base + tag, it.key));
+            ptrs.push_back(sinks.back().get());
+            nums.push_back(it.num);
         }
-        std::string base = opt.cache_dir + "/msg/" + cache_key(opt.upstream_id, user, it->second);
-        std::string why;
-        Outcome o = present_one(up, n, base, user, opt, stats, fresh.count(n) > 0, why);
-        if (o == Outcome::io) {
-            err = why;
+        std::vector<Upstream::Fetch> results;
+        uint64_t written = 0;
+        bool ok = up.retr_many(nums, ptrs, opt.max_size, results, written, err);
+        stats.fetched_bytes += written;
+        if (!ok)
+            return false;
+        for (size_t j = from; j < to; ++j) {
+            Item& it = items[need[j]];
+            std::string why;
+            switch (results[j - from]) {
+            case Upstream::Fetch::ok:
+                keep_fetched(*sinks[j - from], it, why);
+                break;
+            case Upstream::Fetch::too_big:
+                it.found = Found::as_is;   // LIST said less than RETR brought
+                break;
+            default:
+                it.found = Found::refused;
+                why = err;
+                break;
+            }
+            if (it.found == Found::refused)
+                log_info("held back uidl=" + printable(*it.uidl) + ": " + printable(why));
+        }
+    }
+    for (const Item& it : items) {
+        if (opt.stop && opt.stop->load()) {
+            err = "shutting down";
             return false;
         }
-        if (o == Outcome::held || o == Outcome::pending) {
-            ++stats.held;
-            stats.pending += o == Outcome::pending ? 1 : 0;
-            // Pending media is retried every login_wait tick: keep that out of info.
-            log(o == Outcome::pending ? LogLevel::debug : LogLevel::info,
-                "held back uidl=" + printable(it->second) + ": " + why);
-            continue;
-        }
         ShownMessage m;
-        m.upstream_num = n;
-        m.uidl = it->second;
-        m.path = base + ".eml";
-        if (!file_size(m.path, m.size)) {
+        m.upstream_num = it.num;
+        m.key = it.key;
+        switch (it.found) {
+        case Found::no_uidl:
+            ++stats.held;
+            log_warning("message " + std::to_string(it.num) + " has no UIDL; held back");
+            continue;
+        case Found::refused:
+        case Found::fetch:
             ++stats.held;
             continue;
+        case Found::copy:
+            m.source = ShownMessage::Source::copy;
+            m.path = it.base + ".msg";
+            m.size = it.size;
+            break;
+        case Found::presented:
+            m.path = it.base + ".eml";
+            m.size = it.size;
+            break;
+        case Found::as_is:
+            // Shown as upstream has it, location parts and links included: the
+            // fetcher keeps no copy, RETR relays upstream's answer.
+            m.source = ShownMessage::Source::as_is;
+            m.size = it.list_size;
+            break;
+        case Found::raw: {
+            std::string why;
+            Outcome o = present_raw(it.base, user, opt, why);
+            if (o != Outcome::shown) {
+                ++stats.held;
+                stats.pending += o == Outcome::pending ? 1 : 0;
+                // Pending media is retried every login_wait tick: keep that out of info.
+                log(o == Outcome::pending ? LogLevel::debug : LogLevel::info,
+                    "held back uidl=" + printable(*it.uidl) + ": " + why);
+                continue;
+            }
+            m.path = it.base + ".eml";
+            if (!file_size(m.path, m.size)) {
+                ++stats.held;
+                continue;
+            }
+            break;
         }
+        }
+        m.uidl = *it.uidl;
         shown.push_back(std::move(m));
         ++stats.shown;
     }
-    // Durable before visible, in one flush: every file written above reaches the
-    // disk before the client is told the messages exist (a file per message with
-    // its own fsync made a first login over 500 mails 40x slower than Dovecot).
-    if (stats.written) {
-        int fd = open(opt.cache_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        bool ok = fd >= 0 && syncfs(fd) == 0;
-        if (fd >= 0)
-            ::close(fd);
-        if (!ok) {
-            err = "cannot flush " + opt.cache_dir + ": " + std::strerror(errno);
-            return false;
-        }
-        stats.written = false;
-    }
     return true;
+}
+
+int open_copy(Upstream& up, const ShownMessage& m, const SyncOptions& opt, std::string& why)
+{
+    uint64_t size = 0;
+    int fd = open_cache_copy(m.path, m.key, size, why);
+    if (fd >= 0 && size == m.size)
+        return fd;
+    if (fd >= 0) {
+        ::close(fd);
+        why = "size differs from LIST";
+    }
+    log_warning("cache copy of uidl=" + printable(m.uidl) + " unusable (" + why + "): fetched again");
+    // The same message from upstream gives the same octets: fetch, keep, reopen.
+    CacheSink sink(m.path + ".tmp" + random_hex(4), m.key);
+    std::vector<Upstream::Fetch> results;
+    uint64_t written = 0;
+    std::string err;
+    if (!up.retr_many({m.upstream_num}, {&sink}, opt.max_size, results, written, err)) {
+        why = "upstream: " + err;
+        return -1;
+    }
+    if (results[0] != Upstream::Fetch::ok || sink.handle_name()) {
+        unlink(sink.path().c_str());
+        why = results[0] == Upstream::Fetch::ok ? "message changed upstream" : err;
+        return -1;
+    }
+    if (rename(sink.path().c_str(), m.path.c_str()) != 0) {
+        unlink(sink.path().c_str());
+        why = std::string("rename: ") + std::strerror(errno);
+        return -1;
+    }
+    fd = open_cache_copy(m.path, m.key, size, why);
+    if (fd >= 0 && size != m.size) {
+        ::close(fd);
+        why = "fetched again, size differs from LIST";
+        return -1;
+    }
+    return fd;
 }
 
 bool poll_mailbox(const UpstreamConfig& cfg, const SyncOptions& opt, const std::string& user,

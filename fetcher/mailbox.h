@@ -20,8 +20,13 @@ namespace mm {
 struct ShownMessage {
     uint64_t upstream_num = 0;
     std::string uidl;
-    std::string path;    // the presented file, CRLF line endings
-    uint64_t size = 0;   // exact octets of that file
+    std::string key;     // cache_key() of the message
+    std::string path;    // the presented file, CRLF line endings; "" when as_is
+    uint64_t size = 0;   // exact octets RETR sends (for as_is: upstream's LIST size)
+    /// How RETR finds the octets: a durable presented file (media re-inserted),
+    /// a cache copy checked before each use (cache.h), or none at all: a message
+    /// over fetcher.max_size is relayed from upstream as it is.
+    enum class Source { presented, copy, as_is } source = Source::presented;
     bool deleted = false;
 };
 
@@ -57,7 +62,6 @@ std::string receipt_recipient(const std::string& configured, std::string_view he
 struct SyncStats {
     unsigned shown = 0, held = 0;
     unsigned pending = 0;         // of held: waiting for media being downloaded
-    bool written = false;         // new cache files not yet flushed (synchronise flushes them)
     uint64_t fetched_bytes = 0;   // RETR'd from upstream in this session
 };
 
@@ -68,11 +72,19 @@ std::string cache_key(const std::string& upstream_id, const std::string& user, c
 bool valid_uidl(const std::string& s);
 
 /// After login: UIDL and LIST upstream, then for each message make sure its
-/// presented file exists in the cache (RETR, resolve handles, re-insert). Messages
+/// presented file or cache copy exists (RETR, resolve handles, re-insert). Messages
 /// whose media cannot be fetched and verified are held back: not in `shown`.
+/// Messages over fetcher.max_size are shown as they are (Source::as_is).
 /// Returns false (err set) only if the upstream dialogue itself failed.
 bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
                  std::vector<ShownMessage>& shown, SyncStats& stats, std::string& err);
+
+/// Opens the octets of a `copy` message for RETR: its cache copy if that passes
+/// open_cache_copy(), else (a crash left it damaged, or it is gone) the message
+/// RETR'd again from upstream into a new copy, used only if it is as long as the
+/// size the client was told. Returns the descriptor positioned at the first
+/// octet, or -1 with `why` set.
+int open_copy(Upstream& up, const ShownMessage& m, const SyncOptions& opt, std::string& why);
 
 /// One background poll (fetcher.prefetch_interval): log in, synchronise so that
 /// media downloads start, QUIT without deleting. Returns false with err set.

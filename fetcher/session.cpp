@@ -130,13 +130,38 @@ const ShownMessage* Session::message(const std::string& arg)
 
 void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
 {
-    FILE* f = fopen(m.path.c_str(), "rb");
+    const std::string status = top ? std::string("+OK top of message follows\r\n")
+                                   : "+OK " + std::to_string(m.size) + " octets\r\n";
+    if (m.source == ShownMessage::Source::as_is) {
+        std::string cmd = (top ? "TOP " : "RETR ") + std::to_string(m.upstream_num) +
+                          (top ? " " + std::to_string(body_lines) : std::string());
+        Reply r = up_.relay(cmd, status, client_, sent_bytes_);
+        if (r == Reply::err) {
+            reply("-ERR [SYS/TEMP] message unavailable");
+        } else if (r == Reply::io) {
+            // Half an answer already went out: only hanging up tells the client.
+            log_warning("upstream broke off relaying message " + std::to_string(m.upstream_num));
+            result_ = "upstream lost";
+            state_ = State::closed;
+        }
+        return;
+    }
+    int fd = -1;
+    std::string why;
+    if (m.source == ShownMessage::Source::copy)
+        fd = open_copy(up_, m, cfg_.sync, why);
+    else
+        fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
+    FILE* f = fd >= 0 ? fdopen(fd, "rb") : nullptr;
     if (!f) {
+        if (fd >= 0)
+            ::close(fd);
+        if (!why.empty())
+            log_warning("message " + std::to_string(m.upstream_num) + ": " + printable(why));
         reply("-ERR [SYS/TEMP] message unavailable");
         return;
     }
-    client_.put(top ? std::string("+OK top of message follows\r\n")
-                    : "+OK " + std::to_string(m.size) + " octets\r\n");
+    client_.put(status);
     // The presented file has CRLF line ends; only dot-stuffing is added here.
     bool line_start = true, in_body = false, blank = false;
     uint64_t lines = 0;

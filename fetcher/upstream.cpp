@@ -308,6 +308,55 @@ Reply Upstream::multiline(const std::string& line, std::vector<std::string>& lin
     }
 }
 
+namespace {
+
+/// The sink of retr_to_file: the octets as they are into `path`, fsynced when asked.
+class FileSink : public RetrSink {
+public:
+    FileSink(std::string path, bool sync) : path_(std::move(path)), sync_(sync) {}
+    ~FileSink() override
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
+    }
+    bool write(const char* p, size_t n) override
+    {
+        if (!open_file())
+            return false;
+        return ::write(fd_, p, n) == static_cast<ssize_t>(n);
+    }
+    bool finish() override
+    {
+        // An empty message still leaves its (empty) file.
+        bool ok = open_file() && (!sync_ || fsync(fd_) == 0);
+        ok = ::close(fd_) == 0 && ok;
+        fd_ = -1;
+        if (!ok)
+            unlink(path_.c_str());
+        return ok;
+    }
+    void abandon() override
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
+        fd_ = -1;
+        unlink(path_.c_str());
+    }
+
+private:
+    bool open_file()
+    {
+        if (fd_ < 0)
+            fd_ = open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        return fd_ >= 0;
+    }
+    std::string path_;
+    bool sync_;
+    int fd_ = -1;
+};
+
+} // namespace
+
 Upstream::Fetch Upstream::retr_to_file(uint64_t n, const std::string& path, uint64_t max_size,
                                        uint64_t& written, std::string& err, bool sync)
 {
@@ -317,10 +366,26 @@ Upstream::Fetch Upstream::retr_to_file(uint64_t n, const std::string& path, uint
         err = "upstream connection lost";
         return Fetch::io;
     }
-    return read_retr(path, max_size, written, err, sync);
+    FileSink sink(path, sync);
+    Fetch f = read_retr(sink, max_size, written, err);
+    if (f != Fetch::ok && f != Fetch::err)
+        unlink(path.c_str());
+    return f;
 }
 
 bool Upstream::retr_many(const std::vector<uint64_t>& nums, const std::vector<std::string>& paths,
+                         uint64_t max_size, std::vector<Fetch>& results, uint64_t& written, std::string& err)
+{
+    std::vector<std::unique_ptr<FileSink>> files;
+    std::vector<RetrSink*> sinks;
+    for (const auto& p : paths) {
+        files.push_back(std::make_unique<FileSink>(p, false));
+        sinks.push_back(files.back().get());
+    }
+    return retr_many(nums, sinks, max_size, results, written, err);
+}
+
+bool Upstream::retr_many(const std::vector<uint64_t>& nums, const std::vector<RetrSink*>& sinks,
                          uint64_t max_size, std::vector<Fetch>& results, uint64_t& written, std::string& err)
 {
     results.assign(nums.size(), Fetch::err);
@@ -338,7 +403,7 @@ bool Upstream::retr_many(const std::vector<uint64_t>& nums, const std::vector<st
     }
     for (size_t i = 0; i < nums.size(); ++i) {
         uint64_t w = 0;
-        results[i] = read_retr(paths[i], max_size, w, err, false);
+        results[i] = read_retr(*sinks[i], max_size, w, err);
         written += w;
         if (results[i] == Fetch::io)
             return false;
@@ -346,8 +411,7 @@ bool Upstream::retr_many(const std::vector<uint64_t>& nums, const std::vector<st
     return true;
 }
 
-Upstream::Fetch Upstream::read_retr(const std::string& path, uint64_t max_size, uint64_t& written,
-                                    std::string& err, bool sync)
+Upstream::Fetch Upstream::read_retr(RetrSink& sink, uint64_t max_size, uint64_t& written, std::string& err)
 {
     written = 0;
     std::string text;
@@ -361,8 +425,7 @@ Upstream::Fetch Upstream::read_retr(const std::string& path, uint64_t max_size, 
         err = "upstream refused RETR";
         return Fetch::err;
     }
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool too_big = false, write_failed = fd < 0;
+    bool too_big = false, write_failed = false;
     std::string out;
     out.reserve(65536 + 2);
     auto emit = [&](const char* p, size_t k) {
@@ -375,8 +438,7 @@ Upstream::Fetch Upstream::read_retr(const std::string& path, uint64_t max_size, 
         written += k;
         out.append(p, k);
         if (out.size() >= 65536) {
-            if (::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size()))
-                write_failed = true;
+            write_failed = !sink.write(out.data(), out.size());
             out.clear();
         }
     };
@@ -386,9 +448,7 @@ Upstream::Fetch Upstream::read_retr(const std::string& path, uint64_t max_size, 
     for (;;) {
         int c = stream_->get();
         if (c < 0) {
-            if (fd >= 0)
-                ::close(fd);
-            unlink(path.c_str());
+            sink.abandon();
             stream_.reset();
             err = "upstream connection lost during RETR";
             return Fetch::io;
@@ -417,19 +477,59 @@ Upstream::Fetch Upstream::read_retr(const std::string& path, uint64_t max_size, 
             line_start = false;
         }
     }
-    if (!write_failed && !too_big && !out.empty() &&
-        ::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size()))
-        write_failed = true;
-    if (fd >= 0 && !write_failed && sync && fsync(fd) != 0)
-        write_failed = true;
-    if (fd >= 0)
-        ::close(fd);
+    if (!write_failed && !too_big && !out.empty())
+        write_failed = !sink.write(out.data(), out.size());
     if (too_big || write_failed) {
-        unlink(path.c_str());
-        err = too_big ? "message larger than fetcher.max_size" : "cannot write " + path;
+        sink.abandon();
+        err = too_big ? "message larger than fetcher.max_size" : "cannot write the message";
         return too_big ? Fetch::too_big : Fetch::err;
     }
+    if (!sink.finish()) {
+        err = "cannot write the message";
+        return Fetch::err;
+    }
     return Fetch::ok;
+}
+
+Reply Upstream::relay(const std::string& line, const std::string& status_line, Stream& out, uint64_t& sent)
+{
+    std::string text;
+    if (command(line, text) != Reply::ok)
+        return Reply::err;   // nothing sent to `out` yet
+    out.put(status_line);
+    // Copied as it comes, dot-stuffing kept: the answer's own terminator ends it.
+    bool line_start = true;
+    for (;;) {
+        int c = stream_->get();
+        if (c < 0) {
+            stream_.reset();
+            out.flush();
+            return Reply::io;
+        }
+        if (line_start && c == '.') {
+            int d = stream_->peek();
+            if (d == '\r' || d == '\n') {
+                stream_->get();
+                if (d == '\r' && stream_->peek() == '\n')
+                    stream_->get();
+                out.put(".\r\n", 3);
+                out.flush();
+                return Reply::ok;
+            }
+        }
+        line_start = false;
+        if (c == '\n' || (c == '\r' && stream_->peek() == '\n')) {
+            if (c == '\r')
+                stream_->get();
+            out.put("\r\n", 2);
+            sent += 2;
+            line_start = true;
+        } else {
+            char ch = static_cast<char>(c);
+            out.put(&ch, 1);
+            ++sent;
+        }
+    }
 }
 
 } // namespace mm

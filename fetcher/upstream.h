@@ -43,6 +43,18 @@ std::vector<std::string> sasl_mechanisms(const std::vector<std::string>& capa);
 constexpr size_t kMaxUpstreamLine = 1024;          // status and listing lines
 constexpr size_t kMaxUpstreamMessages = 1000000;   // entries in a LIST/UIDL answer
 
+/// Where the octets of one RETR answer go, dot-stuffing undone and line ends
+/// CRLF: write() gets them in order in chunks of up to 64 KiB; finish() after
+/// the terminating dot (false: could not be stored); abandon() instead when the
+/// answer was too big, broke off, or a write failed. Nothing is called for -ERR.
+class RetrSink {
+public:
+    virtual ~RetrSink() = default;
+    virtual bool write(const char* p, size_t n) = 0;
+    virtual bool finish() = 0;
+    virtual void abandon() = 0;
+};
+
 class Upstream {
 public:
     /// Connects, reads the greeting and sets up TLS as configured.
@@ -62,6 +74,17 @@ public:
     /// as retr_to_file does (not fsynced). False (err set) if the connection broke.
     bool retr_many(const std::vector<uint64_t>& nums, const std::vector<std::string>& paths,
                    uint64_t max_size, std::vector<Fetch>& results, uint64_t& written, std::string& err);
+    /// retr_many into sinks of the caller's making (the message cache's format).
+    bool retr_many(const std::vector<uint64_t>& nums, const std::vector<RetrSink*>& sinks,
+                   uint64_t max_size, std::vector<Fetch>& results, uint64_t& written, std::string& err);
+    /// Sends `line` (RETR or TOP) and copies a +OK answer to `out` as it comes,
+    /// still dot-stuffed, bare LF made CRLF, with the terminating dot: for
+    /// messages shown as they are without a cached copy. The status line is the
+    /// caller's to write (`status_line`, sent before the first octet). Reply::err
+    /// (refused, or no upstream connection) leaves `out` untouched; Reply::io means
+    /// upstream broke off mid-answer: the client's answer is cut short and its
+    /// connection must end.
+    Reply relay(const std::string& line, const std::string& status_line, Stream& out, uint64_t& sent);
     bool connected() const { return stream_ != nullptr; }
     /// The greeting's text after "+OK", and the CAPA lines after TLS set-up
     /// (empty if the server has no CAPA).
@@ -75,7 +98,7 @@ public:
 
 private:
     Reply status(std::string& text);
-    Fetch read_retr(const std::string& path, uint64_t max_size, uint64_t& written, std::string& err, bool sync);
+    Fetch read_retr(RetrSink& sink, uint64_t max_size, uint64_t& written, std::string& err);
     std::unique_ptr<Stream> stream_;
     std::string greeting_;
     std::vector<std::string> caps_;
