@@ -24,17 +24,22 @@ public:
             progress_();
         }
     }
+    bool hashes_itself() const override { return true; }   // one SHA-256 pass, not two
     void finish(Handle& h) override
     {
+        // A part begun while the message was still arriving had no name yet.
+        meta_.type = h.type;
+        meta_.name = h.name;
         meta_.title = h.title;
         meta_.note = h.note;
         meta_.copyright = h.copyright;
         meta_.date = h.date;
         NewItem item = writer_->commit(meta_);
-        // The store hashed what it wrote; the engine hashed what it decoded.
-        // They must agree, or the handle would promise bytes nobody has.
-        if (item.sha256 != h.sha256 || item.size != h.size)
+        // The store hashed what it wrote, the engine counted what it decoded:
+        // they must agree, or the handle would promise bytes nobody has.
+        if (item.size != h.size || (!h.sha256.empty() && item.sha256 != h.sha256))
             throw std::runtime_error("store and engine disagree on the media's hash or size");
+        h.sha256 = item.sha256;
         h.url = item.url;
         h.pin = item.pin;
         h.expires = item.expires;

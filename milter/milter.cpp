@@ -8,6 +8,7 @@
 // Postfix macros used: {auth_authen} (MAIL FROM), i (queue id: MAIL FROM, end of
 // headers, end of message).
 #include "milter.h"
+#include "prescan_thread.h"
 
 #include "mime/log.h"
 #include "gateway/store_sink.h"
@@ -46,6 +47,9 @@ struct Message {
     std::vector<std::string> content_types;   // top-level Content-Type values
     std::vector<std::string> encodings;       // top-level Content-Transfer-Encoding values
     std::chrono::steady_clock::time_point started;
+    // Media decoded while the body arrives (declared after pre_sink: destroyed first).
+    std::unique_ptr<StoreSink> pre_sink;
+    std::unique_ptr<PrescanThread> prescan;
 };
 
 /// Per-connection context, created at connect and freed at close.
@@ -58,6 +62,7 @@ struct Connection {
 
 void drop_message(Message& m)
 {
+    m.prescan.reset();   // joins its thread; unused temp files in the store go
     if (m.fd >= 0)
         close(m.fd);
     if (!m.spool_path.empty())
@@ -70,6 +75,7 @@ Connection* conn_of(SMFICTX* ctx) { return static_cast<Connection*>(smfi_getpriv
 /// The message will pass untouched: stop spooling, keep counting its size for the log.
 void pass_untouched(Message& m, std::string why)
 {
+    m.prescan.reset();
     if (m.fd >= 0)
         close(m.fd);
     if (!m.spool_path.empty())
@@ -295,7 +301,16 @@ sfsistat cb_eoh(SMFICTX* ctx)
         drop_message(c->msg);
         return SMFIS_ACCEPT;
     }
-    if (!spool_write(c->msg, "\r\n", 2) || !open_spool(c->msg))
+    Message& m = c->msg;
+    bool ok = spool_write(m, "\r\n", 2);
+    if (ok && m.fd < 0) {
+        // The whole header block is still in memory: the prescan can see the
+        // message from its first byte, as the engine will see the file.
+        m.pre_sink = std::make_unique<StoreSink>(*g_settings->store, m.recipients, nullptr);
+        m.prescan = std::make_unique<PrescanThread>(g_settings->policy, *m.pre_sink);
+        m.prescan->feed(m.head.data(), m.head.size());
+    }
+    if (!ok || !open_spool(m))
         c->msg.failed_why = "cannot write spool file in " + g_settings->spool_dir + ": " + strerror(errno);   // answered at body/eom
     return SMFIS_CONTINUE;
 }
@@ -319,6 +334,8 @@ sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
     }
     if (!spool_write(c->msg, chunk, len))
         return on_internal_error(ctx, "cannot write spool file in " + g_settings->spool_dir + ": " + strerror(errno));
+    if (c->msg.prescan)
+        c->msg.prescan->feed(reinterpret_cast<const char*>(chunk), len);
     return SMFIS_CONTINUE;
 }
 
@@ -378,8 +395,16 @@ sfsistat cb_eom(SMFICTX* ctx)
     std::string out_path = m.spool_path + ".out";
     DetachResult r;
     try {
+        std::vector<Predecoded> pre;
+        if (m.prescan) {
+            std::string why;
+            pre = m.prescan->finish(why);
+            if (!why.empty())
+                log_info("queue " + queue_id(ctx) + ": decoding while receiving failed (" + why +
+                         "); decoding from the spool file");
+        }
         StoreSink sink(*g_settings->store, m.recipients, [ctx] { smfi_progress(ctx); });
-        r = detach_message(m.spool_path, out_path, g_settings->policy, sink);
+        r = detach_message(m.spool_path, out_path, g_settings->policy, sink, &pre);
     } catch (const std::exception& e) {
         unlink(out_path.c_str());
         return on_internal_error(ctx, e.what());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "mime/config.h"
+#include "mime/util.h"
 
 #include <arpa/inet.h>
 #include <cstdint>
@@ -95,23 +96,6 @@ inline bool address_in(const sockaddr* sa, const std::vector<Cidr>& nets)
     return false;
 }
 
-/// Lowercased first token of a header value (the MIME type of a Content-Type,
-/// the name of a Content-Transfer-Encoding), without parameters or comments.
-inline std::string header_token(const std::string& value)
-{
-    size_t i = 0;
-    while (i < value.size() && (value[i] == ' ' || value[i] == '\t' || value[i] == '\r' || value[i] == '\n'))
-        ++i;
-    std::string t;
-    for (; i < value.size(); ++i) {
-        char ch = value[i];
-        if (ch == ';' || ch == '(' || ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
-            break;
-        t += static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
-    }
-    return t;
-}
-
 /// True when the top-level header lines alone prove the message holds no
 /// media: a single text part (RFC 2045 default text/plain when Content-Type is
 /// absent) that is not base64. Anything else (multipart, message/*, any other
@@ -123,11 +107,11 @@ inline bool headers_rule_out_media(const std::vector<std::string>& content_types
 {
     if (content_types.size() > 1 || encodings.size() > 1)
         return false;
-    if (!encodings.empty() && header_token(encodings[0]) == "base64")
+    if (!encodings.empty() && mime_token(encodings[0]) == "base64")
         return false;
     if (content_types.empty())
         return true;
-    std::string type = header_token(content_types[0]);
+    std::string type = mime_token(content_types[0]);
     size_t slash = type.find('/');
     return slash == 4 && type.compare(0, 5, "text/") == 0 && type.size() > 5 &&
            type.find('/', slash + 1) == std::string::npos;

@@ -37,8 +37,12 @@ public:
     struct Part {
         virtual ~Part() = default;
         virtual void write(const void* data, size_t len) = 0;
-        /// The handle has sha256, size, type, name and layout set; fill in the rest.
+        /// The handle has size, type, name and layout set, and sha256 unless
+        /// hashes_itself(); fill in the rest (sha256 too, then).
         virtual void finish(Handle& h) = 0;
+        /// True when the sink hashes what it is given anyway (the store does,
+        /// to name the object): the engine then leaves hashing to it.
+        virtual bool hashes_itself() const { return false; }
     };
     virtual std::unique_ptr<Part> begin(const std::string& type, const std::string& name) = 0;
 };
@@ -55,6 +59,21 @@ struct DetachResult {
     std::string protected_why;      // signed/encrypted content: the message was left alone
 };
 
+/// What decoding one base64 body yields besides its bytes.
+struct DecodedBody {
+    uint64_t size = 0;
+    std::string sha256;       // empty when the sink hashes itself
+    bool regular = false;     // re-encodable byte for byte with the three below
+    unsigned line_len = 0;
+    std::string eol;          // "\r\n", "\n", or "" (a single line without one)
+    bool final_eol = false;
+};
+
+struct Predecoded;
+
+/// Whether a lowercased MIME type matches one of the patterns ("video/*", "*/*", exact).
+bool type_matches(const std::string& type, const std::vector<std::string>& patterns);
+
 /// Reads the message at in_path and, if anything is detached, writes the
 /// rewritten message to out_path. A message holding signed or encrypted content
 /// (multipart/signed, multipart/encrypted, application/pkcs7-mime, inline PGP
@@ -66,8 +85,13 @@ struct DetachResult {
 /// rewritten message to out_path (with a top-level "X-Media-Handles: N" header
 /// first) and returns detached > 0. With nothing to detach, out_path is not
 /// written. Throws std::runtime_error on I/O errors and sink failures.
+///
+/// `predecoded` (see prescan.h): bodies decoded while the message arrived; one
+/// whose range is exactly a chosen part's body is used instead of decoding it
+/// again (its part moves out of the vector); the others are left alone.
 DetachResult detach_message(const std::string& in_path, const std::string& out_path,
-                            const DetachPolicy& policy, MediaSink& sink);
+                            const DetachPolicy& policy, MediaSink& sink,
+                            std::vector<Predecoded>* predecoded = nullptr);
 
 /// One location part found in a message.
 struct FoundHandle {

@@ -172,4 +172,19 @@ bool fsync_dir_of(const std::string& path)
     return ok;
 }
 
+std::string mime_token(std::string_view value)
+{
+    size_t i = 0;
+    while (i < value.size() && (value[i] == ' ' || value[i] == '\t' || value[i] == '\r' || value[i] == '\n'))
+        ++i;
+    std::string t;
+    for (; i < value.size(); ++i) {
+        char ch = value[i];
+        if (ch == ';' || ch == '(' || ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
+            break;
+        t += static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+    }
+    return t;
+}
+
 } // namespace mm

@@ -40,6 +40,10 @@ bool equal_ct(std::string_view a, std::string_view b);
 std::string rfc3339(time_t t);
 bool parse_rfc3339(std::string_view s, time_t& out);
 
+/// Lowercased first token of a MIME header value: the type of a Content-Type,
+/// the name of a Content-Transfer-Encoding; no parameters, comments or spaces.
+std::string mime_token(std::string_view value);
+
 /// fsync a file descriptor's directory entry: the directory containing `path`.
 bool fsync_dir_of(const std::string& path);
 

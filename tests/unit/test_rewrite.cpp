@@ -716,3 +716,114 @@ TEST_CASE("corpus: a message whose top-level headers rule out media never has an
     MESSAGE("corpus: " << ruled_out << " of " << files.size() << " messages accepted at end of headers");
     CHECK(ruled_out > 0);
 }
+
+#include "mime/prescan.h"
+
+namespace {
+
+/// Detaches `path` with the bodies prescanned from its bytes fed in `chunk`-byte
+/// pieces (0: no prescan). Returns the output file's bytes (empty when nothing
+/// was detached), the stored files' bytes and how many prescanned bodies were used.
+struct DetachRun {
+    DetachResult r;
+    std::string out;
+    std::vector<std::string> media;
+    unsigned used = 0;
+};
+DetachRun detach_with(const std::string& path, const DetachPolicy& policy, size_t chunk, const std::string& dir)
+{
+    DetachRun run;
+    FileSink sink(dir);
+    std::vector<Predecoded> pre;
+    if (chunk > 0) {
+        Prescanner scan(policy, sink);
+        std::string text = read_file(path);
+        for (size_t i = 0; i < text.size(); i += chunk)
+            scan.feed(text.data() + i, std::min(chunk, text.size() - i));
+        pre = scan.finish();
+    }
+    std::string out_path = dir + "/out." + std::to_string(chunk);
+    unlink(out_path.c_str());
+    run.r = detach_message(path, out_path, policy, sink, chunk > 0 ? &pre : nullptr);
+    if (run.r.detached > 0)
+        run.out = read_file(out_path);
+    for (const auto& f : sink.files)
+        run.media.push_back(read_file(f));
+    for (const auto& p : pre)
+        run.used += p.part ? 0 : 1;
+    return run;
+}
+
+} // namespace
+
+TEST_CASE("prescan: bodies decoded while the message arrives give exactly the result without")
+{
+    std::string video = fake_mp4(3 << 20), audio = "ID3" + std::string(2 << 20, '\x07');
+    struct Case {
+        const char* name;
+        std::string eol;
+        unsigned line_len;
+        bool nested;
+        unsigned expect_used;
+    } cases[] = {
+        {"CRLF, 76 columns", "\r\n", 76, false, 1},
+        {"LF, 76 columns", "\n", 76, false, 1},
+        {"CRLF, 64 columns", "\r\n", 64, false, 1},
+        {"nested multiparts and a forwarded message", "\r\n", 76, true, 3},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.name);
+        const std::string& e = c.eol;
+        std::string media_part = "Content-Type: video/mp4; name=\"v.mp4\"" + e + "Content-Transfer-Encoding: base64" + e +
+                                 e + b64_lines(video, c.line_len, e) + e;
+        std::string msg = "From: a@example.test" + e + "To: b@example.test" + e + "Subject: media" + e +
+                          "MIME-Version: 1.0" + e + "Content-Type: multipart/mixed; boundary=\"outer\"" + e + e +
+                          "preamble" + e + "--outer" + e + "Content-Type: text/plain" + e + e + "Hello -- see" + e +
+                          "-- not a boundary" + e + "--outer" + e + media_part;
+        if (c.nested) {
+            msg += "--outer" + e + "Content-Type: multipart/alternative; boundary=inner" + e + e + "--inner" + e +
+                   "Content-Type: text/plain" + e + e + "alt" + e + "--inner" + e + "Content-Type: audio/mpeg" + e +
+                   "Content-Transfer-Encoding: BASE64" + e + e + b64_lines(audio, c.line_len, e) + e + "--inner--" + e +
+                   e + "--outer" + e + "Content-Type: message/rfc822" + e + e + "From: c@example.test" + e +
+                   "Subject: fwd" + e + "MIME-Version: 1.0" + e + "Content-Type: multipart/mixed; boundary=fw" + e +
+                   e + "--fw" + e + media_part + "--fw--" + e;
+        }
+        msg += "--outer--" + e + "epilogue" + e;
+        TempDir t;
+        std::string path = t.path + "/in.eml";
+        write_file(path, msg);
+        DetachRun plain = detach_with(path, DetachPolicy{}, 0, t.path);
+        REQUIRE(plain.r.detached == c.expect_used);
+        for (size_t chunk : {size_t(1), size_t(7), size_t(4096), size_t(65536), msg.size()}) {
+            CAPTURE(chunk);
+            DetachRun fast = detach_with(path, DetachPolicy{}, chunk, t.path);
+            CHECK(fast.used == c.expect_used);
+            CHECK(fast.r.detached == plain.r.detached);
+            CHECK(fast.out == plain.out);
+            CHECK(fast.media == plain.media);
+            CHECK(fast.r.skipped_why == plain.r.skipped_why);
+        }
+    }
+}
+
+TEST_CASE("prescan: every corpus message comes out the same with and without it")
+{
+    std::vector<std::string> files = corpus_files();
+    if (files.empty())
+        return;
+    DetachPolicy all;
+    all.min_size = 1;
+    all.types = {"*/*"};
+    unsigned used = 0;
+    for (const auto& f : files) {
+        CAPTURE(f);
+        TempDir t;
+        DetachRun plain = detach_with(f, all, 0, t.path);
+        DetachRun fast = detach_with(f, all, 4093, t.path);
+        CHECK(fast.r.detached == plain.r.detached);
+        CHECK(fast.out == plain.out);
+        CHECK(fast.media == plain.media);
+        used += fast.used;
+    }
+    MESSAGE("corpus: " << used << " bodies of " << files.size() << " messages taken from the prescan");
+}
