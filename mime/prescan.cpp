@@ -249,7 +249,10 @@ void Prescanner::body_data(const char* p, size_t n)
         b.tail.erase(0, b.tail.size() - 3);
     if (!b.part) {
         b.pending.append(b.dec);
-        uint64_t need = std::max(kSniffDecoded, std::min<uint64_t>(policy_.min_size, kMaxPending));
+        // Enough to sniff (as much as the engine looks at) and to know the part
+        // is not too small -- but never more than kMaxPending in memory.
+        uint64_t need = std::max(std::min<uint64_t>(kSniffDecoded, policy_.min_size),
+                                 std::min<uint64_t>(policy_.min_size, kMaxPending));
         if (b.pending.size() < need)
             return;
         bool media = b.declared_media ||
