@@ -17,9 +17,20 @@ constexpr uint64_t kMaxPending = 1 << 20;     // decoded bytes held before a par
 constexpr uint64_t kSniffDecoded = 6 * 1024;  // decoded bytes looked at to sniff (as the engine)
 
 /// Finds "\n-" -- the end of a line whose successor starts with '-' -- in [p, p+n).
+/// Looks for the '-' first: base64 has none, so in a media body memchr runs
+/// straight to the boundary (memmem, byte by byte, cost more than decoding).
 const char* next_dash_line(const char* p, size_t n)
 {
-    return static_cast<const char*>(memmem(p, n, "\n-", 2));
+    const char* end = p + n;
+    for (const char* q = p; q < end;) {
+        const char* d = static_cast<const char*>(memchr(q, '-', static_cast<size_t>(end - q)));
+        if (!d)
+            return nullptr;
+        if (d > p && d[-1] == '\n')
+            return d - 1;
+        q = d + 1;
+    }
+    return nullptr;
 }
 
 } // namespace
