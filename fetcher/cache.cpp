@@ -3,6 +3,8 @@
 // check before use. No fsync here by design: see cache.h. Reads no config keys.
 #include "cache.h"
 
+#include "config.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -87,22 +89,121 @@ const std::string& boot_id()
     return id;
 }
 
-CacheSink::CacheSink(std::string tmp_path, std::string key, std::string boot)
-    : path_(std::move(tmp_path)), key_(std::move(key)), boot_(std::move(boot))
+namespace {
+
+constexpr char kIndexMagic[] = "MMINDEX1\n";
+constexpr size_t kMaxIndexBytes = 256u << 20;   // ~2 million entries: beyond any LIST we accept
+
+bool parse_dec(std::string_view s, uint64_t& out)
 {
+    return parse_u64(s, out);
 }
 
-CacheSink::~CacheSink()
+} // namespace
+
+CacheIndex read_index(const std::string& path)
+{
+    CacheIndex index;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return index;
+    std::string text;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && static_cast<uint64_t>(st.st_size) <= kMaxIndexBytes) {
+        text.resize(static_cast<size_t>(st.st_size));
+        size_t got = 0;
+        ssize_t n;
+        while (got < text.size() && (n = ::read(fd, &text[got], text.size() - got)) > 0)
+            got += static_cast<size_t>(n);
+        text.resize(got);
+    }
+    ::close(fd);
+    if (text.compare(0, sizeof kIndexMagic - 1, kIndexMagic) != 0)
+        return index;
+    size_t pos = sizeof kIndexMagic - 1;
+    while (pos < text.size()) {
+        size_t eol = text.find('\n', pos);
+        if (eol == std::string::npos)
+            break;   // cut short: the last line is not trusted
+        std::string_view line(text.data() + pos, eol - pos);
+        pos = eol + 1;
+        // "<key 64 hex> <pack 8 hex> <offset> <size>"
+        if (line.size() < 64 + 1 + 8 + 1 + 1 + 1 + 1 || line[64] != ' ' || line[73] != ' ')
+            continue;
+        std::string_view key = line.substr(0, 64), pack = line.substr(65, 8), rest = line.substr(74);
+        size_t sp = rest.find(' ');
+        IndexEntry e;
+        if (!is_lower_hex(key, 64) || !is_lower_hex(pack, 8) || sp == std::string_view::npos ||
+            !parse_dec(rest.substr(0, sp), e.offset) || !parse_dec(rest.substr(sp + 1), e.size))
+            continue;
+        e.pack = std::string(pack);
+        index[std::string(key)] = e;
+    }
+    return index;
+}
+
+bool write_index(const std::string& path, const CacheIndex& index)
+{
+    std::string text = kIndexMagic;
+    text.reserve(index.size() * 100 + text.size());
+    for (const auto& [key, e] : index)
+        text += key + " " + e.pack + " " + std::to_string(e.offset) + " " + std::to_string(e.size) + "\n";
+    const std::string tmp = path + ".tmp" + random_hex(4);
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write_all(fd, text.data(), text.size());
+    if (fd >= 0 && ::close(fd) != 0)
+        ok = false;
+    if (ok && rename(tmp.c_str(), path.c_str()) == 0)
+        return true;
+    unlink(tmp.c_str());
+    return false;
+}
+
+PackWriter::~PackWriter()
 {
     if (fd_ >= 0)
         ::close(fd_);
 }
 
-bool CacheSink::write(const char* p, size_t n)
+bool PackWriter::pwrite_all(const void* p, size_t n, uint64_t offset)
+{
+    if (fd_ < 0 && !failed_) {
+        fd_ = open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        failed_ = fd_ < 0;
+    }
+    const char* c = static_cast<const char*>(p);
+    while (!failed_ && n > 0) {
+        ssize_t k = pwrite(fd_, c, n, static_cast<off_t>(offset));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        c += k;
+        n -= static_cast<size_t>(k);
+        offset += static_cast<uint64_t>(k);
+    }
+    return !failed_;
+}
+
+PackSink::PackSink(PackWriter& pack, std::string key, std::string raw_path)
+    : pack_(pack), key_(std::move(key)), raw_path_(std::move(raw_path))
+{
+}
+
+void PackSink::begin()
+{
+    // Sinks of one pipelined window exist side by side but are fed one after
+    // another: an entry starts where the one before it ended.
+    if (!started_)
+        start_ = pack_.end;
+    started_ = true;
+}
+
+bool PackSink::write(const char* p, size_t n)
 {
     static const char kName[] = "x-media-handle";
+    begin();
     sha_.update(p, n);
-    size_ += n;
     // The pattern's first letter does not occur again in it, so a mismatch can
     // only restart a match at that letter: one pass, across chunk boundaries.
     for (size_t i = 0; i < n && matched_ < kNameLen; ++i) {
@@ -110,70 +211,87 @@ bool CacheSink::write(const char* p, size_t n)
         c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
         matched_ = c == kName[matched_] ? matched_ + 1 : (c == kName[0] ? 1 : 0);
     }
-    if (fd_ < 0 && first_.empty()) {
+    if (!spilled_ && first_.empty()) {
         first_.assign(p, n);
+        size_ += n;
         return true;
     }
-    return spill() && write_all(fd_, p, n);
-}
-
-bool CacheSink::spill()
-{
-    if (fd_ >= 0)
-        return true;
-    fd_ = open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    // The header goes in last (finish): until then its place reads as zeros,
-    // which no check accepts.
-    if (fd_ < 0 || lseek(fd_, static_cast<off_t>(kCacheHeaderLen), SEEK_SET) < 0 ||
-        !write_all(fd_, first_.data(), first_.size()))
+    if (!spill() || !pack_.pwrite_all(p, n, start_ + kCacheHeaderLen + size_))
         return false;
-    std::string().swap(first_);
+    size_ += n;
     return true;
 }
 
-bool CacheSink::finish()
+bool PackSink::spill()
 {
+    if (spilled_)
+        return true;
+    // The header goes in last (finish): until then its place is whatever the
+    // pack held there, which no check accepts for this key and size.
+    spilled_ = true;
+    bool ok = pack_.pwrite_all(first_.data(), first_.size(), start_ + kCacheHeaderLen);
+    std::string().swap(first_);
+    return ok;
+}
+
+bool PackSink::finish()
+{
+    begin();
+    if (handle_name()) {
+        // Not a plain message: its bare octets for the GMime walk, the pack untouched.
+        int fd = open(raw_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        bool ok = fd >= 0;
+        if (ok && !spilled_) {
+            ok = write_all(fd, first_.data(), first_.size());
+        } else if (ok) {
+            int in = open(pack_.path().c_str(), O_RDONLY | O_CLOEXEC);
+            ok = in >= 0;
+            char buf[65536];
+            uint64_t left = size_, off = start_ + kCacheHeaderLen;
+            while (ok && left > 0) {
+                ssize_t k = pread(in, buf, std::min<uint64_t>(sizeof buf, left), static_cast<off_t>(off));
+                ok = k > 0 && write_all(fd, buf, static_cast<size_t>(k));
+                left -= ok ? static_cast<uint64_t>(k) : 0;
+                off += ok ? static_cast<uint64_t>(k) : 0;
+            }
+            if (in >= 0)
+                ::close(in);
+        }
+        if (fd >= 0 && ::close(fd) != 0)
+            ok = false;
+        if (!ok)
+            unlink(raw_path_.c_str());
+        return ok;
+    }
     CacheHeader h;
     h.size = size_;
     h.sha256 = sha_.hex_digest();
     h.key = key_;
-    h.boot = boot_;
-    const std::string head = format_cache_header(h);
+    h.boot = pack_.boot();
+    std::string head = format_cache_header(h);
     bool ok;
-    if (fd_ < 0) {
-        // The whole message is in first_: one write, and a message that names
-        // location parts goes out without the header, as the raw copy GMime reads.
-        with_header_ = !handle_name();
-        fd_ = open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        iovec v[2] = {{const_cast<char*>(head.data()), head.size()},
-                      {const_cast<char*>(first_.data()), first_.size()}};
-        size_t want = with_header_ ? head.size() + first_.size() : first_.size();
-        ok = fd_ >= 0 && writev(fd_, with_header_ ? v : v + 1, with_header_ ? 2 : 1) == static_cast<ssize_t>(want);
+    if (!spilled_) {
+        head += first_;   // the whole entry in one write
+        ok = pack_.pwrite_all(head.data(), head.size(), start_);
     } else {
-        ok = pwrite(fd_, head.data(), head.size(), 0) == static_cast<ssize_t>(head.size());
+        ok = pack_.pwrite_all(head.data(), head.size(), start_);
     }
-    if (fd_ >= 0 && ::close(fd_) != 0)
-        ok = false;
-    fd_ = -1;
-    if (!ok)
-        unlink(path_.c_str());
+    if (ok)
+        pack_.end = start_ + kCacheHeaderLen + size_;
     return ok;
 }
 
-void CacheSink::abandon()
+void PackSink::abandon()
 {
-    if (fd_ >= 0)
-        ::close(fd_);
-    fd_ = -1;
-    unlink(path_.c_str());
+    // Whatever reached the pack is overwritten by the next entry, which starts here.
 }
 
-int open_cache_copy(const std::string& path, const std::string& key, uint64_t& size, std::string& why,
-                    const std::string& this_boot)
+int open_entry(const std::string& path, uint64_t offset, const std::string& key, uint64_t size, std::string& why,
+               const std::string& this_boot)
 {
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        why = std::string("cannot open: ") + std::strerror(errno);
+        why = std::string("cannot open pack: ") + std::strerror(errno);
         return -1;
     }
     char head[kCacheHeaderLen];
@@ -184,21 +302,22 @@ int open_cache_copy(const std::string& path, const std::string& key, uint64_t& s
         ::close(fd);
         return -1;
     };
-    if (pread(fd, head, sizeof head, 0) != static_cast<ssize_t>(sizeof head) ||
+    if (pread(fd, head, sizeof head, static_cast<off_t>(offset)) != static_cast<ssize_t>(sizeof head) ||
         !parse_cache_header(std::string_view(head, sizeof head), h))
-        return fail("bad header");
-    if (h.key != key)
-        return fail("header names another message");
-    if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != kCacheHeaderLen + h.size)
-        return fail("size differs from the header");
-    // Written and renamed whole in this boot: the page cache holds exactly what
-    // was written, so size and header are proof enough. From an earlier boot
-    // the disk may hold less than was written: read it all once.
+        return fail("bad entry header");
+    if (h.key != key || h.size != size)
+        return fail("entry header names another message or size");
+    if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < offset + kCacheHeaderLen + size)
+        return fail("pack shorter than the entry");
+    const off_t from = static_cast<off_t>(offset + kCacheHeaderLen);
+    // Written whole in this boot before the index named it: the page cache holds
+    // exactly what was written, so header and length are proof enough. From an
+    // earlier boot the disk may hold less than was written: read it all once.
     if (this_boot.empty() || h.boot != this_boot) {
         Sha256 sha;
         char buf[65536];
-        uint64_t left = h.size;
-        off_t off = static_cast<off_t>(kCacheHeaderLen);
+        uint64_t left = size;
+        off_t off = from;
         while (left > 0) {
             ssize_t n = pread(fd, buf, std::min<uint64_t>(sizeof buf, left), off);
             if (n <= 0)
@@ -210,29 +329,22 @@ int open_cache_copy(const std::string& path, const std::string& key, uint64_t& s
         if (sha.hex_digest() != h.sha256)
             return fail("content differs from its SHA-256");
     }
-    if (lseek(fd, static_cast<off_t>(kCacheHeaderLen), SEEK_SET) < 0)
+    if (lseek(fd, from, SEEK_SET) < 0)
         return fail("cannot seek");
-    size = h.size;
     return fd;
 }
 
-bool copy_cache_content(const std::string& path, const std::string& out_path)
+void remove_unused_packs(const std::string& dir_prefix, const CacheIndex& before, const CacheIndex& after)
 {
-    int in = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return false;
-    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = out >= 0 && lseek(in, static_cast<off_t>(kCacheHeaderLen), SEEK_SET) >= 0;
-    char buf[65536];
-    ssize_t n;
-    while (ok && (n = ::read(in, buf, sizeof buf)) != 0)
-        ok = n > 0 && write_all(out, buf, static_cast<size_t>(n));
-    ::close(in);
-    if (out >= 0 && ::close(out) != 0)
-        ok = false;
-    if (!ok)
-        unlink(out_path.c_str());
-    return ok;
+    std::set<std::string> used;
+    for (const auto& [key, e] : after)
+        used.insert(e.pack);
+    std::set<std::string> gone;
+    for (const auto& [key, e] : before)
+        if (!used.count(e.pack))
+            gone.insert(e.pack);
+    for (const auto& tag : gone)
+        unlink((dir_prefix + tag + ".pack").c_str());
 }
 
 } // namespace mm

@@ -1,8 +1,9 @@
-// cache.h - the cached copy of a plain message (cache_dir/msg/<key>.msg): a
-// fixed-length header line, then exactly the octets RETR sends (RFC 1939, CRLF).
-// Such copies are not flushed to disk: the header lets every use tell a whole
-// copy from one a crash cut short, and a bad copy is fetched again from upstream.
-// Reads no config keys.
+// cache.h - cached copies of plain messages: per login that fetches, one pack file
+// (cache_dir/msg/<user key>-<tag>.pack) of entries, each a fixed-length header line
+// then exactly the octets RETR sends (RFC 1939, CRLF); per user one index
+// (msg/<user key>.idx) naming each message's pack and offset. Neither is flushed
+// to disk: the entry header lets every use tell a whole copy from one a crash cut
+// short, and a bad copy is fetched again from upstream. Reads no config keys.
 #pragma once
 
 #include "upstream.h"
@@ -10,6 +11,8 @@
 #include "util.h"
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -21,7 +24,7 @@ constexpr size_t kCacheHeaderLen = 190;
 struct CacheHeader {
     uint64_t size = 0;     // octets after the header
     std::string sha256;    // of those octets
-    std::string key;       // cache_key() of the message: the file is the one it names
+    std::string key;       // cache_key() of the message: the entry is the one it names
     std::string boot;      // boot_id() when written, or "" if it was unknown
 };
 
@@ -33,48 +36,82 @@ bool parse_cache_header(std::string_view text, CacheHeader& out);
 /// without dashes), or "" if it cannot be read.
 const std::string& boot_id();
 
-/// Writes a RETR answer into `tmp_path` as a cache copy, hashing it on the way
-/// and noting whether "X-Media-Handle" occurs (any letter case): the caller
-/// renames the file only when finish() returned true. A message with that name
-/// that fits in one write is stored without the header (with_header() false),
-/// ready for the GMime walk as the held-back raw copy.
-class CacheSink : public RetrSink {
+/// Where one message's copy is: pack tag (8 hex), offset of its header, octets.
+struct IndexEntry {
+    std::string pack;
+    uint64_t offset = 0, size = 0;
+};
+using CacheIndex = std::map<std::string, IndexEntry>;   // by message key
+
+/// Reads an index file: lines "<key> <pack> <offset> <size>\n" after "MMINDEX1\n".
+/// Damaged lines (a crash can cut the file anywhere) are skipped: those messages
+/// are fetched again. A missing file is an empty index.
+CacheIndex read_index(const std::string& path);
+/// Writes it under a temporary name and renames it over `path`.
+bool write_index(const std::string& path, const CacheIndex& index);
+
+/// A pack being written: entries appended one after another. The file is
+/// created on first use (creating a file costs far more than writing one here).
+class PackWriter {
 public:
-    CacheSink(std::string tmp_path, std::string key, std::string boot = boot_id());
-    ~CacheSink() override;
-    CacheSink(const CacheSink&) = delete;
-    CacheSink& operator=(const CacheSink&) = delete;
+    PackWriter(std::string path, std::string tag, std::string boot = boot_id())
+        : path_(std::move(path)), tag_(std::move(tag)), boot_(std::move(boot)) {}
+    ~PackWriter();
+    PackWriter(const PackWriter&) = delete;
+    PackWriter& operator=(const PackWriter&) = delete;
+    const std::string& path() const { return path_; }
+    const std::string& tag() const { return tag_; }
+    const std::string& boot() const { return boot_; }
+    /// Writes at `offset` (creating the file first); false on any error.
+    bool pwrite_all(const void* p, size_t n, uint64_t offset);
+    uint64_t end = 0;   // where the next entry starts
+
+private:
+    std::string path_, tag_, boot_;
+    int fd_ = -1;
+    bool failed_ = false;
+};
+
+/// Writes one RETR answer as the next entry of a pack, hashing it on the way and
+/// noting whether "X-Media-Handle" occurs (any letter case). Such a message is
+/// not a plain one: it goes to `raw_path` instead (bare octets, for the GMime
+/// walk), and the pack is left as it was. After finish(): entry() or raw().
+class PackSink : public RetrSink {
+public:
+    PackSink(PackWriter& pack, std::string key, std::string raw_path);
     bool write(const char* p, size_t n) override;
     bool finish() override;
     void abandon() override;
 
     bool handle_name() const { return matched_ == kNameLen; }
-    bool with_header() const { return with_header_; }
-    uint64_t size() const { return size_; }
-    const std::string& path() const { return path_; }
+    IndexEntry entry() const { return {pack_.tag(), start_, size_}; }
+    const std::string& raw_path() const { return raw_path_; }
 
 private:
     static constexpr size_t kNameLen = 14;   // "x-media-handle"
+    void begin();
     bool spill();
-    std::string path_, key_, boot_;
+    PackWriter& pack_;
+    std::string key_, raw_path_;
     Sha256 sha_;
     std::string first_;   // the first chunk, held back: a small message is one write
-    int fd_ = -1;
-    uint64_t size_ = 0;
+    bool started_ = false, spilled_ = false;
+    uint64_t start_ = 0, size_ = 0;
     size_t matched_ = 0;
-    bool with_header_ = true;
 };
 
-/// Opens the cache copy at `path` for reading and checks it: the header is well
-/// formed and names `key`, and the file holds exactly the octets it announces.
-/// A copy written in an earlier boot of the machine (or when the boot is not
-/// known) must also match its SHA-256: only a crash can have cut it short or
-/// left blocks of it unwritten. Returns the descriptor positioned after the
-/// header with `size` set, or -1 with `why` set.
-int open_cache_copy(const std::string& path, const std::string& key, uint64_t& size, std::string& why,
-                    const std::string& this_boot = boot_id());
+/// Opens the entry of `key` at `offset` in the pack at `path` and checks it: the
+/// header is well formed, names `key` and `size` octets, and the pack holds
+/// them all. An entry written in an earlier boot of the machine (or when the
+/// boot is not known) must also match its SHA-256: only a crash can have cut it
+/// short or left blocks of it unwritten. Returns the descriptor positioned at
+/// the first octet, or -1 with `why` set.
+int open_entry(const std::string& path, uint64_t offset, const std::string& key, uint64_t size, std::string& why,
+               const std::string& this_boot = boot_id());
 
-/// Copies the message octets of a cache copy (without its header) to `out_path`.
-bool copy_cache_content(const std::string& path, const std::string& out_path);
+/// Removes the packs named in `before` but in no entry of `after` (their
+/// messages are gone upstream or were fetched again elsewhere). `dir_prefix` is
+/// "<cache_dir>/msg/<user key>-".
+void remove_unused_packs(const std::string& dir_prefix, const CacheIndex& before, const CacheIndex& after);
 
 } // namespace mm

@@ -376,35 +376,36 @@ struct Item {
     uint64_t size = 0;   // octets of the copy or presented file
 };
 
-/// Stores a finished CacheSink's file under its name: a cache copy as .msg
-/// (never flushed: checked before each use instead), a message naming location
-/// parts as the durable raw copy that present_raw and later logins build on.
-void keep_fetched(CacheSink& sink, Item& it, std::string& why)
+/// The index of one user's cache copies and the common start of their packs' names.
+struct UserCache {
+    std::string index_path, pack_prefix;
+    UserCache(const SyncOptions& opt, const std::string& user)
+    {
+        // UIDLs are never empty, so this key names no message.
+        std::string k = opt.cache_dir + "/msg/" + cache_key(opt.upstream_id, user, "");
+        index_path = k + ".idx";
+        pack_prefix = k + "-";
+    }
+};
+
+/// After a finished PackSink: a plain message is now an entry of the pack (the
+/// index names it once the login's fetching is done); one naming location parts
+/// becomes the durable raw copy that present_raw and later logins build on.
+void keep_fetched(PackSink& sink, Item& it, CacheIndex& index, std::string& why)
 {
     if (!sink.handle_name()) {
-        if (rename(sink.path().c_str(), (it.base + ".msg").c_str()) == 0) {
-            it.found = Found::copy;
-            it.size = sink.size();
-            return;
-        }
-        why = std::string("rename: ") + std::strerror(errno);
-    } else {
-        std::string from = sink.path();
-        bool ok = true;
-        if (sink.with_header()) {
-            // Only a message too big for one write has the header here.
-            from = it.base + ".raw" + sink.path().substr(sink.path().rfind(".tmp"));
-            ok = copy_cache_content(sink.path(), from);
-            unlink(sink.path().c_str());
-        }
-        if (ok && durable_rename(from, it.base + ".raw", false)) {
-            it.found = Found::raw;
-            return;
-        }
-        unlink(from.c_str());
-        why = "cannot keep the raw copy";
+        IndexEntry e = sink.entry();
+        index[it.key] = e;
+        it.found = Found::copy;
+        it.size = e.size;
+        return;
     }
-    unlink(sink.path().c_str());
+    if (durable_rename(sink.raw_path(), it.base + ".raw", false)) {
+        it.found = Found::raw;
+        return;
+    }
+    unlink(sink.raw_path().c_str());
+    why = "cannot keep the raw copy";
     it.found = Found::refused;
 }
 
@@ -437,6 +438,9 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         err = "upstream LIST failed";
         return false;
     }
+    const UserCache uc(opt, user);
+    const CacheIndex before = read_index(uc.index_path);
+    CacheIndex index = before;
     std::vector<Item> items;
     items.reserve(lines.size());
     for (const auto& l : lines) {
@@ -448,8 +452,8 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         }
         items.push_back(std::move(it));
     }
-    // What is there already: one stat for a message read before (most logins),
-    // three for a new one.
+    // What is there already: the index for plain mail read before (most of it),
+    // then a stat or three.
     std::vector<size_t> need;
     for (size_t i = 0; i < items.size(); ++i) {
         Item& it = items[i];
@@ -462,9 +466,9 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         it.key = cache_key(opt.upstream_id, user, u->second);
         it.base = opt.cache_dir + "/msg/" + it.key;
         uint64_t sz = 0;
-        if (file_size(it.base + ".msg", sz) && sz >= kCacheHeaderLen) {
+        if (auto e = index.find(it.key); e != index.end()) {
             it.found = Found::copy;
-            it.size = sz - kCacheHeaderLen;
+            it.size = e->second.size;
         } else if (file_size(it.base + ".eml", sz)) {
             it.found = Found::presented;
             it.size = sz;
@@ -483,20 +487,23 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         for (const auto& c : up.capabilities())
             pipelining = pipelining || c == "PIPELINING";
     const size_t window = pipelining ? 32 : 1;
-    // One random tag per login keeps the temporary names of two logins at once apart.
-    const std::string tag = ".tmp" + random_hex(4);
+    // One pack per login that fetches: creating a file costs more here than
+    // writing a few hundred messages into one (about 0.8 ms against 5 us).
+    const std::string tag = random_hex(4);
+    PackWriter pack(uc.pack_prefix + tag + ".pack", tag);
+    bool changed = false;
     for (size_t from = 0; from < need.size(); from += window) {
         if (opt.stop && opt.stop->load()) {
             err = "shutting down";
             return false;
         }
         size_t to = std::min(need.size(), from + window);
-        std::vector<std::unique_ptr<CacheSink>> sinks;
+        std::vector<std::unique_ptr<PackSink>> sinks;
         std::vector<RetrSink*> ptrs;
         std::vector<uint64_t> nums;
         for (size_t j = from; j < to; ++j) {
             const Item& it = items[need[j]];
-            sinks.push_back(std::make_unique<CacheSink>(it.base + tag, it.key));
+            sinks.push_back(std::make_unique<PackSink>(pack, it.key, it.base + ".raw.tmp" + tag));
             ptrs.push_back(sinks.back().get());
             nums.push_back(it.num);
         }
@@ -511,7 +518,8 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
             std::string why;
             switch (results[j - from]) {
             case Upstream::Fetch::ok:
-                keep_fetched(*sinks[j - from], it, why);
+                keep_fetched(*sinks[j - from], it, index, why);
+                changed = true;
                 break;
             case Upstream::Fetch::too_big:
                 it.found = Found::as_is;   // LIST said less than RETR brought
@@ -523,6 +531,30 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
             }
             if (it.found == Found::refused)
                 log_info("held back uidl=" + printable(*it.uidl) + ": " + printable(why));
+        }
+    }
+    // Entries of messages no longer upstream go (and packs left without any);
+    // the index names the new ones only now that their octets are all written.
+    if (index.size() > items.size() || changed) {
+        std::set<std::string> present;
+        for (const Item& it : items)
+            if (!it.key.empty())
+                present.insert(it.key);
+        for (auto e = index.begin(); e != index.end();) {
+            if (present.count(e->first)) {
+                ++e;
+            } else {
+                e = index.erase(e);
+                changed = true;
+            }
+        }
+    }
+    if (changed) {
+        if (write_index(uc.index_path, index)) {
+            remove_unused_packs(uc.pack_prefix, before, index);
+        } else {
+            // Shown from the copies all the same; the next login fetches them again.
+            log_warning("cannot write " + uc.index_path + ": " + std::strerror(errno));
         }
     }
     for (const Item& it : items) {
@@ -542,11 +574,14 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         case Found::fetch:
             ++stats.held;
             continue;
-        case Found::copy:
+        case Found::copy: {
+            const IndexEntry& e = index.at(it.key);
             m.source = ShownMessage::Source::copy;
-            m.path = it.base + ".msg";
+            m.path = uc.pack_prefix + e.pack + ".pack";
+            m.offset = e.offset;
             m.size = it.size;
             break;
+        }
         case Found::presented:
             m.path = it.base + ".eml";
             m.size = it.size;
@@ -583,19 +618,19 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
     return true;
 }
 
-int open_copy(Upstream& up, const ShownMessage& m, const SyncOptions& opt, std::string& why)
+int open_copy(Upstream& up, const ShownMessage& m, const std::string& user, const SyncOptions& opt,
+              std::string& why)
 {
-    uint64_t size = 0;
-    int fd = open_cache_copy(m.path, m.key, size, why);
-    if (fd >= 0 && size == m.size)
+    int fd = open_entry(m.path, m.offset, m.key, m.size, why);
+    if (fd >= 0)
         return fd;
-    if (fd >= 0) {
-        ::close(fd);
-        why = "size differs from LIST";
-    }
     log_warning("cache copy of uidl=" + printable(m.uidl) + " unusable (" + why + "): fetched again");
-    // The same message from upstream gives the same octets: fetch, keep, reopen.
-    CacheSink sink(m.path + ".tmp" + random_hex(4), m.key);
+    // The same message from upstream gives the same octets: a pack of its own,
+    // then the index names it there.
+    const UserCache uc(opt, user);
+    const std::string tag = random_hex(4);
+    PackWriter pack(uc.pack_prefix + tag + ".pack", tag);
+    PackSink sink(pack, m.key, opt.cache_dir + "/msg/" + m.key + ".raw.tmp" + tag);
     std::vector<Upstream::Fetch> results;
     uint64_t written = 0;
     std::string err;
@@ -604,22 +639,21 @@ int open_copy(Upstream& up, const ShownMessage& m, const SyncOptions& opt, std::
         return -1;
     }
     if (results[0] != Upstream::Fetch::ok || sink.handle_name()) {
-        unlink(sink.path().c_str());
+        unlink(sink.raw_path().c_str());
+        unlink(pack.path().c_str());
         why = results[0] == Upstream::Fetch::ok ? "message changed upstream" : err;
         return -1;
     }
-    if (rename(sink.path().c_str(), m.path.c_str()) != 0) {
-        unlink(sink.path().c_str());
-        why = std::string("rename: ") + std::strerror(errno);
-        return -1;
-    }
-    fd = open_cache_copy(m.path, m.key, size, why);
-    if (fd >= 0 && size != m.size) {
-        ::close(fd);
+    const CacheIndex before = read_index(uc.index_path);
+    CacheIndex index = before;
+    index[m.key] = sink.entry();
+    if (write_index(uc.index_path, index))
+        remove_unused_packs(uc.pack_prefix, before, index);
+    if (sink.entry().size != m.size) {
         why = "fetched again, size differs from LIST";
         return -1;
     }
-    return fd;
+    return open_entry(pack.path(), 0, m.key, m.size, why);
 }
 
 bool poll_mailbox(const UpstreamConfig& cfg, const SyncOptions& opt, const std::string& user,

@@ -21,7 +21,8 @@ struct ShownMessage {
     uint64_t upstream_num = 0;
     std::string uidl;
     std::string key;     // cache_key() of the message
-    std::string path;    // the presented file, CRLF line endings; "" when as_is
+    std::string path;    // the presented file (CRLF line endings) or pack; "" when as_is
+    uint64_t offset = 0; // of the copy's entry header in the pack
     uint64_t size = 0;   // exact octets RETR sends (for as_is: upstream's LIST size)
     /// How RETR finds the octets: a durable presented file (media re-inserted),
     /// a cache copy checked before each use (cache.h), or none at all: a message
@@ -80,11 +81,12 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
                  std::vector<ShownMessage>& shown, SyncStats& stats, std::string& err);
 
 /// Opens the octets of a `copy` message for RETR: its cache copy if that passes
-/// open_cache_copy(), else (a crash left it damaged, or it is gone) the message
+/// open_entry(), else (a crash left it damaged, or it is gone) the message
 /// RETR'd again from upstream into a new copy, used only if it is as long as the
 /// size the client was told. Returns the descriptor positioned at the first
 /// octet, or -1 with `why` set.
-int open_copy(Upstream& up, const ShownMessage& m, const SyncOptions& opt, std::string& why);
+int open_copy(Upstream& up, const ShownMessage& m, const std::string& user, const SyncOptions& opt,
+              std::string& why);
 
 /// One background poll (fetcher.prefetch_interval): log in, synchronise so that
 /// media downloads start, QUIT without deleting. Returns false with err set.

@@ -149,13 +149,10 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
     int fd = -1;
     std::string why;
     if (m.source == ShownMessage::Source::copy)
-        fd = open_copy(up_, m, cfg_.sync, why);
+        fd = open_copy(up_, m, user_, cfg_.sync, why);
     else
         fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
-    FILE* f = fd >= 0 ? fdopen(fd, "rb") : nullptr;
-    if (!f) {
-        if (fd >= 0)
-            ::close(fd);
+    if (fd < 0) {
         if (!why.empty())
             log_warning("message " + std::to_string(m.upstream_num) + ": " + printable(why));
         reply("-ERR [SYS/TEMP] message unavailable");
@@ -169,7 +166,12 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
     size_t n;
     bool done = false;
     int last = '\n';
-    while (!done && (n = fread(buf, 1, sizeof buf, f)) > 0) {
+    // A copy is one entry of a pack: exactly m.size octets from here.
+    uint64_t left = m.source == ShownMessage::Source::copy ? m.size : UINT64_MAX;
+    ssize_t got;
+    while (!done && left > 0 && (got = ::read(fd, buf, std::min<uint64_t>(sizeof buf, left))) > 0) {
+        n = static_cast<size_t>(got);
+        left -= n;
         size_t from = 0;
         for (size_t i = 0; i < n; ++i) {
             char c = buf[i];
@@ -203,7 +205,7 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
         client_.put(buf + from, n - from);
         sent_bytes_ += n;
     }
-    fclose(f);
+    ::close(fd);
     if (last != '\n')
         client_.put("\r\n", 2);
     client_.put(".\r\n", 3);

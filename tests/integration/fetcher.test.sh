@@ -253,4 +253,34 @@ a.sendall(b"QUIT\r\n"); a.recv(100); a.close()
 PY
 mm_log "second concurrent session refused"
 
+check "a message over fetcher.max_size is shown as it is (location part and link), at every login"
+kill -TERM "$FPID"; wait "$FPID" 2>/dev/null
+DD=$MM_MAIL_DIR/carol/Maildir
+mkdir -p "$DD/new" "$DD/cur" "$DD/tmp"
+{ cat "$MM_TMP/handle.eml"; for n in $(seq 200); do echo "padding line $n to take the mail over max_size"; done; } \
+  >"$DD/new/1700000001.M1.mmtest"
+cp "$MM_TMP/m1" "$DD/new/1700000002.M2.mmtest"
+chown -R "$MM_VMAIL_UID:$MM_VMAIL_GID" "$DD"
+start_fetcher --set fetcher.max_size=4k
+python3 - "$PORT" "$MM_POP3_PORT" <<'PY' || mm_fail "over max_size"
+import poplib, sys
+def read(port):
+    p = poplib.POP3("127.0.0.1", int(port), timeout=30)
+    p.user("carol"); p.pass_("secret")
+    listing = [l.split()[1] for l in p.list()[1]]
+    msgs = [b"\r\n".join(p.retr(i)[1]) for i in range(1, len(listing) + 1)]
+    top = p.top(1, 0)[1]
+    p.quit()
+    return listing, msgs, top
+direct = read(sys.argv[2])
+for login in (1, 2):
+    got = read(sys.argv[1])
+    assert got[0] == direct[0], ("LIST differs", login, got[0], direct[0])
+    assert got[1] == direct[1], ("messages differ", login)
+    assert got[2] == direct[2], ("TOP differs", login)
+assert len(direct[0]) == 2 and int(direct[0][0]) > 4096 and b"X-Media-Handle: v=1" in direct[1][0]
+PY
+! grep -q "held back uidl=.*larger than" "$MM_TMP/fetcher.log" || mm_fail "big message held back"
+mm_log "over max_size: listed, RETR and TOP byte-identical to Dovecot's at two logins"
+
 echo "PASS: fetcher"

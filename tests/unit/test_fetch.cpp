@@ -327,3 +327,437 @@ TEST_CASE("due downloads start priority senders first, then the least-failed")
         CHECK(runs_before(c.b, c.a) == c.b_first);
     }
 }
+
+// ---- cached copies of plain messages (fetcher/cache.h) and the sync around them ----
+
+#include "fetcher/cache.h"
+#include "fetcher/stream.h"
+#include "util.h"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cstdlib>
+#include <fcntl.h>
+#include <fstream>
+#include <netinet/in.h>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+namespace {
+
+const std::string kKey(64, 'b');
+
+std::string read_all(const std::string& path)
+{
+    std::ifstream f(path, std::ios::binary);
+    std::ostringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+std::string read_fd(int fd)
+{
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0)
+        out.append(buf, static_cast<size_t>(n));
+    return out;
+}
+
+/// A fresh cache directory, removed again at the end of the test.
+struct TempCache {
+    std::string dir;
+    TempCache()
+    {
+        char tmpl[] = "/tmp/mm-cache-test-XXXXXX";
+        REQUIRE(mkdtemp(tmpl) != nullptr);
+        dir = tmpl;
+        std::string err;
+        REQUIRE(prepare_cache(dir, err));
+    }
+    ~TempCache() { std::system(("rm -rf '" + dir + "'").c_str()); }
+};
+
+/// Greets, then answers each command line it reads with the next canned reply;
+/// records the commands. Pipelined commands are read and answered in order.
+class ScriptedPop3 {
+public:
+    explicit ScriptedPop3(std::vector<std::string> replies)
+    {
+        lfd_ = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        REQUIRE(listen(lfd_, 1) == 0);
+        socklen_t len = sizeof a;
+        getsockname(lfd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this, replies] {
+            int fd = accept(lfd_, nullptr, nullptr);
+            if (fd < 0)
+                return;
+            send(fd, "+OK hi\r\n", 8, MSG_NOSIGNAL);
+            for (const auto& r : replies) {
+                std::string line;
+                char c;
+                while (recv(fd, &c, 1, 0) == 1 && c != '\n')
+                    line.push_back(c);
+                if (!line.empty() && line.back() == '\r')
+                    line.pop_back();
+                commands.push_back(line);
+                send(fd, r.data(), r.size(), MSG_NOSIGNAL);
+            }
+            shutdown(fd, SHUT_WR);
+            char sink[256];
+            while (recv(fd, sink, sizeof sink, 0) > 0) {
+            }
+            close(fd);
+        });
+    }
+    ~ScriptedPop3()
+    {
+        shutdown(lfd_, SHUT_RDWR);
+        if (thread_.joinable())
+            thread_.join();
+        close(lfd_);
+    }
+    void wait() { thread_.join(); }
+    UpstreamConfig config() const
+    {
+        UpstreamConfig c;
+        c.host = "127.0.0.1";
+        c.port = port_;
+        c.tls_required = false;
+        c.timeout = std::chrono::seconds(5);
+        return c;
+    }
+    std::vector<std::string> commands;
+
+private:
+    int lfd_ = -1;
+    uint16_t port_ = 0;
+    std::thread thread_;
+};
+
+SyncOptions options(const TempCache& c, uint64_t max_size)
+{
+    SyncOptions o;
+    o.cache_dir = c.dir;
+    o.upstream_id = "127.0.0.1:110";
+    o.max_size = max_size;
+    return o;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& s)
+{
+    return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+} // namespace
+
+TEST_CASE("cache entry headers: round trip, and anything else refused")
+{
+    CacheHeader h;
+    h.size = 3500;
+    h.sha256 = kSha;
+    h.key = kKey;
+    h.boot = std::string(32, 'c');
+    const std::string good = format_cache_header(h);
+    REQUIRE(good.size() == kCacheHeaderLen);
+    CacheHeader back;
+    REQUIRE(parse_cache_header(good, back));
+    CHECK(back.size == 3500);
+    CHECK(back.sha256 == kSha);
+    CHECK(back.key == kKey);
+    CHECK(back.boot == h.boot);
+    h.boot.clear();   // boot unknown when written
+    REQUIRE(parse_cache_header(format_cache_header(h), back));
+    CHECK(back.boot.empty());
+
+    auto at = [&](size_t pos, char c) {
+        std::string s = good;
+        s[pos] = c;
+        return s;
+    };
+    struct Case {
+        const char* why;
+        std::string text;
+    };
+    const Case cases[] = {
+        {"empty", ""},
+        {"zeros, as an unwritten block reads", std::string(kCacheHeaderLen, '\0')},
+        {"short", good.substr(0, kCacheHeaderLen - 1)},
+        {"long", good + "x"},
+        {"other magic", at(7, '2')},
+        {"size not hex", at(9, 'g')},
+        {"size upper case", at(24, 'A')},
+        {"sha256 not hex", at(30, 'z')},
+        {"key with a space", at(100, ' ')},
+        {"boot half dashes", at(156, '-')},
+        {"missing separator", at(25, 'x')},
+        {"LF only", at(188, '\n')},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.why);
+        CHECK_FALSE(parse_cache_header(c.text, back));
+    }
+}
+
+TEST_CASE("pack entries: one after another, each checked on open; damage is found")
+{
+    TempCache c;
+    const std::string path = c.dir + "/msg/p.pack", boot(32, 'd');
+    const std::string key2(64, 'e');
+    std::string big;
+    for (int i = 0; i < 5000; ++i)
+        big += "line " + std::to_string(i) + " of a big plain message\r\n";
+    {
+        PackWriter pack(path, "0000abcd", boot);
+        PackSink a(pack, kKey, c.dir + "/msg/a.raw"), b(pack, key2, c.dir + "/msg/b.raw");
+        REQUIRE(a.write("one\r\n", 5));
+        REQUIRE(a.finish());
+        for (size_t off = 0; off < big.size(); off += 65536)   // as read_retr hands it over
+            REQUIRE(b.write(big.data() + off, std::min<size_t>(65536, big.size() - off)));
+        REQUIRE(b.finish());
+        CHECK_FALSE(a.handle_name());
+        CHECK(a.entry().offset == 0);
+        CHECK(a.entry().size == 5);
+        CHECK(b.entry().offset == kCacheHeaderLen + 5);
+        CHECK(b.entry().size == big.size());
+        CHECK(pack.end == 2 * kCacheHeaderLen + 5 + big.size());
+    }
+    std::string why;
+    int fd = open_entry(path, 0, kKey, 5, why, boot);
+    REQUIRE(fd >= 0);
+    CHECK(read_fd(fd).substr(0, 5) == "one\r\n");
+    close(fd);
+    // Checked by SHA-256 when written in another boot, and still good.
+    fd = open_entry(path, kCacheHeaderLen + 5, key2, big.size(), why, std::string(32, 'f'));
+    REQUIRE(fd >= 0);
+    CHECK(read_fd(fd) == big);
+    close(fd);
+
+    CHECK(open_entry(path, 0, key2, 5, why, boot) < 0);                    // names another message
+    CHECK(open_entry(path, 0, kKey, 6, why, boot) < 0);                    // another size
+    CHECK(open_entry(path, 1, kKey, 5, why, boot) < 0);                    // not an entry's start
+    CHECK(open_entry(c.dir + "/msg/none.pack", 0, kKey, 5, why, boot) < 0);
+
+    // A crash in an earlier boot left a block of the second entry unwritten.
+    int w = open(path.c_str(), O_WRONLY);
+    REQUIRE(w >= 0);
+    const std::string zeros(4096, '\0');
+    REQUIRE(pwrite(w, zeros.data(), zeros.size(), kCacheHeaderLen * 2 + 5 + 8192) == 4096);
+    fd = open_entry(path, kCacheHeaderLen + 5, key2, big.size(), why, std::string(32, 'f'));
+    CHECK(fd < 0);
+    CHECK(why.find("SHA-256") != std::string::npos);
+    fd = open_entry(path, kCacheHeaderLen + 5, key2, big.size(), why, "");   // boot unknown: checked too
+    CHECK(fd < 0);
+    // ... or cut the pack short.
+    REQUIRE(ftruncate(w, static_cast<off_t>(kCacheHeaderLen * 2 + 5 + 100)) == 0);
+    close(w);
+    CHECK(open_entry(path, kCacheHeaderLen + 5, key2, big.size(), why, boot) < 0);
+    fd = open_entry(path, 0, kKey, 5, why, boot);   // the first entry is untouched
+    CHECK(fd >= 0);
+    close(fd);
+}
+
+TEST_CASE("a message naming X-Media-Handle goes to its raw file, even split across writes; the pack is left as it was")
+{
+    TempCache c;
+    const std::string path = c.dir + "/msg/p.pack", raw = c.dir + "/msg/h.raw";
+    PackWriter pack(path, "0000abcd", std::string(32, 'd'));
+    PackSink plain(pack, kKey, c.dir + "/msg/x.raw");
+    REQUIRE(plain.write("a: b\r\n\r\nx-media-handl\r\n", 23));   // one letter short
+    REQUIRE(plain.finish());
+    CHECK_FALSE(plain.handle_name());
+    const uint64_t end = pack.end;
+
+    const std::string first = "Subject: v\r\nX-Med", second = "IA-Handle: v=1\r\n\r\nbody\r\n";
+    std::string tail(70000, 'y');   // big enough to have been written to the pack already
+    PackSink h(pack, std::string(64, 'e'), raw);
+    REQUIRE(h.write(first.data(), first.size()));
+    REQUIRE(h.write(second.data(), second.size()));
+    REQUIRE(h.write(tail.data(), tail.size()));
+    REQUIRE(h.finish());
+    CHECK(h.handle_name());
+    CHECK(read_all(raw) == first + second + tail);
+    CHECK(pack.end == end);
+
+    PackSink small(pack, std::string(64, '1'), c.dir + "/msg/s.raw");
+    REQUIRE(small.write("xx-MEDIA-HANDLE:", 16));
+    REQUIRE(small.finish());
+    CHECK(small.handle_name());
+    CHECK(read_all(c.dir + "/msg/s.raw") == "xx-MEDIA-HANDLE:");
+    CHECK(pack.end == end);
+}
+
+TEST_CASE("cache index: round trip; lines a crash damaged are skipped")
+{
+    TempCache c;
+    const std::string path = c.dir + "/msg/u.idx";
+    CacheIndex idx;
+    idx[kKey] = {"0000abcd", 0, 5};
+    idx[std::string(64, 'e')] = {"0000abce", 195, 123456};
+    REQUIRE(write_index(path, idx));
+    CacheIndex back = read_index(path);
+    REQUIRE(back.size() == 2);
+    CHECK(back[std::string(64, 'e')].pack == "0000abce");
+    CHECK(back[std::string(64, 'e')].offset == 195);
+    CHECK(back[std::string(64, 'e')].size == 123456);
+    CHECK(read_index(c.dir + "/msg/none.idx").empty());
+
+    const std::string good = read_all(path);
+    auto index_of = [&](const std::string& text) {
+        std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+        return read_index(path);
+    };
+    CHECK(index_of("").empty());
+    CHECK(index_of(std::string(4096, '\0')).empty());
+    CHECK(index_of(good.substr(0, good.size() - 1)).size() == 1);       // last line cut: not trusted
+    CHECK(index_of("MMINDEX2\n" + good.substr(9)).empty());              // another format
+    std::string bad = good;
+    bad[9 + 3] = '\0';                                                   // a hole in the first line
+    CHECK(index_of(bad).size() == 1);
+    CHECK(index_of(good + kKey + " 0000abcd 12x 5\n").size() == 2);     // bad number: skipped
+    CHECK(index_of(good + kKey + " 0000ABCD 1 5\n").size() == 2);
+    CHECK(index_of(good + kKey + " 0000abcd 1\n").size() == 2);
+}
+
+TEST_CASE("synchronise: plain mail into one pack, then from the index; a message over fetcher.max_size shown as it is")
+{
+    TempCache c;
+    const SyncOptions opt = options(c, 1000);
+    const std::string list = "+OK\r\n1 30\r\n2 5000\r\n3 20\r\n4 25\r\n.\r\n";
+    {
+        // 2 is over max_size by LIST and never RETR'd; 4 says 25 in LIST but is
+        // bigger: cut off at max_size, shown as it is too.
+        ScriptedPop3 up({"+OK\r\n1 u1\r\n2 u2\r\n3 u3\r\n4 u4\r\n.\r\n", list, "+OK\r\nPIPELINING\r\n.\r\n",
+                         "+OK\r\nSubject: one\r\n\r\n..dot\r\n.\r\n", "+OK\r\nSubject: three\r\n\r\nhi\r\n.\r\n",
+                         "+OK\r\n" + std::string(3000, 'z') + "\r\n.\r\n", "+OK bye\r\n"});
+        Upstream u;
+        std::string err, text;
+        REQUIRE(u.connect(up.config(), err));
+        std::vector<ShownMessage> shown;
+        SyncStats stats;
+        REQUIRE(synchronise(u, "bob", opt, shown, stats, err));
+        REQUIRE(shown.size() == 4);
+        CHECK(stats.held == 0);
+        CHECK(shown[0].source == ShownMessage::Source::copy);
+        CHECK(shown[0].size == 22);
+        CHECK(shown[1].source == ShownMessage::Source::as_is);
+        CHECK(shown[1].size == 5000);
+        CHECK(shown[2].source == ShownMessage::Source::copy);
+        CHECK(shown[2].path == shown[0].path);   // one pack for the login
+        CHECK(shown[3].source == ShownMessage::Source::as_is);
+        CHECK(shown[3].size == 25);
+        std::string why;
+        int fd = open_copy(u, shown[0], "bob", opt, why);
+        REQUIRE(fd >= 0);
+        CHECK(read_fd(fd).substr(0, 22) == "Subject: one\r\n\r\n.dot\r\n");
+        close(fd);
+        CHECK(u.command("QUIT", text) == Reply::ok);
+        u.close();   // the script ends when we hang up
+        up.wait();
+        CHECK_FALSE(has(up.commands, "RETR 2"));
+        CHECK(has(up.commands, "RETR 4"));
+    }
+    {
+        // The next login: the index answers for the plain ones; 2 is still shown
+        // as it is unread, 4 (whose LIST understates it) is read and cut off again.
+        ScriptedPop3 up({"+OK\r\n1 u1\r\n2 u2\r\n3 u3\r\n4 u4\r\n.\r\n", list,
+                         "+OK\r\n" + std::string(3000, 'z') + "\r\n.\r\n", "+OK bye\r\n"});
+        Upstream u;
+        std::string err, text;
+        REQUIRE(u.connect(up.config(), err));
+        std::vector<ShownMessage> shown;
+        SyncStats stats;
+        REQUIRE(synchronise(u, "bob", opt, shown, stats, err));
+        REQUIRE(shown.size() == 4);
+        CHECK(shown[1].source == ShownMessage::Source::as_is);
+        CHECK(shown[2].source == ShownMessage::Source::copy);
+        CHECK(shown[2].size == 22);
+        CHECK(shown[3].source == ShownMessage::Source::as_is);
+        CHECK(u.command("QUIT", text) == Reply::ok);
+        u.close();   // the script ends when we hang up
+        up.wait();
+        CHECK(up.commands == std::vector<std::string>{"UIDL", "LIST", "RETR 4", "QUIT"});
+    }
+}
+
+TEST_CASE("a cache copy found damaged at RETR is fetched again; a message gone upstream takes its pack along")
+{
+    TempCache c;
+    const SyncOptions opt = options(c, 100000);
+    std::vector<ShownMessage> shown;
+    {
+        ScriptedPop3 up({"+OK\r\n1 u1\r\n.\r\n", "+OK\r\n1 20\r\n.\r\n", "+OK\r\nSubject: one\r\n\r\nbody\r\n.\r\n"});
+        Upstream u;
+        std::string err;
+        REQUIRE(u.connect(up.config(), err));
+        SyncStats stats;
+        REQUIRE(synchronise(u, "bob", opt, shown, stats, err));
+        REQUIRE(shown.size() == 1);
+    }
+    const std::string first_pack = shown[0].path;
+    REQUIRE(truncate(first_pack.c_str(), 100) == 0);   // what a crash can leave
+    std::vector<ShownMessage> again;
+    {
+        ScriptedPop3 up({"+OK\r\n1 u1\r\n.\r\n", "+OK\r\n1 20\r\n.\r\n",
+                         "+OK\r\nSubject: one\r\n\r\nbody\r\n.\r\n", "+OK\r\n"});
+        Upstream u;
+        std::string err, text;
+        REQUIRE(u.connect(up.config(), err));
+        SyncStats stats;
+        REQUIRE(synchronise(u, "bob", opt, again, stats, err));
+        REQUIRE(again.size() == 1);
+        CHECK(again[0].size == 22);   // from the index, before any check
+        std::string why;
+        int fd = open_copy(u, again[0], "bob", opt, why);
+        REQUIRE(fd >= 0);
+        CHECK(read_fd(fd).substr(0, 22) == "Subject: one\r\n\r\nbody\r\n");
+        close(fd);
+        CHECK(u.command("NOOP", text) == Reply::ok);   // in step with upstream
+        u.close();   // the script ends when we hang up
+        up.wait();
+        CHECK(up.commands.at(2) == "RETR 1");
+    }
+    struct stat st;
+    CHECK(stat(first_pack.c_str(), &st) != 0);   // no entry left in it: removed
+    {
+        // Message 1 deleted upstream: its entry and the pack it was in go.
+        ScriptedPop3 up({"+OK\r\n.\r\n", "+OK\r\n.\r\n"});
+        Upstream u;
+        std::string err;
+        REQUIRE(u.connect(up.config(), err));
+        SyncStats stats;
+        std::vector<ShownMessage> none;
+        REQUIRE(synchronise(u, "bob", opt, none, stats, err));
+        CHECK(none.empty());
+    }
+    std::string why;
+    CHECK(open_copy(*std::make_unique<Upstream>(), again[0], "bob", opt, why) < 0);   // pack gone, no upstream
+}
+
+TEST_CASE("relaying a message as it is: dot-stuffing kept, bare LF made CRLF, refusal sends nothing")
+{
+    ScriptedPop3 up({"+OK\r\n..dot\r\nbare\nend\r\n.\r\n", "-ERR no such message\r\n"});
+    Upstream u;
+    std::string err;
+    REQUIRE(u.connect(up.config(), err));
+    int sv[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    uint64_t sent = 0;
+    {
+        Stream out(sv[0]);
+        CHECK(u.relay("RETR 2", "+OK 16 octets\r\n", out, sent) == Reply::ok);
+        CHECK(u.relay("RETR 9", "+OK 1 octets\r\n", out, sent) == Reply::err);
+    }
+    CHECK(read_fd(sv[1]) == "+OK 16 octets\r\n..dot\r\nbare\r\nend\r\n.\r\n");
+    CHECK(sent == 18);   // octets on the wire, stuffing included, terminator not
+    close(sv[1]);
+}
