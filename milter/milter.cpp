@@ -50,6 +50,7 @@ struct Message {
     // Media decoded while the body arrives (declared after pre_sink: destroyed first).
     std::unique_ptr<StoreSink> pre_sink;
     std::unique_ptr<PrescanThread> prescan;
+    std::unique_ptr<ParseThread> parse;   // GMime's parse of the spool file, as it grows
 };
 
 /// Per-connection context, created at connect and freed at close.
@@ -62,6 +63,7 @@ struct Connection {
 
 void drop_message(Message& m)
 {
+    m.parse.reset();
     m.prescan.reset();   // joins its thread; unused temp files in the store go
     if (m.fd >= 0)
         close(m.fd);
@@ -75,6 +77,7 @@ Connection* conn_of(SMFICTX* ctx) { return static_cast<Connection*>(smfi_getpriv
 /// The message will pass untouched: stop spooling, keep counting its size for the log.
 void pass_untouched(Message& m, std::string why)
 {
+    m.parse.reset();
     m.prescan.reset();
     if (m.fd >= 0)
         close(m.fd);
@@ -312,6 +315,8 @@ sfsistat cb_eoh(SMFICTX* ctx)
     }
     if (!ok || !open_spool(m))
         c->msg.failed_why = "cannot write spool file in " + g_settings->spool_dir + ": " + strerror(errno);   // answered at body/eom
+    else if (m.prescan)
+        m.parse = std::make_unique<ParseThread>(m.spool_path, m.size);
     return SMFIS_CONTINUE;
 }
 
@@ -336,6 +341,8 @@ sfsistat cb_body(SMFICTX* ctx, unsigned char* chunk, size_t len)
         return on_internal_error(ctx, "cannot write spool file in " + g_settings->spool_dir + ": " + strerror(errno));
     if (c->msg.prescan)
         c->msg.prescan->feed(reinterpret_cast<const char*>(chunk), len);
+    if (c->msg.parse)
+        c->msg.parse->grew(c->msg.size);
     return SMFIS_CONTINUE;
 }
 
@@ -403,8 +410,16 @@ sfsistat cb_eom(SMFICTX* ctx)
                 log_info("queue " + queue_id(ctx) + ": decoding while receiving failed (" + why +
                          "); decoding from the spool file");
         }
+        ParsedMessagePtr parsed;
+        if (m.parse) {
+            std::string why;
+            parsed = m.parse->finish(why);
+            if (!parsed)
+                log_info("queue " + queue_id(ctx) + ": parsing while receiving failed (" + why +
+                         "); parsing the spool file");
+        }
         StoreSink sink(*g_settings->store, m.recipients, [ctx] { smfi_progress(ctx); });
-        r = detach_message(m.spool_path, out_path, g_settings->policy, sink, &pre);
+        r = detach_message(m.spool_path, out_path, g_settings->policy, sink, &pre, std::move(parsed));
     } catch (const std::exception& e) {
         unlink(out_path.c_str());
         return on_internal_error(ctx, e.what());

@@ -74,4 +74,32 @@ std::vector<Predecoded> PrescanThread::finish(std::string& error)
     return scan_.finish();
 }
 
+ParseThread::ParseThread(const std::string& path, uint64_t size)
+{
+    file_->grew(size);
+    thread_ = std::thread([this, path] {
+        try {
+            parsed_ = parse_growing(path, file_);
+        } catch (const std::exception& e) {
+            error_ = e.what();
+        }
+    });
+}
+
+ParseThread::~ParseThread()
+{
+    file_->finish();
+    if (thread_.joinable())
+        thread_.join();
+}
+
+ParsedMessagePtr ParseThread::finish(std::string& error)
+{
+    file_->finish();
+    if (thread_.joinable())
+        thread_.join();
+    error = error_;
+    return std::move(parsed_);
+}
+
 } // namespace mm

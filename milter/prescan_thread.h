@@ -5,6 +5,7 @@
 // message the engine finds the media already in the store's temp files.
 #pragma once
 
+#include "mime/growing.h"
 #include "mime/prescan.h"
 
 #include <condition_variable>
@@ -40,6 +41,29 @@ private:
     std::deque<std::string> queue_;
     size_t queued_ = 0;
     bool closed_ = false;
+    std::string error_;
+    std::thread thread_;
+};
+
+/// Runs GMime's parse of the spool file (parse_growing) while the body is
+/// still being spooled: at end of message the parse is done but for the tail.
+class ParseThread {
+public:
+    /// Starts parsing `path`, of which `size` bytes are written.
+    ParseThread(const std::string& path, uint64_t size);
+    /// Ends the file where it is, waits for the thread and drops the parse.
+    ~ParseThread();
+    ParseThread(const ParseThread&) = delete;
+    ParseThread& operator=(const ParseThread&) = delete;
+
+    /// `size` bytes of the spool file are written.
+    void grew(uint64_t size) { file_->grew(size); }
+    /// The file is complete: waits for the parse. Null with `error` set if it failed.
+    ParsedMessagePtr finish(std::string& error);
+
+private:
+    std::shared_ptr<GrowingFile> file_ = std::make_shared<GrowingFile>();
+    ParsedMessagePtr parsed_;
     std::string error_;
     std::thread thread_;
 };

@@ -241,7 +241,9 @@ void Prescanner::scan_base64(const char* p, size_t n, size_t& i)
         else if (p[n - 1] == '\r')
             end = n - 1;
         body_data(p + i, end - i);
-        held_.assign(p + end, n - end);
+        held_.clear();
+        for (size_t k = end; k < n; ++k)   // at most "\r\n"
+            held_ += p[k];
         held_off_ = off_ + end;
         i = n;
     }

@@ -54,7 +54,7 @@ private:
     void body_data(const char* p, size_t n);
     void end_body(uint64_t end);
 
-    const DetachPolicy& policy_;
+    const DetachPolicy policy_;   // a copy: callers pass temporaries
     MediaSink& sink_;
     State state_ = State::top_headers;
     uint64_t off_ = 0;           // file offset of the next byte fed

@@ -7,6 +7,7 @@
 #include "rewrite.h"
 
 #include "base64_body.h"
+#include "growing.h"
 #include "prescan.h"
 #include "util.h"
 
@@ -159,7 +160,6 @@ struct Parsed {
     GMimeStream* stream = nullptr;
     GMimeParser* parser = nullptr;
     GMimeMessage* message = nullptr;
-    int fd = -1;
     ~Parsed()
     {
         if (message)
@@ -167,25 +167,28 @@ struct Parsed {
         if (parser)
             g_object_unref(parser);
         if (stream)
-            g_object_unref(stream);   // closes fd (owner)
-        else if (fd >= 0)
-            close(fd);
+            g_object_unref(stream);   // closes its fd (owner)
     }
 };
 
-std::unique_ptr<Parsed> parse_file(const std::string& path)
+std::unique_ptr<Parsed> parse_stream(GMimeStream* stream)
 {
-    ensure_gmime();
     auto p = std::make_unique<Parsed>();
-    p->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (p->fd < 0)
-        io_fail("cannot open", path);
-    p->stream = g_mime_stream_fs_new(p->fd);
+    p->stream = stream;
     p->parser = g_mime_parser_new_with_stream(p->stream);
     // Persistent: part contents stay in the file as offsets, never copied to memory.
     g_mime_parser_set_persist_stream(p->parser, TRUE);
     p->message = g_mime_parser_construct_message(p->parser, nullptr);
     return p;
+}
+
+std::unique_ptr<Parsed> parse_file(const std::string& path)
+{
+    ensure_gmime();
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        io_fail("cannot open", path);
+    return parse_stream(g_mime_stream_fs_new(fd));   // the stream owns fd
 }
 
 /// A leaf part directly inside a multipart, with its byte range in the file:
@@ -495,6 +498,26 @@ struct Chosen {
 
 } // namespace
 
+struct ParsedMessage {
+    std::unique_ptr<Parsed> parsed;
+};
+
+void ParsedMessageDeleter::operator()(ParsedMessage* p) const
+{
+    delete p;
+}
+
+ParsedMessagePtr parse_growing(const std::string& path, std::shared_ptr<GrowingFile> file)
+{
+    ensure_gmime();
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        io_fail("cannot open", path);
+    ParsedMessagePtr pm(new ParsedMessage);
+    pm->parsed = parse_stream(growing_stream_new(fd, std::move(file)));
+    return pm;
+}
+
 bool type_matches(const std::string& type, const std::vector<std::string>& patterns)
 {
     for (const auto& pat : patterns) {
@@ -521,12 +544,12 @@ uint64_t base64_encoded_size(uint64_t size, unsigned line_len, size_t eol_len, b
 }
 
 DetachResult detach_message(const std::string& in_path, const std::string& out_path, const DetachPolicy& policy,
-                            MediaSink& sink, std::vector<Predecoded>* predecoded)
+                            MediaSink& sink, std::vector<Predecoded>* predecoded, ParsedMessagePtr pre_parsed)
 {
     DetachResult r;
     InFile in(in_path);
     r.in_size = in.size();
-    auto parsed = parse_file(in_path);
+    std::unique_ptr<Parsed> parsed = pre_parsed ? std::move(pre_parsed->parsed) : parse_file(in_path);
     if (!parsed->message) {
         r.skipped_why = "not a parseable message";
         return r;

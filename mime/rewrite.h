@@ -70,6 +70,18 @@ struct DecodedBody {
 };
 
 struct Predecoded;
+class GrowingFile;
+
+/// A message file parsed ahead of detach_message(), while it was written.
+struct ParsedMessage;
+struct ParsedMessageDeleter {
+    void operator()(ParsedMessage* p) const;
+};
+using ParsedMessagePtr = std::unique_ptr<ParsedMessage, ParsedMessageDeleter>;
+
+/// Parses the message file at `path` while it is being written (`file` says
+/// how far it is; see growing.h); returns once the file is complete and parsed.
+ParsedMessagePtr parse_growing(const std::string& path, std::shared_ptr<GrowingFile> file);
 
 /// Whether a lowercased MIME type matches one of the patterns ("video/*", "*/*", exact).
 bool type_matches(const std::string& type, const std::vector<std::string>& patterns);
@@ -89,9 +101,10 @@ bool type_matches(const std::string& type, const std::vector<std::string>& patte
 /// `predecoded` (see prescan.h): bodies decoded while the message arrived; one
 /// whose range is exactly a chosen part's body is used instead of decoding it
 /// again (its part moves out of the vector); the others are left alone.
+/// `parsed`: in_path already parsed by parse_growing(), instead of parsing it here.
 DetachResult detach_message(const std::string& in_path, const std::string& out_path,
                             const DetachPolicy& policy, MediaSink& sink,
-                            std::vector<Predecoded>* predecoded = nullptr);
+                            std::vector<Predecoded>* predecoded = nullptr, ParsedMessagePtr parsed = nullptr);
 
 /// One location part found in a message.
 struct FoundHandle {

@@ -717,7 +717,11 @@ TEST_CASE("corpus: a message whose top-level headers rule out media never has an
     CHECK(ruled_out > 0);
 }
 
+#include "mime/growing.h"
 #include "mime/prescan.h"
+
+#include <fcntl.h>
+#include <thread>
 
 namespace {
 
@@ -735,16 +739,36 @@ DetachRun detach_with(const std::string& path, const DetachPolicy& policy, size_
     DetachRun run;
     FileSink sink(dir);
     std::vector<Predecoded> pre;
+    ParsedMessagePtr parsed;
+    std::string in_path = path;
     if (chunk > 0) {
+        // As the milter does it: the file is written piece by piece while one
+        // thread parses it (parse_growing) and the prescanner decodes it.
+        in_path = dir + "/grown.eml";
+        auto file = std::make_shared<GrowingFile>();
+        int fd = open(in_path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0600);
+        REQUIRE(fd >= 0);
+        std::thread parser([&] { parsed = parse_growing(in_path, file); });
         Prescanner scan(policy, sink);
         std::string text = read_file(path);
-        for (size_t i = 0; i < text.size(); i += chunk)
-            scan.feed(text.data() + i, std::min(chunk, text.size() - i));
+        size_t piece = std::max<size_t>(chunk, 997);   // the file grows by at least this
+        bool written = true;
+        for (size_t i = 0; i < text.size(); i += piece) {
+            size_t n = std::min(piece, text.size() - i);
+            written = written && write(fd, text.data() + i, n) == static_cast<ssize_t>(n);
+            for (size_t k = 0; k < n; k += chunk)
+                scan.feed(text.data() + i + k, std::min(chunk, n - k));
+            file->grew(i + n);
+        }
+        CHECK(written);
+        close(fd);
+        file->finish();
+        parser.join();
         pre = scan.finish();
     }
     std::string out_path = dir + "/out." + std::to_string(chunk);
     unlink(out_path.c_str());
-    run.r = detach_message(path, out_path, policy, sink, chunk > 0 ? &pre : nullptr);
+    run.r = detach_message(in_path, out_path, policy, sink, chunk > 0 ? &pre : nullptr, std::move(parsed));
     if (run.r.detached > 0)
         run.out = read_file(out_path);
     for (const auto& f : sink.files)
@@ -758,7 +782,7 @@ DetachRun detach_with(const std::string& path, const DetachPolicy& policy, size_
 
 TEST_CASE("prescan: bodies decoded while the message arrives give exactly the result without")
 {
-    std::string video = fake_mp4(3 << 20), audio = "ID3" + std::string(2 << 20, '\x07');
+    std::string video = fake_mp4(3 << 19), audio = "ID3" + std::string(1 << 20, '\x07');
     struct Case {
         const char* name;
         std::string eol;
