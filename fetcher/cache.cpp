@@ -168,7 +168,9 @@ PackWriter::~PackWriter()
 bool PackWriter::pwrite_all(const void* p, size_t n, uint64_t offset)
 {
     if (fd_ < 0 && !failed_) {
-        fd_ = open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        // A new file always: writing into a pack an index already names (the
+        // same random tag twice) could change octets a reader trusts.
+        fd_ = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         failed_ = fd_ < 0;
     }
     const char* c = static_cast<const char*>(p);
@@ -190,6 +192,45 @@ PackSink::PackSink(PackWriter& pack, std::string key, std::string raw_path)
 {
 }
 
+namespace {
+
+constexpr char kName[] = "x-media-handle";
+constexpr size_t kNameChars = sizeof kName - 1;
+
+bool name_at(const char* p)
+{
+    for (size_t i = 0; i < kNameChars; ++i)
+        if ((p[i] >= 'A' && p[i] <= 'Z' ? p[i] + ('a' - 'A') : p[i]) != kName[i])
+            return false;
+    return true;
+}
+
+} // namespace
+
+void PackSink::find_name(const char* p, size_t n)
+{
+    // Inside this chunk: every '-' (rare in text, found by memchr) that could be
+    // the name's first one. Across the chunk boundary: the carried tail of the
+    // chunk before with the start of this one.
+    std::string edge = tail_;
+    edge.append(p, std::min(n, kNameChars - 1));
+    for (size_t i = 0; !handle_name() && i + kNameChars <= edge.size(); ++i)
+        if (name_at(edge.data() + i))
+            matched_ = kNameLen;
+    for (const char* q = n > 1 ? static_cast<const char*>(memchr(p + 1, '-', n - 1)) : nullptr;
+         q && !handle_name(); q = static_cast<const char*>(memchr(q + 1, '-', static_cast<size_t>(p + n - q - 1)))) {
+        size_t at = static_cast<size_t>(q - p) - 1;
+        if (at + kNameChars > n)
+            break;
+        if (name_at(p + at))
+            matched_ = kNameLen;
+    }
+    const size_t keep = kNameChars - 1;
+    tail_.append(p + (n > keep ? n - keep : 0), std::min(n, keep));
+    if (tail_.size() > keep)
+        tail_.erase(0, tail_.size() - keep);
+}
+
 void PackSink::begin()
 {
     // Sinks of one pipelined window exist side by side but are fed one after
@@ -201,16 +242,10 @@ void PackSink::begin()
 
 bool PackSink::write(const char* p, size_t n)
 {
-    static const char kName[] = "x-media-handle";
     begin();
     sha_.update(p, n);
-    // The pattern's first letter does not occur again in it, so a mismatch can
-    // only restart a match at that letter: one pass, across chunk boundaries.
-    for (size_t i = 0; i < n && matched_ < kNameLen; ++i) {
-        char c = p[i];
-        c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
-        matched_ = c == kName[matched_] ? matched_ + 1 : (c == kName[0] ? 1 : 0);
-    }
+    if (!handle_name())
+        find_name(p, n);
     if (!spilled_ && first_.empty()) {
         first_.assign(p, n);
         size_ += n;

@@ -90,11 +90,13 @@ public:
 private:
     static constexpr size_t kNameLen = 14;   // "x-media-handle"
     void begin();
+    void find_name(const char* p, size_t n);
     bool spill();
     PackWriter& pack_;
     std::string key_, raw_path_;
     Sha256 sha_;
     std::string first_;   // the first chunk, held back: a small message is one write
+    std::string tail_;    // the last 13 octets so far: a name split between chunks
     bool started_ = false, spilled_ = false;
     uint64_t start_ = 0, size_ = 0;
     size_t matched_ = 0;

@@ -66,6 +66,13 @@ int Stream::peek()
     return static_cast<unsigned char>(buf_[pos_]);
 }
 
+std::string_view Stream::peek_buffer()
+{
+    if (pos_ >= len_ && !fill())
+        return {};
+    return std::string_view(buf_ + pos_, len_ - pos_);
+}
+
 long Stream::read_some(char* p, size_t n)
 {
     if (pos_ >= len_ && !fill())

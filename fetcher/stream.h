@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -29,6 +30,10 @@ public:
     int get();
     /// Peeks one byte without consuming it, or -1.
     int peek();
+    /// The bytes read ahead and not yet consumed, reading more first if there
+    /// are none; empty on eof/error. consume(n) takes n of them.
+    std::string_view peek_buffer();
+    void consume(size_t n) { pos_ += n; }
 
     bool write(const void* p, size_t n);
     bool write(const std::string& s) { return write(s.data(), s.size()); }

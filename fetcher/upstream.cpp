@@ -442,18 +442,21 @@ Upstream::Fetch Upstream::read_retr(RetrSink& sink, uint64_t max_size, uint64_t&
             out.clear();
         }
     };
-    // Byte-wise state machine over the buffered stream: no line length limit is
-    // needed because nothing is held beyond the 64 KiB output buffer.
-    bool line_start = true;
+    // Line by line over the stream's buffer (memchr for the line end): no line
+    // length limit is needed because nothing is held beyond the 64 KiB output
+    // buffer. A line end is CRLF on output whether it came as CRLF or a bare LF;
+    // prev_cr says whether the last octet passed on was a CR.
+    bool line_start = true, prev_cr = false;
     for (;;) {
-        int c = stream_->get();
-        if (c < 0) {
+        std::string_view b = stream_->peek_buffer();
+        if (b.empty()) {
             sink.abandon();
             stream_.reset();
             err = "upstream connection lost during RETR";
             return Fetch::io;
         }
-        if (line_start && c == '.') {
+        if (line_start && b[0] == '.') {
+            stream_->get();
             int d = stream_->peek();
             if (d == '\r' || d == '\n') {
                 stream_->get();
@@ -464,17 +467,23 @@ Upstream::Fetch Upstream::read_retr(RetrSink& sink, uint64_t max_size, uint64_t&
             line_start = false;
             continue;    // undo dot-stuffing
         }
-        if (c == '\r' && stream_->peek() == '\n') {
-            stream_->get();
-            emit("\r\n", 2);
+        const char* nl = static_cast<const char*>(memchr(b.data(), '\n', b.size()));
+        size_t span = nl ? static_cast<size_t>(nl - b.data()) : b.size();
+        if (span > 0) {
+            emit(b.data(), span);
+            prev_cr = b[span - 1] == '\r';
+        }
+        if (nl) {
+            if (prev_cr)
+                emit("\n", 1);
+            else
+                emit("\r\n", 2);   // bare LF: normalise to CRLF
+            prev_cr = false;
             line_start = true;
-        } else if (c == '\n') {
-            emit("\r\n", 2);   // bare LF: normalise to CRLF
-            line_start = true;
+            stream_->consume(span + 1);
         } else {
-            char ch = static_cast<char>(c);
-            emit(&ch, 1);
             line_start = false;
+            stream_->consume(span);
         }
     }
     if (!write_failed && !too_big && !out.empty())

@@ -761,3 +761,51 @@ TEST_CASE("relaying a message as it is: dot-stuffing kept, bare LF made CRLF, re
     CHECK(sent == 18);   // octets on the wire, stuffing included, terminator not
     close(sv[1]);
 }
+
+TEST_CASE("upstream RETR over many buffer fills: line ends and dot-stuffing undone wherever the buffer splits them")
+{
+    // Lines of every length 0..300 with CRLF, bare LF and lone CR, dot-stuffed
+    // ones among them: 16 KiB stream buffers end at every kind of position.
+    std::string wire, want;
+    for (int i = 0; i < 3000; ++i) {
+        std::string line(static_cast<size_t>(i % 301), static_cast<char>('a' + i % 26));
+        if (i % 7 == 0 && !line.empty())
+            line[line.size() / 2] = '\r';   // a lone CR inside a line stays
+        bool dot = i % 5 == 0;
+        wire += (dot ? ".." : "") + line + (i % 3 == 0 ? "\n" : "\r\n");
+        want += (dot ? "." : "") + line + "\r\n";
+    }
+    wire += ".\r\n";
+    ScriptedPop3 up({"+OK\r\n" + wire, "+OK\r\n"});
+    Upstream u;
+    std::string err, text;
+    REQUIRE(u.connect(up.config(), err));
+    TempCache c;
+    const std::string path = c.dir + "/msg/big";
+    uint64_t written = 0;
+    REQUIRE(u.retr_to_file(1, path, want.size(), written, err) == Upstream::Fetch::ok);
+    CHECK(written == want.size());
+    CHECK(read_all(path) == want);
+    CHECK(u.command("NOOP", text) == Reply::ok);
+}
+
+TEST_CASE("X-Media-Handle is found in any letter case wherever the writes split it, and near misses are not")
+{
+    TempCache c;
+    PackWriter pack(c.dir + "/msg/p.pack", "0000abcd", std::string(32, 'd'));
+    const std::string yes = "a-b\r\nx-x-MEDIA-handle: v=1\r\n", no = "a-b\r\nx-media_handle x media-handle X-Media-Handl";
+    for (const std::string* text : {&yes, &no}) {
+        for (size_t i = 0; i <= text->size(); ++i) {
+            for (size_t j = i; j <= text->size(); j += 3) {
+                CAPTURE(*text);
+                CAPTURE(i);
+                CAPTURE(j);
+                PackSink s(pack, kKey, c.dir + "/msg/r.raw");
+                REQUIRE(s.write(text->data(), i));
+                REQUIRE(s.write(text->data() + i, j - i));
+                REQUIRE(s.write(text->data() + j, text->size() - j));
+                CHECK(s.handle_name() == (text == &yes));
+            }
+        }
+    }
+}
