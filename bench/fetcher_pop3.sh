@@ -90,6 +90,7 @@ for _ in $(seq "$REPS"); do
   # Emptying the message cache makes the next session a first one again.
   find "$T/cache/msg" -type f -delete 2>/dev/null
   readall "$FPORT" bob >>"$T/cold.txt"
+  find "$T/cache/msg" -type f | wc -l >"$T/cold_files.txt"
   readall "$MM_POP3_PORT" bob >>"$T/direct.txt"
   readall "$FPORT" bob >>"$T/warm.txt"
 done
@@ -101,7 +102,8 @@ w=$(awk '{print $1}' "$T/warm.txt" | median)
 c=$(awk '{print $1}' "$T/cold.txt" | median)
 echo "plain: $MSGS messages, median of $REPS: direct ${d}s, via mm-fetcher warm ${w}s" \
   "(ratio $(python3 -c "print('%.2f' % ($w / $d))")), first session (cold cache) ${c}s" \
-  "(ratio $(python3 -c "print('%.2f' % ($c / $d))"))"
+  "(ratio $(python3 -c "print('%.2f' % ($c / $d))")), files in the message cache after a first session:" \
+  "$(cat "$T/cold_files.txt")"
 
 # --- 2. a message with a VIDEO_MIB video --------------------------------------
 head -c $((VIDEO_MIB * 1048576)) /dev/urandom >"$T/video.mp4"
