@@ -321,6 +321,50 @@ void PackSink::abandon()
     // Whatever reached the pack is overwritten by the next entry, which starts here.
 }
 
+bool check_entry(int fd, uint64_t pack_size, uint64_t offset, const std::string& key, uint64_t size,
+                 std::string& why, const std::string& this_boot)
+{
+    char head[kCacheHeaderLen];
+    CacheHeader h;
+    if (pread(fd, head, sizeof head, static_cast<off_t>(offset)) != static_cast<ssize_t>(sizeof head) ||
+        !parse_cache_header(std::string_view(head, sizeof head), h)) {
+        why = "bad entry header";
+        return false;
+    }
+    if (h.key != key || h.size != size) {
+        why = "entry header names another message or size";
+        return false;
+    }
+    if (pack_size < offset + kCacheHeaderLen + size) {
+        why = "pack shorter than the entry";
+        return false;
+    }
+    // Written whole in this boot before the index named it: the page cache holds
+    // exactly what was written, so header and length are proof enough. From an
+    // earlier boot the disk may hold less than was written: read it all once.
+    if (this_boot.empty() || h.boot != this_boot) {
+        Sha256 sha;
+        char buf[65536];
+        uint64_t left = size;
+        off_t off = static_cast<off_t>(offset + kCacheHeaderLen);
+        while (left > 0) {
+            ssize_t n = pread(fd, buf, std::min<uint64_t>(sizeof buf, left), off);
+            if (n <= 0) {
+                why = "short read";
+                return false;
+            }
+            sha.update(buf, static_cast<size_t>(n));
+            left -= static_cast<uint64_t>(n);
+            off += n;
+        }
+        if (sha.hex_digest() != h.sha256) {
+            why = "content differs from its SHA-256";
+            return false;
+        }
+    }
+    return true;
+}
+
 int open_entry(const std::string& path, uint64_t offset, const std::string& key, uint64_t size, std::string& why,
                const std::string& this_boot)
 {
@@ -329,43 +373,17 @@ int open_entry(const std::string& path, uint64_t offset, const std::string& key,
         why = std::string("cannot open pack: ") + std::strerror(errno);
         return -1;
     }
-    char head[kCacheHeaderLen];
-    CacheHeader h;
     struct stat st;
-    auto fail = [&](const char* w) {
-        why = w;
+    bool ok = fstat(fd, &st) == 0 &&
+              check_entry(fd, static_cast<uint64_t>(st.st_size), offset, key, size, why, this_boot);
+    if (ok && lseek(fd, static_cast<off_t>(offset + kCacheHeaderLen), SEEK_SET) < 0) {
+        why = "cannot seek";
+        ok = false;
+    }
+    if (!ok) {
         ::close(fd);
         return -1;
-    };
-    if (pread(fd, head, sizeof head, static_cast<off_t>(offset)) != static_cast<ssize_t>(sizeof head) ||
-        !parse_cache_header(std::string_view(head, sizeof head), h))
-        return fail("bad entry header");
-    if (h.key != key || h.size != size)
-        return fail("entry header names another message or size");
-    if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < offset + kCacheHeaderLen + size)
-        return fail("pack shorter than the entry");
-    const off_t from = static_cast<off_t>(offset + kCacheHeaderLen);
-    // Written whole in this boot before the index named it: the page cache holds
-    // exactly what was written, so header and length are proof enough. From an
-    // earlier boot the disk may hold less than was written: read it all once.
-    if (this_boot.empty() || h.boot != this_boot) {
-        Sha256 sha;
-        char buf[65536];
-        uint64_t left = size;
-        off_t off = from;
-        while (left > 0) {
-            ssize_t n = pread(fd, buf, std::min<uint64_t>(sizeof buf, left), off);
-            if (n <= 0)
-                return fail("short read");
-            sha.update(buf, static_cast<size_t>(n));
-            left -= static_cast<uint64_t>(n);
-            off += n;
-        }
-        if (sha.hex_digest() != h.sha256)
-            return fail("content differs from its SHA-256");
     }
-    if (lseek(fd, from, SEEK_SET) < 0)
-        return fail("cannot seek");
     return fd;
 }
 

@@ -111,6 +111,10 @@ private:
 int open_entry(const std::string& path, uint64_t offset, const std::string& key, uint64_t size, std::string& why,
                const std::string& this_boot = boot_id());
 
+/// open_entry's checks on a pack already open, `pack_size` octets long.
+bool check_entry(int fd, uint64_t pack_size, uint64_t offset, const std::string& key, uint64_t size,
+                 std::string& why, const std::string& this_boot = boot_id());
+
 /// Removes the packs named in `before` but in no entry of `after` (their
 /// messages are gone upstream or were fetched again elsewhere). `dir_prefix` is
 /// "<cache_dir>/msg/<user key>-".

@@ -4,6 +4,7 @@
 // lines and a bad-command limit. Config keys come in through SessionConfig.
 #include "session.h"
 
+#include "cache.h"
 #include "log.h"
 #include "pop3_parse.h"
 #include "util.h"
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <chrono>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <thread>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -66,6 +68,11 @@ class Session {
 public:
     Session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop, bool implicit_tls)
         : client_(fd), cfg_(cfg), stop_(stop), implicit_tls_(implicit_tls) {}
+    ~Session()
+    {
+        if (pack_fd_ >= 0)
+            ::close(pack_fd_);
+    }
     void run();
 
 private:
@@ -98,6 +105,9 @@ private:
     uint64_t sent_bytes_ = 0;
     unsigned deleted_upstream_ = 0;
     std::string result_ = "disconnected";
+    std::string pack_path_;   // the pack pack_fd_ reads, pack_size_ octets long
+    int pack_fd_ = -1;
+    uint64_t pack_size_ = 0;
 };
 
 bool Session::bad(const std::string& why)
@@ -147,11 +157,34 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
         return;
     }
     int fd = -1;
+    bool owned = true;
+    off_t pos = 0;
     std::string why;
-    if (m.source == ShownMessage::Source::copy)
-        fd = open_copy(up_, m, user_, cfg_.sync, why);
-    else
+    if (m.source == ShownMessage::Source::copy) {
+        // A session's copies are mostly in one pack: it stays open between RETRs.
+        if (m.path != pack_path_) {
+            if (pack_fd_ >= 0)
+                ::close(pack_fd_);
+            pack_fd_ = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
+            struct stat st;
+            if (pack_fd_ >= 0 && fstat(pack_fd_, &st) != 0) {
+                ::close(pack_fd_);
+                pack_fd_ = -1;
+            }
+            pack_size_ = pack_fd_ >= 0 ? static_cast<uint64_t>(st.st_size) : 0;
+            pack_path_ = pack_fd_ >= 0 ? m.path : std::string();
+        }
+        if (pack_fd_ >= 0 && check_entry(pack_fd_, pack_size_, m.offset, m.key, m.size, why)) {
+            fd = pack_fd_;
+            owned = false;
+            pos = static_cast<off_t>(m.offset + kCacheHeaderLen);
+        } else {
+            fd = open_copy(up_, m, user_, cfg_.sync, why);   // checks again; fetches again if it must
+            pos = fd >= 0 ? lseek(fd, 0, SEEK_CUR) : 0;
+        }
+    } else {
         fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
+    }
     if (fd < 0) {
         if (!why.empty())
             log_warning("message " + std::to_string(m.upstream_num) + ": " + printable(why));
@@ -169,9 +202,10 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
     // A copy is one entry of a pack: exactly m.size octets from here.
     uint64_t left = m.source == ShownMessage::Source::copy ? m.size : UINT64_MAX;
     ssize_t got;
-    while (!done && left > 0 && (got = ::read(fd, buf, std::min<uint64_t>(sizeof buf, left))) > 0) {
+    while (!done && left > 0 && (got = pread(fd, buf, std::min<uint64_t>(sizeof buf, left), pos)) > 0) {
         n = static_cast<size_t>(got);
         left -= n;
+        pos += got;
         size_t from = 0;
         for (size_t i = 0; i < n; ++i) {
             char c = buf[i];
@@ -205,7 +239,8 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
         client_.put(buf + from, n - from);
         sent_bytes_ += n;
     }
-    ::close(fd);
+    if (owned)
+        ::close(fd);
     if (last != '\n')
         client_.put("\r\n", 2);
     client_.put(".\r\n", 3);

@@ -283,4 +283,19 @@ PY
 ! grep -q "held back uidl=.*larger than" "$MM_TMP/fetcher.log" || mm_fail "big message held back"
 mm_log "over max_size: listed, RETR and TOP byte-identical to Dovecot's at two logins"
 
+check "a cache copy a crash cut short is fetched again from upstream at RETR, never served"
+for f in "$MM_TMP"/cache/msg/*.pack; do truncate -s 100 "$f"; done
+python3 - "$PORT" "$MM_POP3_PORT" <<'PY' || mm_fail "damaged copy"
+import poplib, sys
+def read(port):
+    p = poplib.POP3("127.0.0.1", int(port), timeout=30)
+    p.user("carol"); p.pass_("secret")
+    msgs = [b"\r\n".join(p.retr(i)[1]) for i in range(1, len(p.list()[1]) + 1)]
+    p.quit()
+    return msgs
+assert read(sys.argv[1]) == read(sys.argv[2]), "messages differ"
+PY
+grep -q "unusable (.*): fetched again" "$MM_TMP/fetcher.log" || mm_fail "damage not noticed"
+mm_log "damaged copy noticed at RETR, message fetched again and served whole"
+
 echo "PASS: fetcher"
