@@ -85,7 +85,7 @@ use_milter() {
 send() {
   local out
   cat "$MM_TMP/big.eml" >/dev/null
-  out=$(python3 "$MM_SOURCE_DIR/bench/milter_smtp_send.py" "127.0.0.1:$MM_SMTP_PORT" alice@example.test \
+  out=$(python3 "$MM_SOURCE_DIR/tests/integration/lib/smtp_send_file.py" "127.0.0.1:$MM_SMTP_PORT" alice@example.test \
     bob@example.test "$MM_TMP/big.eml") || { echo "send failed: $out" >&2; return 1; }
   echo "$out" | sed -n 's/^total=\([0-9.]*\) eom=\([0-9.]*\)$/\1 \2/p'
 }

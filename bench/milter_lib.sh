@@ -10,17 +10,7 @@ mb_make_video() {
 }
 
 # Write a mail with VIDEO attached (base64, 76-column CRLF lines) at PATH.
-mb_make_mail() {
-  local video=$1 path=$2
-  {
-    printf 'From: alice@example.test\r\nTo: bob@example.test\r\nSubject: big video\r\nMIME-Version: 1.0\r\n'
-    printf 'Content-Type: multipart/mixed; boundary="bb"\r\n\r\n--bb\r\nContent-Type: text/plain\r\n\r\nThe video.\r\n'
-    printf -- '--bb\r\nContent-Type: video/mp4; name="big.mp4"\r\nContent-Disposition: attachment; filename="big.mp4"\r\n'
-    printf 'Content-Transfer-Encoding: base64\r\n\r\n'
-    base64 -w 76 "$video" | sed 's/$/\r/'
-    printf -- '--bb--\r\n'
-  } >"$path"
-}
+mb_make_mail() { mm_make_media_mail "$1" "$2" video/mp4; }
 
 # Print the peak RSS (VmHWM, KiB) of PID.
 mb_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }

@@ -28,7 +28,7 @@ rm -f "$MM_TMP/big.mp4"
 pid=$(cat "$MM_TMP/mm-milter.pid")
 echo "mail: $(stat -c %s "$MM_TMP/big.eml") bytes, a $MIB MiB video; mm-milter VmHWM before: $(mb_hwm_kib "$pid") KiB"
 t0=$(mb_now)
-python3 "$MM_SOURCE_DIR/bench/milter_smtp_send.py" "127.0.0.1:$MM_SMTP_PORT" alice@example.test bob@example.test \
+python3 "$MM_SOURCE_DIR/tests/integration/lib/smtp_send_file.py" "127.0.0.1:$MM_SMTP_PORT" alice@example.test bob@example.test \
   "$MM_TMP/big.eml"
 t1=$(mb_now)
 hwm=$(mb_hwm_kib "$pid")

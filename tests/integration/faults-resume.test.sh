@@ -16,7 +16,9 @@ mm_log "gateway, milter, Postfix, Dovecot and fetcher up"
 head -c $((mib * 1048576)) /dev/urandom >"$MM_TMP/big.mp4"
 size=$(stat -c %s "$MM_TMP/big.mp4")
 sha=$(sha256sum "$MM_TMP/big.mp4" | cut -d' ' -f1)
-mm_swaks_send alice@example.test bob@example.test "Big one" "a big file" "$MM_TMP/big.mp4" video/mp4
+mm_make_media_mail "$MM_TMP/big.mp4" "$MM_TMP/big.eml" video/mp4 "Big one"
+mm_smtp_send_big alice@example.test bob@example.test "$MM_TMP/big.eml"
+rm -f "$MM_TMP/big.eml"
 mm_wait_delivered bob 1 600 || mm_fail "the media mail was not delivered"
 mm_log "$size bytes detached and stored; the mail is delivered"
 

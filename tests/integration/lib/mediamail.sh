@@ -119,6 +119,28 @@ mm_swaks_send() {
   swaks "${args[@]}" >"$MM_TMP/swaks.out" 2>&1 || mm_fail "swaks failed: $(tail -5 "$MM_TMP/swaks.out")"
 }
 
+# Write a mail with FILE attached as TYPE (base64, 76 columns, CRLF lines) at PATH:
+# FILE PATH [TYPE] [SUBJECT]. Streams: any size.
+mm_make_media_mail() {
+  local file=$1 path=$2 type=${3:-video/mp4} subject=${4:-big video} name
+  name=$(basename "$file")
+  {
+    printf 'From: alice@example.test\r\nTo: bob@example.test\r\nSubject: %s\r\nMIME-Version: 1.0\r\n' "$subject"
+    printf 'Content-Type: multipart/mixed; boundary="bb"\r\n\r\n--bb\r\nContent-Type: text/plain\r\n\r\nThe video.\r\n'
+    printf -- '--bb\r\nContent-Type: %s; name="%s"\r\nContent-Disposition: attachment; filename="%s"\r\n' "$type" "$name" "$name"
+    printf 'Content-Transfer-Encoding: base64\r\n\r\n'
+    base64 -w 76 "$file" | sed 's/$/\r/'
+    printf -- '--bb--\r\n'
+  } >"$path"
+}
+
+# Send a prepared message file (CRLF lines) over SMTP without loading it into
+# memory, as swaks would (a 1 GiB attachment takes swaks over 20 GB): FROM TO FILE.
+mm_smtp_send_big() {
+  python3 "$MM_SOURCE_DIR/tests/integration/lib/smtp_send_file.py" "127.0.0.1:$MM_SMTP_PORT" "$1" "$2" "$3" \
+    >"$MM_TMP/smtp_send.out" 2>&1 || mm_fail "sending $3 failed: $(tail -3 "$MM_TMP/smtp_send.out")"
+}
+
 # Send a prepared message file as is (swaks --data): FROM TO FILE.
 mm_swaks_send_file() {
   swaks --server "127.0.0.1:$MM_SMTP_PORT" --from "$1" --to "$2" --data "@$3" \

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-# milter_smtp_send.py - send one prepared message file (CRLF lines, no line
+# smtp_send_file.py - send one prepared message file (CRLF lines, no line
 # starting with ".") over SMTP (RFC 5321) without reading it into memory:
 # swaks and smtp-source load the whole file, which a 2 GiB video mail makes slow.
-# usage: milter_smtp_send.py HOST:PORT FROM TO FILE
+# usage: smtp_send_file.py HOST:PORT FROM TO FILE
 # Prints the final reply, then "total=S eom=S": seconds from connect to the
 # reply, and from the last byte sent to the reply (the filters' own work).
 import socket, sys, time
