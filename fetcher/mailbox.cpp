@@ -535,7 +535,7 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
     }
     // Entries of messages no longer upstream go (and packs left without any);
     // the index names the new ones only now that their octets are all written.
-    if (index.size() > items.size() || changed) {
+    {
         std::set<std::string> present;
         for (const Item& it : items)
             if (!it.key.empty())
