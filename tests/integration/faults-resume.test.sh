@@ -22,7 +22,7 @@ rm -f "$MM_TMP/big.eml"
 mm_wait_delivered bob 1 600 || mm_fail "the media mail was not delivered"
 mm_log "$size bytes detached and stored; the mail is delivered"
 
-# Watch the fetcher's .part file and kill the gateway as soon as it is partly there.
+# Watch the fetcher's .part file and kill the gateway once 10-90 % of it is there.
 gw_pid=$(cat "$MM_TMP/mm-gateway.pid")
 python3 - "$MM_TMP/fetcher-cache" "$sha.part" "$size" "$gw_pid" >"$MM_TMP/killer.out" 2>&1 <<'PY' &
 import os, signal, sys, time
@@ -35,7 +35,7 @@ while time.time() < end:
                 have = os.stat(os.path.join(d, name)).st_size
             except FileNotFoundError:
                 continue
-            if 0 < have < size:
+            if size // 10 <= have < size * 9 // 10:   # really in the middle
                 os.kill(pid, signal.SIGKILL)
                 time.sleep(0.2)
                 print(have, os.stat(os.path.join(d, name)).st_size)
