@@ -152,19 +152,9 @@ bool spool_write(Message& m, const void* data, size_t len)
         m.size += len;
         return true;
     }
-    if (!open_spool(m))
-        return false;
-    while (len > 0) {
-        ssize_t n = write(m.fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        p += n;
-        len -= static_cast<size_t>(n);
-        m.size += static_cast<uint64_t>(n);
-    }
+    if (!open_spool(m) || !write_all(m.fd, p, len))
+        return false;   // the message is answered with a failure: its size no longer matters
+    m.size += len;
     return true;
 }
 
