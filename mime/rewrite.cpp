@@ -358,7 +358,6 @@ std::string part_type(GMimePart* part)
     return s;
 }
 
-
 /// The line ending a file uses, from its first line.
 std::string detect_eol(const InFile& in)
 {
