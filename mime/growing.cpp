@@ -1,6 +1,8 @@
 // growing.cpp - GrowingFile and its GMime stream (see growing.h).
 #include "growing.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <gmime/gmime.h>
 #include <unistd.h>
 
