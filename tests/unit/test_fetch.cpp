@@ -5,6 +5,7 @@
 #include "fetcher/mailbox.h"
 #include "fetcher/pop3_parse.h"
 #include "fetcher/upstream.h"
+#include "loopback_upstream.h"
 
 #include <doctest/doctest.h>
 
@@ -427,15 +428,7 @@ public:
         close(lfd_);
     }
     void wait() { thread_.join(); }
-    UpstreamConfig config() const
-    {
-        UpstreamConfig c;
-        c.host = "127.0.0.1";
-        c.port = port_;
-        c.tls_required = false;
-        c.timeout = std::chrono::seconds(5);
-        return c;
-    }
+    UpstreamConfig config() const { return loopback_upstream(port_); }
     std::vector<std::string> commands;
 
 private:

@@ -173,6 +173,7 @@ TEST_CASE("downloader refuses local and private addresses")
 // ---- the upstream client against a scripted fake POP3 server ----
 
 #include "fetcher/upstream.h"
+#include "loopback_upstream.h"
 
 #include <fstream>
 #include <sstream>
@@ -225,15 +226,7 @@ public:
         thread_.join();
         close(lfd_);
     }
-    UpstreamConfig config() const
-    {
-        UpstreamConfig c;
-        c.host = "127.0.0.1";
-        c.port = port_;
-        c.tls_required = false;
-        c.timeout = std::chrono::seconds(5);
-        return c;
-    }
+    UpstreamConfig config() const { return loopback_upstream(port_); }
     std::vector<std::string> commands_;
 
 private:
