@@ -251,14 +251,14 @@ int main(int argc, char** argv)
     sigaddset(&block, SIGINT);
     pthread_sigmask(SIG_BLOCK, &block, &orig);
 
-    int fd = listen_on(sc.host, sc.port, err);
+    int fd = listen_tcp(sc.host, sc.port, err);
     if (fd < 0) {
-        std::cerr << "mm-fetcher: " << err << "\n";
+        std::cerr << "mm-fetcher: fetcher.listen: " << err << "\n";
         return 78;
     }
     int tls_fd = -1;
     if (!tls_listen.host.empty()) {
-        tls_fd = listen_on(tls_listen.host, tls_listen.port, err);
+        tls_fd = listen_tcp(tls_listen.host, tls_listen.port, err);
         if (tls_fd < 0) {
             std::cerr << "mm-fetcher: fetcher.tls_listen: " << err << "\n";
             return 78;

@@ -11,7 +11,6 @@
 #include <cstring>
 #include <fcntl.h>
 #include <mutex>
-#include <netdb.h>
 #include <poll.h>
 #include <set>
 #include <signal.h>
@@ -20,36 +19,6 @@
 #include <unistd.h>
 
 namespace mm {
-
-int listen_on(const std::string& host, uint16_t port, std::string& err)
-{
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    std::string p = std::to_string(port);
-    int rc = getaddrinfo(host.c_str(), p.c_str(), &hints, &res);
-    if (rc != 0) {
-        err = std::string("fetcher.listen: cannot resolve ") + host + ": " + gai_strerror(rc);
-        return -1;
-    }
-    int fd = -1;
-    for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-            err = std::string("fetcher.listen: cannot listen on ") + host + ":" + p + ": " + std::strerror(errno);
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    return fd;
-}
 
 void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask)
 {

@@ -16,9 +16,6 @@ struct ServerConfig {
     SessionConfig session;
 };
 
-/// Binds the listening socket; returns the fd or -1 with err set.
-int listen_on(const std::string& host, uint16_t port, std::string& err);
-
 /// Accepts and serves until `stop` is set (checked at least twice a second and on
 /// signals unblocked by `wait_mask` during the wait), then ends the sessions.
 /// tls_fd (fetcher.tls_listen, or -1): its clients speak TLS from the start.

@@ -119,52 +119,6 @@ std::vector<std::string> sasl_mechanisms(const std::vector<std::string>& capa)
     return out;
 }
 
-namespace {
-
-int connect_with_timeout(const UpstreamConfig& cfg, std::string& err)
-{
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(cfg.port);
-    int rc = getaddrinfo(cfg.host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) {
-        err = std::string("cannot resolve upstream: ") + gai_strerror(rc);
-        return -1;
-    }
-    int fd = -1;
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
-            pollfd p{fd, POLLOUT, 0};
-            int soerr = 0;
-            socklen_t len = sizeof soerr;
-            if (poll(&p, 1, static_cast<int>(cfg.timeout.count() * 1000)) == 1 &&
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0)
-                break;
-            err = soerr ? std::strerror(soerr) : "connect timed out";
-        } else {
-            err = std::strerror(errno);
-        }
-        ::close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        err = "cannot connect to upstream: " + err;
-        return -1;
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    timeval tv{static_cast<time_t>(cfg.timeout.count()), 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
-} // namespace
 
 Reply Upstream::status(std::string& text)
 {
@@ -185,9 +139,11 @@ Reply Upstream::status(std::string& text)
 
 bool Upstream::connect(const UpstreamConfig& cfg, std::string& err)
 {
-    int fd = connect_with_timeout(cfg, err);
-    if (fd < 0)
+    int fd = connect_tcp(cfg.host, cfg.port, cfg.timeout, err);
+    if (fd < 0) {
+        err = "cannot connect to upstream: " + err;
         return false;
+    }
     stream_ = std::make_unique<Stream>(fd);
     std::string text;
     if (cfg.implicit_tls && !stream_->start_tls(upstream_tls_context(), cfg.host, cfg.pin, err)) {

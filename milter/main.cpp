@@ -1,14 +1,19 @@
 // main.cpp - mm-milter: detaches media attachments from outgoing mail inside
 // Postfix (smtpd_milters / non_smtpd_milters). See docs/postfix.md.
 #include "milter.h"
+#include "proxy.h"
 
 #include "mime/config.h"
 #include "mime/log.h"
+#include "mime/stream.h"
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <sys/stat.h>
+#include <thread>
 
 namespace {
 
@@ -17,6 +22,8 @@ const char kUsage[] =
     "\n"
     "Postfix milter that replaces large video and audio attachments by a small\n"
     "location part and keeps the media in the sender's store for mm-gateway.\n"
+    "With milter.proxy_listen set it is also a before-queue filter (Postfix's\n"
+    "smtpd_proxy_filter), which takes the media out before Postfix queues the mail.\n"
     "\n"
     "  -c, --config FILE   configuration file (INI), see mediamail.conf(5)\n"
     "      --set K=V       override one key, e.g. --set milter.min_size=5M\n"
@@ -25,7 +32,8 @@ const char kUsage[] =
     "Keys read: store.dir, gateway.public_url, gateway.retention, gateway.tls_cert,\n"
     "gateway.tls_key, milter.socket, milter.min_size, milter.types, milter.on_error,\n"
     "milter.max_message_size, milter.apply_to, milter.trusted_networks, milter.max_size,\n"
-    "milter.over_max_size, milter.rewrite_signed_dkim, log.level.\n";
+    "milter.over_max_size, milter.rewrite_signed_dkim, milter.proxy_listen,\n"
+    "milter.proxy_next, milter.proxy_timeout, milter.proxy_max_clients, log.level.\n";
 
 } // namespace
 
@@ -59,6 +67,18 @@ int main(int argc, char** argv)
                 throw mm::ConfigError("milter.trusted_networks: '" + net + "' is not an address or ADDRESS/PREFIX");
             s.trusted.push_back(c);
         }
+        std::string proxy_listen = cfg.str("milter.proxy_listen");
+        if (!proxy_listen.empty() && !mm::parse_hostport(proxy_listen, s.proxy_listen))
+            throw mm::ConfigError("milter.proxy_listen: '" + proxy_listen + "' is not ADDRESS:PORT");
+        s.proxy_next = cfg.hostport("milter.proxy_next");
+        s.proxy_timeout = cfg.duration("milter.proxy_timeout");
+        if (s.proxy_timeout.count() < 1)
+            throw mm::ConfigError("milter.proxy_timeout: '" + cfg.str("milter.proxy_timeout") + "' must be at least 1s");
+        s.proxy_max_clients = static_cast<unsigned>(cfg.integer("milter.proxy_max_clients"));
+        if (s.proxy_max_clients == 0)
+            throw mm::ConfigError("milter.proxy_max_clients: '0' must be at least 1");
+        if (s.socket.empty() && proxy_listen.empty())
+            throw mm::ConfigError("milter.socket and milter.proxy_listen are both empty: nothing to listen on");
         s.store = std::make_unique<mm::Store>(cfg);
         s.spool_dir = cfg.str("store.dir") + "/spool";
         if (mkdir(s.spool_dir.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -72,5 +92,39 @@ int main(int argc, char** argv)
         fprintf(stderr, "mm-milter: %s\n", e.what());
         return 71;
     }
-    return mm::run_milter(s);
+    // Signals are taken by one thread (libmilter's, or the wait below); every
+    // thread started from here inherits the mask.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+    std::atomic<bool> stop{false};
+    std::thread proxy;
+    if (s.proxy_listen.port != 0) {
+        std::string err;
+        int fd = mm::listen_tcp(s.proxy_listen.host, s.proxy_listen.port, err);
+        if (fd < 0) {
+            mm::log_error("milter.proxy_listen: " + err);
+            return 69;
+        }
+        mm::log_info("before-queue filter listening on " + s.proxy_listen.host + ":" +
+                     std::to_string(s.proxy_listen.port) + ", next hop " + s.proxy_next.host + ":" +
+                     std::to_string(s.proxy_next.port));
+        proxy = std::thread([fd, &s, &stop] { mm::serve_proxy(fd, s, stop); });
+    }
+    int rc = 0;
+    if (!s.socket.empty()) {
+        rc = mm::run_milter(s);
+    } else {
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        mm::log_info(std::string("stopping on ") + strsignal(sig));
+    }
+    stop = true;
+    if (proxy.joinable())
+        proxy.join();
+    return rc;
 }

@@ -6,6 +6,7 @@
 #include "policy.h"
 #include "mime/rewrite.h"
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,11 @@ struct MilterSettings {
     std::string spool_dir;       // store.dir/spool
     DetachPolicy policy;         // milter.min_size, milter.types
     std::unique_ptr<Store> store;
+    // The before-queue filter (proxy.h); proxy_listen.port == 0: off.
+    HostPort proxy_listen;       // milter.proxy_listen
+    HostPort proxy_next;         // milter.proxy_next
+    std::chrono::seconds proxy_timeout{300};   // milter.proxy_timeout
+    unsigned proxy_max_clients = 100;           // milter.proxy_max_clients
 };
 
 /// Registers the callbacks, listens on settings.socket and serves until stopped.

@@ -332,7 +332,7 @@ TEST_CASE("due downloads start priority senders first, then the least-failed")
 // ---- cached copies of plain messages (fetcher/cache.h) and the sync around them ----
 
 #include "fetcher/cache.h"
-#include "fetcher/stream.h"
+#include "mime/stream.h"
 #include "util.h"
 
 #include <algorithm>

@@ -314,6 +314,29 @@ EOF
   cat >"$MM_POSTFIX_DIR/master.cf" <<EOF
 # service type  private unpriv  chroot  wakeup  maxproc command
 127.0.0.1:$MM_SMTP_PORT inet n - n - - smtpd
+EOF
+  if [ -n "${MM_PROXY_FILTER:-}" ]; then
+    # A submission service whose mail goes through mm-milter's before-queue
+    # filter, and the after-filter smtpd it hands mail on to (docs/postfix.md).
+    MM_SUBMIT_PORT=$(mm_free_port) || mm_fail "no free port for the submission smtpd"
+    export MM_SUBMIT_PORT
+    cat >>"$MM_POSTFIX_DIR/master.cf" <<EOF
+127.0.0.1:$MM_SUBMIT_PORT inet n - n - - smtpd
+  -o smtpd_proxy_filter=$MM_PROXY_FILTER
+  -o smtpd_milters=
+  -o non_smtpd_milters=
+$MM_PROXY_NEXT inet n - n - - smtpd
+  -o smtpd_proxy_filter=
+  -o smtpd_milters=
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+  -o smtpd_client_restrictions=
+  -o smtpd_helo_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o receive_override_options=no_unknown_recipient_checks
+EOF
+  fi
+  cat >>"$MM_POSTFIX_DIR/master.cf" <<EOF
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -346,6 +369,9 @@ EOF
   postfix -c "$MM_POSTFIX_DIR" start >>"$MM_TMP/postfix.start.out" 2>&1 ||
     mm_fail "postfix start failed: $(cat "$MM_TMP/postfix.start.out")"
   mm__wait_banner "$MM_SMTP_PORT" 220 30 || mm_fail "postfix smtpd not answering on $MM_SMTP_PORT"
+  if [ -n "${MM_PROXY_FILTER:-}" ]; then
+    mm__wait_banner "${MM_PROXY_NEXT##*:}" 220 30 || mm_fail "after-filter smtpd not answering on $MM_PROXY_NEXT"
+  fi
   mm_info "postfix up on 127.0.0.1:$MM_SMTP_PORT (config $MM_POSTFIX_DIR)"
 }
 

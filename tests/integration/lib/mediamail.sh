@@ -8,7 +8,9 @@
 #   mm_tmpdir_init; mm_mediamail_start
 #
 # Needs MM_BUILD_DIR (where the binaries are) and MM_SOURCE_DIR.
-# Exported: MM_CONF, MM_GATEWAY_PORT, MM_MILTER_PORT, MM_FETCHER_PORT, MM_STORE.
+# Exported: MM_CONF, MM_GATEWAY_PORT, MM_MILTER_PORT, MM_FETCHER_PORT, MM_STORE,
+# MM_FILTER_PORT (mm-milter's before-queue filter), MM_AFTER_PORT (the smtpd it
+# hands on to) and, from mm_postfix_start, MM_SUBMIT_PORT (the smtpd that uses it).
 
 # Path of a built program (bin/NAME under an install prefix, or the build tree).
 mm_bin() {
@@ -34,9 +36,11 @@ mm_write_conf() {
   MM_GATEWAY_PORT=$(mm_free_port)
   MM_MILTER_PORT=$(mm_free_port)
   MM_FETCHER_PORT=$(mm_free_port)
+  MM_FILTER_PORT=$(mm_free_port)
+  MM_AFTER_PORT=$(mm_free_port)
   MM_STORE=$MM_TMP/store
   MM_CONF=$MM_TMP/mediamail.conf
-  export MM_GATEWAY_PORT MM_MILTER_PORT MM_FETCHER_PORT MM_STORE MM_CONF
+  export MM_GATEWAY_PORT MM_MILTER_PORT MM_FETCHER_PORT MM_FILTER_PORT MM_AFTER_PORT MM_STORE MM_CONF
   cat >"$MM_CONF" <<EOF
 # Written by tests/integration/lib/mediamail.sh for one test run.
 [store]
@@ -49,6 +53,9 @@ public_url = https://127.0.0.1:$MM_GATEWAY_PORT
 [milter]
 socket = inet:$MM_MILTER_PORT@127.0.0.1
 min_size = 1M
+# The before-queue filter too; Postfix's submission service uses it.
+proxy_listen = 127.0.0.1:$MM_FILTER_PORT
+proxy_next = 127.0.0.1:$MM_AFTER_PORT
 
 [fetcher]
 listen = 127.0.0.1:$MM_FETCHER_PORT
@@ -77,7 +84,9 @@ mm_mediamail_start_servers() {
   mm_wait_port "$MM_GATEWAY_PORT" 20 || mm_fail "mm-gateway did not start: $(tail -5 "$MM_TMP/mm-gateway.log")"
   mm_start_program mm-milter
   mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start: $(tail -5 "$MM_TMP/mm-milter.log")"
-  mm_postfix_start "inet:127.0.0.1:$MM_MILTER_PORT"
+  mm_wait_port "$MM_FILTER_PORT" 20 || mm_fail "mm-milter's filter did not start: $(tail -5 "$MM_TMP/mm-milter.log")"
+  MM_PROXY_FILTER=127.0.0.1:$MM_FILTER_PORT MM_PROXY_NEXT=127.0.0.1:$MM_AFTER_PORT \
+    mm_postfix_start "inet:127.0.0.1:$MM_MILTER_PORT"
   mm_dovecot_start
 }
 
@@ -109,9 +118,10 @@ mm_make_video() {
 }
 
 # Send a mail with swaks through the private Postfix: FROM TO SUBJECT BODY [ATTACHMENT TYPE].
+# The senders here go to MM_SEND_PORT if set (MM_SUBMIT_PORT: through the filter).
 mm_swaks_send() {
   local from=$1 to=$2 subject=$3 body=$4 file=${5:-} type=${6:-}
-  local args=(--server "127.0.0.1:$MM_SMTP_PORT" --from "$from" --to "$to"
+  local args=(--server "127.0.0.1:${MM_SEND_PORT:-$MM_SMTP_PORT}" --from "$from" --to "$to"
     --header "Subject: $subject" --body "$body")
   if [ -n "$file" ]; then
     args+=(--attach-type "$type" --attach-name "$(basename "$file")" --attach "@$file")
@@ -137,13 +147,13 @@ mm_make_media_mail() {
 # Send a prepared message file (CRLF lines) over SMTP without loading it into
 # memory, as swaks would (a 1 GiB attachment takes swaks over 20 GB): FROM TO FILE.
 mm_smtp_send_big() {
-  python3 "$MM_SOURCE_DIR/tests/integration/lib/smtp_send_file.py" "127.0.0.1:$MM_SMTP_PORT" "$1" "$2" "$3" \
+  python3 "$MM_SOURCE_DIR/tests/integration/lib/smtp_send_file.py" "127.0.0.1:${MM_SEND_PORT:-$MM_SMTP_PORT}" "$1" "$2" "$3" \
     >"$MM_TMP/smtp_send.out" 2>&1 || mm_fail "sending $3 failed: $(tail -3 "$MM_TMP/smtp_send.out")"
 }
 
 # Send a prepared message file as is (swaks --data): FROM TO FILE.
 mm_swaks_send_file() {
-  swaks --server "127.0.0.1:$MM_SMTP_PORT" --from "$1" --to "$2" --data "@$3" \
+  swaks --server "127.0.0.1:${MM_SEND_PORT:-$MM_SMTP_PORT}" --from "$1" --to "$2" --data "@$3" \
     >"$MM_TMP/swaks.out" 2>&1 || mm_fail "swaks failed: $(tail -5 "$MM_TMP/swaks.out")"
 }
 

@@ -7,6 +7,9 @@
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -14,6 +17,77 @@
 #include <unistd.h>
 
 namespace mm {
+
+int listen_tcp(const std::string& host, uint16_t port, std::string& err)
+{
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    std::string p = std::to_string(port);
+    int rc = getaddrinfo(host.c_str(), p.c_str(), &hints, &res);
+    if (rc != 0) {
+        err = "cannot resolve " + host + ": " + gai_strerror(rc);
+        return -1;
+    }
+    int fd = -1;
+    for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+            err = "cannot listen on " + host + ":" + p + ": " + std::strerror(errno);
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+int connect_tcp(const std::string& host, uint16_t port, std::chrono::seconds timeout, std::string& err)
+{
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    std::string p = std::to_string(port);
+    int rc = getaddrinfo(host.c_str(), p.c_str(), &hints, &res);
+    if (rc != 0) {
+        err = "cannot resolve " + host + ": " + gai_strerror(rc);
+        return -1;
+    }
+    int fd = -1;
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
+            pollfd pf{fd, POLLOUT, 0};
+            int soerr = 0;
+            socklen_t len = sizeof soerr;
+            if (poll(&pf, 1, static_cast<int>(timeout.count() * 1000)) == 1 &&
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0)
+                break;
+            err = host + ":" + p + ": " + (soerr ? std::strerror(soerr) : "connect timed out");
+        } else {
+            err = host + ":" + p + ": " + std::strerror(errno);
+        }
+        ::close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return -1;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    timeval tv{static_cast<time_t>(timeout.count()), 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return fd;
+}
 
 Stream::~Stream()
 {

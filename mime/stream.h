@@ -1,9 +1,12 @@
 // stream.h - a buffered byte stream over a socket, plain or TLS (OpenSSL), with
-// bounded line reads: the building block of both POP3 sides (RFC 1939 lines end in CRLF).
-// Reads no config keys; timeouts are set by the caller on the socket.
+// bounded line reads: the building block of both POP3 sides of mm-fetcher and of
+// both SMTP sides of mm-milter's before-queue filter (lines end in CRLF), and the
+// TCP socket set-up they share. Reads no config keys; timeouts are the caller's.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -11,6 +14,14 @@ typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
 
 namespace mm {
+
+/// Binds and listens on host:port (SO_REUSEADDR). Returns the fd, or -1 with
+/// err saying why (the caller names its config key).
+int listen_tcp(const std::string& host, uint16_t port, std::string& err);
+
+/// Connects to host:port within `timeout`, then sets it as the socket's read
+/// and write timeout. Returns a blocking fd, or -1 with err set.
+int connect_tcp(const std::string& host, uint16_t port, std::chrono::seconds timeout, std::string& err);
 
 enum class LineResult { ok, too_long, eof, error };
 

@@ -1,0 +1,332 @@
+// proxy.cpp - the before-queue filter (see proxy.h). One session: greeting and
+// commands relayed to the next hop as they come; DATA answered here with 354,
+// taken in through an Intake (spooled, media decoded as it arrives), and only
+// when the rewrite is done and the media durable does the next hop get DATA
+// and the new message. Its final reply is the client's. Anything that goes
+// wrong before that is a 4xx for the client and RSET for the next hop, so a
+// message is either handed on whole or stays with the client.
+#include "proxy.h"
+
+#include "intake.h"
+#include "smtp.h"
+
+#include "mime/log.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fcntl.h>
+#include <mutex>
+#include <poll.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+namespace mm {
+
+namespace {
+
+using smtp::Reply;
+using smtp::ReadResult;
+
+constexpr size_t kIntakeChunk = 64 * 1024;   // message bytes handed to the Intake at once
+
+const char kNextHopLost[] = "421 4.3.0 MediaMail filter: the next mail server did not answer, try again later\r\n";
+
+class Session {
+public:
+    Session(int fd, const MilterSettings& s) : s_(s), client_(fd), intake_(s, true) {}
+    void run();
+
+private:
+    bool relay(const std::string& line, const std::string& verb);
+    bool data();
+    bool send_file(const std::string& path, Reply& final_reply);
+    void reset_next();
+    void log_outcome(const Verdict& v, const std::string& next_reply);
+
+    const MilterSettings& s_;
+    Stream client_;
+    std::unique_ptr<Stream> next_;
+    Intake intake_;
+    bool mail_ = false;     // a MAIL FROM the next hop accepted
+    unsigned rcpts_ = 0;    // RCPT TOs it accepted since
+};
+
+std::string next_name(const MilterSettings& s)
+{
+    return s.proxy_next.host + ":" + std::to_string(s.proxy_next.port);
+}
+
+/// The first line of a reply, for the log.
+std::string first_line(const Reply& r)
+{
+    return std::to_string(r.code) + (r.lines.empty() ? "" : " " + printable(r.lines[0], 200));
+}
+
+void Session::run()
+{
+    std::string err;
+    int fd = connect_tcp(s_.proxy_next.host, s_.proxy_next.port, s_.proxy_timeout, err);
+    if (fd < 0) {
+        log_error("milter.proxy_next = " + next_name(s_) + ": " + err);
+        client_.write(kNextHopLost, sizeof kNextHopLost - 1);
+        return;
+    }
+    next_ = std::make_unique<Stream>(fd);
+    Reply greeting;
+    if (smtp::read_reply(*next_, greeting) != ReadResult::ok || greeting.code != 220) {
+        log_error("milter.proxy_next = " + next_name(s_) + ": no 220 greeting (" + first_line(greeting) + ")");
+        client_.write(kNextHopLost, sizeof kNextHopLost - 1);
+        return;
+    }
+    if (!client_.write(greeting.wire()))
+        return;
+    std::string line;
+    for (;;) {
+        LineResult lr = client_.read_line(line, smtp::kMaxCommandLine);
+        if (lr == LineResult::eof || lr == LineResult::error)
+            break;
+        if (lr == LineResult::too_long) {
+            if (!client_.write("500 5.5.2 Error: line too long\r\n"))
+                break;
+            continue;
+        }
+        std::string verb = smtp::verb(line);
+        if (verb == "DATA") {
+            if (!data())
+                break;
+            continue;
+        }
+        if (verb == "BDAT" || verb == "STARTTLS") {
+            // Not offered in our EHLO reply: CHUNKING and TLS do not pass a line relay.
+            if (!client_.write("502 5.5.1 Error: command not implemented\r\n"))
+                break;
+            continue;
+        }
+        if (!relay(line, verb) || verb == "QUIT")
+            return;
+    }
+    // The client went away without QUIT: so does the next hop's session, and
+    // an open transaction there ends with it.
+    next_->write("QUIT\r\n");
+}
+
+/// One command to the next hop, its reply back to the client. False when either side is gone.
+bool Session::relay(const std::string& line, const std::string& verb)
+{
+    Reply r;
+    if (!next_->write(line + "\r\n") || smtp::read_reply(*next_, r) != ReadResult::ok) {
+        log_error("next hop " + next_name(s_) + " lost after " + printable(verb, 20));
+        client_.write(kNextHopLost, sizeof kNextHopLost - 1);
+        return false;
+    }
+    if (verb == "EHLO")
+        smtp::filter_ehlo(r);
+    if (r.positive()) {
+        if (verb == "MAIL") {
+            intake_.begin();
+            mail_ = true;
+            rcpts_ = 0;
+        } else if (verb == "RCPT") {
+            std::string address;
+            if (smtp::path_argument(line, address))
+                intake_.recipient(address);
+            ++rcpts_;
+        } else if (verb == "RSET" || verb == "EHLO" || verb == "HELO") {
+            intake_.reset();
+            mail_ = false;
+            rcpts_ = 0;
+        }
+    }
+    return client_.write(r.wire());
+}
+
+/// After a message the next hop did not get: its envelope is dropped there too.
+void Session::reset_next()
+{
+    Reply r;
+    if (!next_->write("RSET\r\n") || smtp::read_reply(*next_, r) != ReadResult::ok)
+        log_warning("next hop " + next_name(s_) + " did not answer RSET");
+    intake_.reset();
+    mail_ = false;
+    rcpts_ = 0;
+}
+
+void Session::log_outcome(const Verdict& v, const std::string& next_reply)
+{
+    std::string more = v.eom_ms >= 0 ? " (end of message " + std::to_string(v.eom_ms) + " ms)" : "";
+    log_info("filter: " + v.action + ", " + v.sizes + " bytes, " + std::to_string(intake_.elapsed_ms()) + " ms" + more +
+             (next_reply.empty() ? "" : "; next hop: " + next_reply));
+}
+
+/// DATA: the message in, the rewrite, the result on. False when a side is gone.
+bool Session::data()
+{
+    if (!mail_)
+        return client_.write("503 5.5.1 Error: need MAIL command\r\n");
+    if (rcpts_ == 0)
+        return client_.write("554 5.5.1 Error: no valid recipients\r\n");
+    if (!client_.write("354 End data with <CR><LF>.<CR><LF>\r\n"))
+        return false;
+
+    smtp::DotDecoder dots;
+    smtp::HeaderSplitter headers;
+    std::vector<smtp::HeaderSplitter::Field> fields;
+    std::string bytes;
+    bytes.reserve(kIntakeChunk + 16384);
+    auto hand_over = [&] {
+        size_t used = 0;
+        if (!headers.done()) {
+            used = headers.feed(bytes.data(), bytes.size(), fields);
+            for (const auto& f : fields)
+                intake_.header(f.name, f.value, f.raw);
+            fields.clear();
+            if (headers.done())
+                intake_.end_of_headers(headers.end());
+        }
+        if (used < bytes.size())
+            intake_.body(bytes.data() + used, bytes.size() - used);   // a failure shows in the verdict
+        bytes.clear();
+    };
+    while (!dots.done()) {
+        std::string_view in = client_.peek_buffer();
+        if (in.empty()) {
+            log_warning("filter: client lost during DATA after " + std::to_string(intake_.size()) + " bytes");
+            intake_.reset();
+            return false;
+        }
+        client_.consume(dots.feed(in.data(), in.size(), bytes));
+        if (bytes.size() >= kIntakeChunk || dots.done())
+            hand_over();
+    }
+    if (!headers.done()) {   // a message of header lines only
+        headers.finish(fields);
+        for (const auto& f : fields)
+            intake_.header(f.name, f.value, f.raw);
+        fields.clear();
+    }
+
+    Verdict v = intake_.finish(nullptr);
+    std::string path;
+    switch (v.kind) {
+    case Verdict::Kind::fail:
+        if (s_.on_error == "accept" && intake_.failed_why().empty()) {
+            // The spool is whole (the rewrite failed, not the spool): on it goes unchanged.
+            log_error("filter: " + v.text + "; passing the message unchanged (milter.on_error = accept)");
+            v.action = "passed (error)";
+            path = intake_.spool_path();
+            break;
+        }
+        log_error("filter: " + v.text + "; answering 451");
+        reset_next();
+        return client_.write("451 4.3.0 MediaMail could not store an attachment, try again later\r\n");
+    case Verdict::Kind::reject:
+        log_outcome(v, "");
+        reset_next();
+        return client_.write("552 5.3.4 " + v.text + "\r\n");
+    case Verdict::Kind::pass:
+        path = intake_.spool_path();
+        break;
+    case Verdict::Kind::detached:
+        path = v.out_path;
+        break;
+    }
+    Reply final_reply;
+    if (!send_file(path, final_reply)) {
+        log_error("filter: next hop " + next_name(s_) + " lost while taking the message");
+        client_.write(kNextHopLost, sizeof kNextHopLost - 1);
+        return false;
+    }
+    log_outcome(v, first_line(final_reply));
+    intake_.reset();
+    mail_ = false;
+    rcpts_ = 0;
+    return client_.write(final_reply.wire());
+}
+
+/// DATA to the next hop and the message at `path`, dot-stuffed. final_reply is
+/// its answer to DATA when that is not 354, else its answer to the message.
+/// False when the connection broke.
+bool Session::send_file(const std::string& path, Reply& final_reply)
+{
+    if (!next_->write("DATA\r\n") || smtp::read_reply(*next_, final_reply) != ReadResult::ok)
+        return false;
+    if (final_reply.code != 354)
+        return true;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        // Nothing sent yet but DATA: dropping the connection is the only way
+        // to abort it, and the client is told to come back.
+        log_error("filter: cannot open " + path + ": " + strerror(errno));
+        return false;
+    }
+    smtp::DotEncoder dots;
+    std::string buf(kIntakeChunk, '\0'), out;
+    out.reserve(kIntakeChunk * 2);
+    bool ok = true;
+    for (;;) {
+        ssize_t n = read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            ok = false;
+            break;
+        }
+        if (n == 0)
+            break;
+        out.clear();
+        dots.feed(buf.data(), static_cast<size_t>(n), out);
+        if (!next_->write(out)) {
+            ok = false;
+            break;
+        }
+    }
+    close(fd);
+    if (!ok)
+        return false;
+    out.clear();
+    dots.finish(out);
+    return next_->write(out) && smtp::read_reply(*next_, final_reply) == ReadResult::ok;
+}
+
+} // namespace
+
+void serve_proxy(int listen_fd, const MilterSettings& settings, const std::atomic<bool>& stop)
+{
+    static std::mutex mu;
+    static unsigned active = 0;
+    while (!stop.load()) {
+        pollfd p{listen_fd, POLLIN, 0};
+        if (poll(&p, 1, 500) <= 0)
+            continue;
+        int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            if (active >= settings.proxy_max_clients) {
+                static const char busy[] = "421 4.3.2 MediaMail filter busy, try again later\r\n";
+                (void)!send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL);
+                close(fd);
+                log_warning("filter: refused a session: milter.proxy_max_clients reached");
+                continue;
+            }
+            ++active;
+        }
+        timeval tv{static_cast<time_t>(settings.proxy_timeout.count()), 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        std::thread([fd, &settings] {
+            try {
+                Session(fd, settings).run();   // the Stream closes fd
+            } catch (const std::exception& e) {
+                log_error(std::string("filter: session ended by exception: ") + e.what());
+            }
+            std::lock_guard<std::mutex> lock(mu);
+            --active;
+        }).detach();
+    }
+}
+
+} // namespace mm
