@@ -293,4 +293,32 @@ Verdict Intake::finish(const std::function<void()>& progress)
     return v;
 }
 
+void RawIntake::hand_over_fields()
+{
+    for (const auto& f : fields_)
+        intake_.header(f.name, f.value, f.raw);
+    fields_.clear();
+}
+
+void RawIntake::feed(const char* p, size_t n)
+{
+    size_t used = 0;
+    if (!headers_.done()) {
+        used = headers_.feed(p, n, fields_);
+        hand_over_fields();
+        if (headers_.done())
+            intake_.end_of_headers(headers_.end());
+    }
+    if (used < n)
+        intake_.body(p + used, n - used);   // a failure shows in the verdict
+}
+
+void RawIntake::finish()
+{
+    if (headers_.done())
+        return;
+    headers_.finish(fields_);
+    hand_over_fields();
+}
+
 } // namespace mm

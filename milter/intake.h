@@ -8,6 +8,7 @@
 
 #include "milter.h"
 #include "prescan_thread.h"
+#include "smtp.h"
 
 #include "gateway/store_sink.h"
 
@@ -106,6 +107,22 @@ private:
     std::unique_ptr<StoreSink> pre_sink_;
     std::unique_ptr<PrescanThread> prescan_;
     std::unique_ptr<ParseThread> parse_;   // GMime's parse of the spool file, as it grows
+};
+
+/// Hands a message as raw bytes (SMTP DATA, unstuffed) to an Intake: the top
+/// header block is split into fields as it streams by, the rest is body.
+class RawIntake {
+public:
+    explicit RawIntake(Intake& intake) : intake_(intake) {}
+    void feed(const char* p, size_t n);
+    /// The message is complete (it may have ended inside its header block).
+    void finish();
+
+private:
+    void hand_over_fields();
+    Intake& intake_;
+    smtp::HeaderSplitter headers_;
+    std::vector<smtp::HeaderSplitter::Field> fields_;
 };
 
 } // namespace mm

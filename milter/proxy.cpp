@@ -171,24 +171,9 @@ bool Session::data()
         return false;
 
     smtp::DotDecoder dots;
-    smtp::HeaderSplitter headers;
-    std::vector<smtp::HeaderSplitter::Field> fields;
+    RawIntake raw(intake_);
     std::string bytes;
     bytes.reserve(kIntakeChunk + 16384);
-    auto hand_over = [&] {
-        size_t used = 0;
-        if (!headers.done()) {
-            used = headers.feed(bytes.data(), bytes.size(), fields);
-            for (const auto& f : fields)
-                intake_.header(f.name, f.value, f.raw);
-            fields.clear();
-            if (headers.done())
-                intake_.end_of_headers(headers.end());
-        }
-        if (used < bytes.size())
-            intake_.body(bytes.data() + used, bytes.size() - used);   // a failure shows in the verdict
-        bytes.clear();
-    };
     while (!dots.done()) {
         std::string_view in = client_.peek_buffer();
         if (in.empty()) {
@@ -197,15 +182,12 @@ bool Session::data()
             return false;
         }
         client_.consume(dots.feed(in.data(), in.size(), bytes));
-        if (bytes.size() >= kIntakeChunk || dots.done())
-            hand_over();
+        if (bytes.size() >= kIntakeChunk || dots.done()) {
+            raw.feed(bytes.data(), bytes.size());
+            bytes.clear();
+        }
     }
-    if (!headers.done()) {   // a message of header lines only
-        headers.finish(fields);
-        for (const auto& f : fields)
-            intake_.header(f.name, f.value, f.raw);
-        fields.clear();
-    }
+    raw.finish();
 
     Verdict v = intake_.finish(nullptr);
     std::string path;

@@ -252,8 +252,13 @@ size_t HeaderSplitter::feed(const char* p, size_t n, std::vector<Field>& fields)
 
 void HeaderSplitter::finish(std::vector<Field>& fields)
 {
-    field_ += line_;
-    line_.clear();
+    if (!line_.empty()) {   // a last line without its line break
+        bool continuation = (line_[0] == ' ' || line_[0] == '\t') && !field_.empty();
+        if (!continuation)
+            emit(fields);
+        field_ += line_;
+        line_.clear();
+    }
     emit(fields);
 }
 
