@@ -320,21 +320,13 @@ EOF
     # filter, and the after-filter smtpd it hands mail on to (docs/postfix.md).
     MM_SUBMIT_PORT=$(mm_free_port) || mm_fail "no free port for the submission smtpd"
     export MM_SUBMIT_PORT
-    cat >>"$MM_POSTFIX_DIR/master.cf" <<EOF
-127.0.0.1:$MM_SUBMIT_PORT inet n - n - - smtpd
-  -o smtpd_proxy_filter=$MM_PROXY_FILTER
-  -o smtpd_milters=
-  -o non_smtpd_milters=
-$MM_PROXY_NEXT inet n - n - - smtpd
-  -o smtpd_proxy_filter=
-  -o smtpd_milters=
-  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
-  -o smtpd_client_restrictions=
-  -o smtpd_helo_restrictions=
-  -o smtpd_sender_restrictions=
-  -o smtpd_recipient_restrictions=permit_mynetworks,reject
-  -o receive_override_options=no_unknown_recipient_checks
-EOF
+    # The master.cf lines of docs/postfix.md as written there, with our ports.
+    sed -n '/^# mm-milter: begin master.cf$/,/^# mm-milter: end master.cf$/p' "$MM_SOURCE_DIR/docs/postfix.md" |
+      grep -v '^#' |
+      sed -e "s/^submission /127.0.0.1:$MM_SUBMIT_PORT /" -e "s/127\.0\.0\.1:10025/$MM_PROXY_FILTER/" \
+        -e "s/^127\.0\.0\.1:10026 /$MM_PROXY_NEXT /" >>"$MM_POSTFIX_DIR/master.cf"
+    grep -q "smtpd_proxy_filter=$MM_PROXY_FILTER" "$MM_POSTFIX_DIR/master.cf" ||
+      mm_fail "no master.cf lines for the filter in docs/postfix.md"
   fi
   cat >>"$MM_POSTFIX_DIR/master.cf" <<EOF
 pickup    unix  n       -       n       60      1       pickup
