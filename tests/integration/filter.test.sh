@@ -31,25 +31,6 @@ export MM_SEND_PORT=$MM_SUBMIT_PORT
 queue=$MM_TMP/postfix-queue
 mm_log "gateway, mm-milter (milter + filter), Postfix (submission via the filter), Dovecot, fetcher up"
 
-# The largest size of Postfix's queue directory while a command runs (every 50 ms).
-peak_queue_during() {
-  local peak_file=$MM_TMP/queue-peak
-  du -sb "$queue" | cut -f1 >"$peak_file"
-  (
-    peak=0
-    while :; do
-      b=$(du -sb "$queue" 2>/dev/null | cut -f1 || echo 0)
-      if [ "${b:-0}" -gt "$peak" ]; then peak=$b; echo "$peak" >"$peak_file"; fi
-      sleep 0.05
-    done
-  ) &
-  local sampler=$!
-  "$@"
-  kill "$sampler" 2>/dev/null
-  wait "$sampler" 2>/dev/null || true
-  cat "$peak_file"
-}
-
 # swaks, expected to fail with a 4xx: NAME then swaks arguments (server/from/to given).
 expect_4xx() {
   local name=$1 rc=0
@@ -74,11 +55,10 @@ restart_filter() {
 mm_make_video "$MM_TMP/clip.mp4" 20
 sha=$(sha256sum "$MM_TMP/clip.mp4" | cut -d' ' -f1)
 size=$(stat -c %s "$MM_TMP/clip.mp4")
-base=$(du -sb "$queue" | cut -f1)
-peak=$(peak_queue_during mm_swaks_send alice@example.test bob@example.test "Filter video" "The clip." \
-  "$MM_TMP/clip.mp4" video/mp4)
+mm_peak_growth "$queue" mm_swaks_send alice@example.test bob@example.test "Filter video" "The clip." \
+  "$MM_TMP/clip.mp4" video/mp4
 mm_wait_delivered bob 1 60 || mm_fail "the video mail was not delivered"
-held=$((peak - base))
+held=$MM_PEAK_GROWTH
 [ "$held" -lt 65536 ] || mm_fail "Postfix's queue grew by $held bytes while a $size-byte video was sent"
 grep -q "filter: detached 1" "$MM_TMP/mm-milter.log" || mm_fail "mm-milter did not log the detach"
 box=$(mm_maildir_bytes bob)

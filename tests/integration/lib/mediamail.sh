@@ -234,10 +234,35 @@ mm_maildir_bytes() {
     awk '{s += $1} END {print s + 0}'
 }
 
+# Runs COMMAND while sampling the size of DIR every 50 ms, and sets
+# MM_PEAK_GROWTH to the most DIR grew over its size before: DIR COMMAND [ARG...].
+mm_peak_growth() {
+  local dir=$1 file=$MM_TMP/peak.$BASHPID base rc=0
+  shift
+  base=$(du -sb "$dir" | cut -f1)
+  echo "$base" >"$file"
+  (
+    peak=$base
+    while :; do
+      b=$(du -sb "$dir" 2>/dev/null | cut -f1 || echo 0)
+      if [ "${b:-0}" -gt "$peak" ]; then peak=$b; echo "$peak" >"$file"; fi
+      sleep 0.05
+    done
+  ) &
+  local sampler=$!
+  mm_register_pid "$sampler"
+  "$@" || rc=$?
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  MM_PEAK_GROWTH=$(($(cat "$file") - base))
+  return $rc
+}
+
 # The whole loop for one video: send VIDEO to bob@example.test with swaks, wait
 # for delivery, read the mailbox through mm-fetcher with fetchmail, extract the
 # video. Sets MM_SENT_SHA, MM_RECV_SHA, MM_STORED_BYTES (the mail in the
-# Maildir), MM_STORED_MAIL (a copy of it), MM_LOOP_MS (send to readable), MM_FETCHED (the fetched message file).
+# Maildir), MM_STORED_MAIL (a copy of it), MM_LOOP_MS (send to readable), MM_FETCHED (the fetched message file),
+# MM_QUEUE_PEAK (the most Postfix's queue directory grew while the mail was sent).
 mm_video_loop() {
   local video=$1 subject=${2:-Our holiday video}
   local name
@@ -246,8 +271,9 @@ mm_video_loop() {
   local before start end
   before=$(mm_count_messages bob)
   start=$(date +%s%N)
-  mm_swaks_send alice@example.test bob@example.test "$subject" \
+  mm_peak_growth "$MM_TMP/postfix-queue" mm_swaks_send alice@example.test bob@example.test "$subject" \
     "Hi Bob, here is the video from the beach." "$video" video/mp4
+  MM_QUEUE_PEAK=$MM_PEAK_GROWTH
   mm_wait_delivered bob $((before + 1)) 120 || mm_fail "the media mail was not delivered"
   MM_STORED_BYTES=$(mm_maildir_bytes bob)
   # Keep a copy of what the mail server stored; fetchmail deletes it.
@@ -260,7 +286,7 @@ mm_video_loop() {
   [ -n "$MM_FETCHED" ] || mm_fail "fetchmail did not deliver the media mail"
   mm_extract_attachment "$MM_FETCHED" "$name" "$MM_TMP/received-$name"
   MM_RECV_SHA=$(sha256sum "$MM_TMP/received-$name" | cut -d' ' -f1)
-  export MM_SENT_SHA MM_RECV_SHA MM_STORED_BYTES MM_STORED_MAIL MM_LOOP_MS MM_FETCHED
+  export MM_SENT_SHA MM_RECV_SHA MM_STORED_BYTES MM_STORED_MAIL MM_LOOP_MS MM_FETCHED MM_QUEUE_PEAK
 }
 
 # Print the main.cf lines of docs/postfix.md (between its marker comments) for a milter on 127.0.0.1:PORT.
