@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - install what is needed, build, and run every test (unit and
 # integration) with ctest; then build a second tree with ASan + UBSan
-# (-DMM_SANITIZE=ON) and run the unit tests and the e2e test again there.
+# (-DMM_SANITIZE=ON) and run the unit tests, the e2e test and the before-queue
+# filter test again there.
 # Run as root on Debian 12. Extra arguments go to the first ctest.
 # MM_SANITIZE_RUN=0 skips the sanitizer stage; MM_ASAN_BUILD_DIR picks its tree.
 set -euo pipefail
@@ -23,5 +24,5 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detec
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export LSAN_OPTIONS=suppressions=$here/fuzz/lsan.supp:print_suppressions=0
 cd "$asan"
-ctest --output-on-failure --timeout 1200 -R '^(unit|integration\.e2e)$' || rc=$?
+ctest --output-on-failure --timeout 1200 -R '^(unit|integration\.e2e|integration\.filter)$' || rc=$?
 exit "$rc"

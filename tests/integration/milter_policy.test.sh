@@ -4,7 +4,8 @@
 # SMTP AUTH through Dovecot SASL, foreign client), nested and multiple media,
 # signed / inline-PGP / DKIM-signed mail untouched, milter.max_size pass vs
 # reject (552), a broken store (451, nothing queued), and kill -9 of mm-milter
-# during a smtp-source run: every message delivered intact or refused 4xx.
+# during a smtp-source run, through the milter and through the before-queue
+# filter (submission service): every message delivered intact or refused 4xx.
 set -euo pipefail
 : "${MM_SOURCE_DIR:?}" "${MM_BUILD_DIR:?}"
 . "$MM_SOURCE_DIR/tests/integration/lib/mailstack.sh"
@@ -43,7 +44,8 @@ smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = $MM_DOVECOT_AUTH_SOCKET"
 export MM_POSTFIX_EXTRA
-mm_postfix_start
+# Also the submission service through mm-milter's before-queue filter (for the kill -9 run).
+MM_PROXY_FILTER=127.0.0.1:$MM_FILTER_PORT MM_PROXY_NEXT=127.0.0.1:$MM_AFTER_PORT mm_postfix_start
 for line in smtpd_milters non_smtpd_milters milter_protocol milter_default_action milter_mail_macros \
   milter_end_of_data_macros message_size_limit; do
   want=$(mm_postfix_doc_lines "$MM_MILTER_PORT" | awk -F' = ' -v k="$line" '$1 == k { print $2 }')
@@ -217,7 +219,11 @@ mv "$MM_STORE/objects.away" "$MM_STORE/objects"
 [ -z "$(ls -A "$MM_STORE/tmp" 2>/dev/null)" ] || mm_fail "the store kept partial files in tmp/"
 mm_log "store broken: swaks saw 4xx, nothing delivered or queued, no partial file"
 
-echo "checking: kill -9 of mm-milter during a smtp-source run"
+# kill -9 of mm-milter while two smtp-source clients send N media mails to PORT
+# (the milter's smtpd, or the submission smtpd of the before-queue filter).
+kill_during_load() {
+local port=$1 label=$2
+echo "checking: kill -9 of mm-milter during a smtp-source run ($label)"
 N=300
 rm -f "$MM_MAIL_DIR/bob/Maildir/new/"* "$MM_MAIL_DIR/bob/Maildir/cur/"* 2>/dev/null || true
 log_mark=$(wc -l <"$MM_POSTFIX_LOG")
@@ -229,7 +235,7 @@ client() {
   out=$MM_TMP/src-$id.out
   while [ $((ok + refused)) -lt "$share" ]; do
     if smtp-source -c -m $((share - ok - refused)) -f alice@example.test -t bob@example.test \
-      -F "$MSG/load.eml" "127.0.0.1:$MM_SMTP_PORT" >"$out" 2>&1; then
+      -F "$MSG/load.eml" "127.0.0.1:$port" >"$out" 2>&1; then
       ok=$((ok + $(tr '\r' '\n' <"$out" | grep -oE '^[0-9]+' | tail -1)))
     else
       n=$(tr '\r' '\n' <"$out" | grep -oE '^[0-9]+' | tail -1) || n=0
@@ -246,6 +252,7 @@ client $((N / 2)) 1 &
 c1=$!
 client $((N - N / 2)) 2 &
 c2=$!
+mm_wait_port "$MM_FILTER_PORT" 20 || mm_fail "the filter is not up"
 mm_wait_delivered bob 60 60 || mm_fail "smtp-source: fewer than 60 delivered"
 kill -KILL "$(cat "$MM_TMP/mm-milter.pid")"
 wait "$(cat "$MM_TMP/mm-milter.pid")" 2>/dev/null || true
@@ -266,7 +273,7 @@ done
 tail -n +"$((log_mark + 1))" "$MM_POSTFIX_LOG" >"$MM_TMP/run.log"
 queued=$(grep -c 'qmgr.*from=<alice@example.test>.*(queue active)' "$MM_TMP/run.log" || true)
 delivered_n=$(mm_count_messages bob)
-mm_info "smtp-source: $N sent, $accepted accepted (250), $refused refused (4xx); Postfix queued $queued, delivered $delivered_n"
+mm_info "$label: smtp-source: $N sent, $accepted accepted (250), $refused refused (4xx); Postfix queued $queued, delivered $delivered_n"
 [ $((accepted + refused)) = "$N" ] || mm_fail "accepted $accepted + refused $refused != $N"
 [ "$accepted" = "$delivered_n" ] && [ "$queued" = "$delivered_n" ] ||
   mm_fail "smtp-source saw $accepted accepted, Postfix queued $queued, $delivered_n delivered"
@@ -302,5 +309,8 @@ for f in "$MM_MAIL_DIR/bob/Maildir/new/"*; do
 done
 [ "$bad" = 0 ] || mm_fail "$bad delivered messages with a broken handle"
 [ "$checked" -gt 0 ] || mm_fail "no handle was checked"
-mm_log "kill -9 during $N messages: $accepted accepted = $delivered_n delivered, $refused refused 4xx, all $checked handles resolve (sha256 checked)"
-echo "milter_policy: 1 passed, 0 failed"
+mm_log "$label: kill -9 during $N messages: $accepted accepted = $delivered_n delivered, $refused refused 4xx, all $checked handles resolve (sha256 checked)"
+}
+kill_during_load "$MM_SMTP_PORT" milter
+kill_during_load "$MM_SUBMIT_PORT" "before-queue filter"
+echo "milter_policy: passed"
