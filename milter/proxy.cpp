@@ -220,11 +220,14 @@ bool Session::data()
         client_.write(kNextHopLost, sizeof kNextHopLost - 1);
         return false;
     }
+    // The reply first: once the next hop has queued the message, every moment
+    // before the client hears so is one in which a crash makes it send again.
+    bool told = client_.write(final_reply.wire());
     log_outcome(v, first_line(final_reply));
     intake_.reset();
     mail_ = false;
     rcpts_ = 0;
-    return client_.write(final_reply.wire());
+    return told;
 }
 
 /// DATA to the next hop and the message at `path`, dot-stuffed. final_reply is

@@ -221,8 +221,13 @@ mm_log "store broken: swaks saw 4xx, nothing delivered or queued, no partial fil
 
 # kill -9 of mm-milter while two smtp-source clients send N media mails to PORT
 # (the milter's smtpd, or the submission smtpd of the before-queue filter).
+# DUPS=1: a message refused with 4xx may still have been delivered. That is the
+# filter's case: killed after the after-filter smtpd queued a message and before
+# the client heard so, the client gets 451 and would send it again (a duplicate,
+# never a loss; RFC 5321 6.1). The milter has no such moment: Postfix commits
+# its queue file only after the milter's last reply.
 kill_during_load() {
-local port=$1 label=$2
+local port=$1 label=$2 dups=${3:-0}
 echo "checking: kill -9 of mm-milter during a smtp-source run ($label)"
 N=300
 rm -f "$MM_MAIL_DIR/bob/Maildir/new/"* "$MM_MAIL_DIR/bob/Maildir/cur/"* 2>/dev/null || true
@@ -275,8 +280,15 @@ queued=$(grep -c 'qmgr.*from=<alice@example.test>.*(queue active)' "$MM_TMP/run.
 delivered_n=$(mm_count_messages bob)
 mm_info "$label: smtp-source: $N sent, $accepted accepted (250), $refused refused (4xx); Postfix queued $queued, delivered $delivered_n"
 [ $((accepted + refused)) = "$N" ] || mm_fail "accepted $accepted + refused $refused != $N"
-[ "$accepted" = "$delivered_n" ] && [ "$queued" = "$delivered_n" ] ||
-  mm_fail "smtp-source saw $accepted accepted, Postfix queued $queued, $delivered_n delivered"
+[ "$queued" = "$delivered_n" ] || mm_fail "Postfix queued $queued, $delivered_n delivered"
+if [ "$dups" = 1 ]; then
+  [ "$delivered_n" -ge "$accepted" ] && [ "$delivered_n" -le "$N" ] ||
+    mm_fail "smtp-source saw $accepted accepted of $N, $delivered_n delivered"
+  [ "$delivered_n" = "$accepted" ] ||
+    mm_info "$((delivered_n - accepted)) message(s) refused with 4xx had been queued by the after-filter smtpd (would be duplicates)"
+else
+  [ "$accepted" = "$delivered_n" ] || mm_fail "smtp-source saw $accepted accepted, $delivered_n delivered"
+fi
 [ "$refused" -gt 0 ] || mm_info "no message was in flight at the kill"
 # Each handle's URL and SHA-256 (RFC 2231 continuations joined), one "url sha" per line.
 handles_of() {
@@ -312,5 +324,5 @@ done
 mm_log "$label: kill -9 during $N messages: $accepted accepted = $delivered_n delivered, $refused refused 4xx, all $checked handles resolve (sha256 checked)"
 }
 kill_during_load "$MM_SMTP_PORT" milter
-kill_during_load "$MM_SUBMIT_PORT" "before-queue filter"
+kill_during_load "$MM_SUBMIT_PORT" "before-queue filter" 1
 echo "milter_policy: passed"
