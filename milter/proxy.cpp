@@ -1,5 +1,5 @@
-// proxy.cpp - the before-queue filter (see proxy.h). One session: greeting and
-// commands relayed to the next hop as they come; DATA answered here with 354,
+// proxy.cpp - the before-queue filter (see proxy.h). One session: our greeting,
+// then commands relayed to the next hop as they come; DATA answered here with 354,
 // taken in through an Intake (spooled, media decoded as it arrives), and only
 // when the rewrite is done and the media durable does the next hop get DATA
 // and the new message. Its final reply is the client's. Anything that goes
@@ -39,6 +39,7 @@ public:
     void run();
 
 private:
+    bool connect_next();
     bool relay(const std::string& line, const std::string& verb);
     bool data();
     bool send_file(const std::string& path, Reply& final_reply);
@@ -64,23 +65,34 @@ std::string first_line(const Reply& r)
     return std::to_string(r.code) + (r.lines.empty() ? "" : " " + printable(r.lines[0], 200));
 }
 
-void Session::run()
+/// The next hop's session, opened at the client's first command that needs it:
+/// a client that only connects (a health check) costs the next hop nothing.
+/// False, with 421 for the client, when it cannot be had.
+bool Session::connect_next()
 {
     std::string err;
     int fd = connect_tcp(s_.proxy_next.host, s_.proxy_next.port, s_.proxy_timeout, err);
     if (fd < 0) {
         log_error("milter.proxy_next = " + next_name(s_) + ": " + err);
         client_.write(kNextHopLost, sizeof kNextHopLost - 1);
-        return;
+        return false;
     }
     next_ = std::make_unique<Stream>(fd);
     Reply greeting;
     if (smtp::read_reply(*next_, greeting) != ReadResult::ok || greeting.code != 220) {
         log_error("milter.proxy_next = " + next_name(s_) + ": no 220 greeting (" + first_line(greeting) + ")");
         client_.write(kNextHopLost, sizeof kNextHopLost - 1);
-        return;
+        next_.reset();
+        return false;
     }
-    if (!client_.write(greeting.wire()))
+    return true;
+}
+
+void Session::run()
+{
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    if (!client_.write("220 " + printable(host, 200) + " ESMTP MediaMail filter\r\n"))
         return;
     std::string line;
     for (;;) {
@@ -93,6 +105,10 @@ void Session::run()
             continue;
         }
         std::string verb = smtp::verb(line);
+        if (verb == "QUIT" && !next_) {
+            client_.write("221 2.0.0 Bye\r\n");
+            return;
+        }
         if (verb == "DATA") {
             if (!data())
                 break;
@@ -104,12 +120,13 @@ void Session::run()
                 break;
             continue;
         }
-        if (!relay(line, verb) || verb == "QUIT")
+        if ((!next_ && !connect_next()) || !relay(line, verb) || verb == "QUIT")
             return;
     }
     // The client went away without QUIT: so does the next hop's session, and
     // an open transaction there ends with it.
-    next_->write("QUIT\r\n");
+    if (next_)
+        next_->write("QUIT\r\n");
 }
 
 /// One command to the next hop, its reply back to the client. False when either side is gone.
