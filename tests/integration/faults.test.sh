@@ -143,7 +143,7 @@ full_gw=$(mm_free_port)
   --set "gateway.public_url=https://127.0.0.1:$full_gw" >>"$MM_TMP/full-gateway.log" 2>&1 &
 mm_register_pid $!
 mm_wait_port "$full_gw" 20 || mm_fail "second gateway did not start: $(tail -3 "$MM_TMP/full-gateway.log")"
-"$(mm_bin mm-milter)" -c "$MM_CONF" --set "store.dir=$FULL_MNT" \
+"$(mm_bin mm-milter)" -c "$MM_CONF" --set "store.dir=$FULL_MNT" --set milter.proxy_listen= \
   --set "milter.socket=inet:$full_milter@127.0.0.1" >>"$MM_TMP/full-milter.log" 2>&1 &
 mm_register_pid $!
 mm_wait_port "$full_milter" 20 || mm_fail "second milter did not start: $(tail -3 "$MM_TMP/full-milter.log")"
