@@ -18,19 +18,33 @@
 
 namespace mm {
 
-int listen_tcp(const std::string& host, uint16_t port, std::string& err)
+namespace {
+
+/// The addresses of host:port for a TCP socket (passive: to listen on), or
+/// null with err set. The caller frees the list.
+addrinfo* resolve(const std::string& host, uint16_t port, bool passive, std::string& err)
 {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
     addrinfo* res = nullptr;
-    std::string p = std::to_string(port);
-    int rc = getaddrinfo(host.c_str(), p.c_str(), &hints, &res);
+    int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
     if (rc != 0) {
         err = "cannot resolve " + host + ": " + gai_strerror(rc);
-        return -1;
+        return nullptr;
     }
+    return res;
+}
+
+} // namespace
+
+int listen_tcp(const std::string& host, uint16_t port, std::string& err)
+{
+    addrinfo* res = resolve(host, port, true, err);
+    if (!res)
+        return -1;
+    std::string p = std::to_string(port);
     int fd = -1;
     for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -50,16 +64,10 @@ int listen_tcp(const std::string& host, uint16_t port, std::string& err)
 
 int connect_tcp(const std::string& host, uint16_t port, std::chrono::seconds timeout, std::string& err)
 {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    std::string p = std::to_string(port);
-    int rc = getaddrinfo(host.c_str(), p.c_str(), &hints, &res);
-    if (rc != 0) {
-        err = "cannot resolve " + host + ": " + gai_strerror(rc);
+    addrinfo* res = resolve(host, port, false, err);
+    if (!res)
         return -1;
-    }
+    std::string p = std::to_string(port);
     int fd = -1;
     for (addrinfo* ai = res; ai; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);

@@ -9,15 +9,6 @@ set -euo pipefail
 . "$MM_SOURCE_DIR/tests/integration/lib/mediamail.sh"
 
 mm_tmpdir_init
-# The small file system of case (c) must go before $MM_TMP is removed.
-faults_exit() {
-  local rc=$?
-  mm_stack_stop
-  if [ -n "${FULL_MNT:-}" ] && mountpoint -q "$FULL_MNT"; then umount "$FULL_MNT" || umount -l "$FULL_MNT" || true; fi
-  (exit "$rc")
-  mm__on_exit
-}
-trap faults_exit EXIT
 
 # Random bytes mailed as video/mp4: the milter detaches by type, and no ffmpeg run
 # is needed. SIZE in KiB.
@@ -135,8 +126,7 @@ mm_log "(b) Dovecot restarted: all 3 messages still there"
 # A second gateway + milter whose store is a 16 MiB tmpfs: the 10 MiB clip spools
 # (13.5 MiB of base64 fits) but the store cannot hold a copy of it as well.
 FULL_MNT=$MM_TMP/fullstore
-mkdir -p "$FULL_MNT"
-mount -t tmpfs -o size=16m,mode=0755 tmpfs "$FULL_MNT" || mm_fail "cannot mount a tmpfs (needs root)"
+mm_small_fs "$FULL_MNT" 16m
 full_milter=$(mm_free_port)
 full_gw=$(mm_free_port)
 "$(mm_bin mm-gateway)" -c "$MM_CONF" --set "store.dir=$FULL_MNT" --set "gateway.listen=127.0.0.1:$full_gw" \

@@ -17,14 +17,6 @@ set -euo pipefail
 . "$MM_SOURCE_DIR/tests/integration/lib/mediamail.sh"
 
 mm_tmpdir_init
-filter_exit() {
-  local rc=$?
-  mm_stack_stop
-  if [ -n "${FULL_MNT:-}" ] && mountpoint -q "$FULL_MNT"; then umount "$FULL_MNT" || umount -l "$FULL_MNT" || true; fi
-  (exit "$rc")
-  mm__on_exit
-}
-trap filter_exit EXIT
 
 mm_mediamail_start
 export MM_SEND_PORT=$MM_SUBMIT_PORT
@@ -113,8 +105,7 @@ mm_log "(c) DKIM-signed mail with a video delivered untouched"
 
 # ---- (d) the store's file system is full ------------------------------------------
 FULL_MNT=$MM_TMP/fullstore
-mkdir -p "$FULL_MNT"
-mount -t tmpfs -o size=16m,mode=0755 tmpfs "$FULL_MNT" || mm_fail "cannot mount a tmpfs (needs root)"
+mm_small_fs "$FULL_MNT" 16m
 restart_filter --set "store.dir=$FULL_MNT"
 head -c $((10 * 1024 * 1024)) /dev/urandom >"$MM_TMP/big.mp4"
 before=$(mm_count_messages bob)

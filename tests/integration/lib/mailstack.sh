@@ -50,9 +50,25 @@ mm_tmpdir_init() {
 }
 
 # EXIT trap: stop everything, then remove $MM_TMP unless MM_KEEP_TMP=1.
+MM_MOUNTS=()
+
+# Mounts a tmpfs of SIZE (e.g. 16m) at DIR (created), unmounted at exit: a store
+# that fills up. Needs root.
+mm_small_fs() {
+  local dir=$1 size=$2
+  mkdir -p "$dir"
+  mount -t tmpfs -o "size=$size,mode=0755" tmpfs "$dir" || mm_fail "cannot mount a tmpfs at $dir (needs root)"
+  MM_MOUNTS+=("$dir")
+}
+
 mm__on_exit() {
   local rc=$?
   mm_stack_stop
+  # Small file systems of mm_small_fs go before $MM_TMP, which holds their mount points.
+  local m
+  for m in "${MM_MOUNTS[@]}"; do
+    mountpoint -q "$m" && { umount "$m" || umount -l "$m" || true; }
+  done
   if [ -n "${MM_TMP:-}" ] && [ -d "$MM_TMP" ]; then
     if [ "${MM_KEEP_TMP:-0}" = 1 ]; then
       echo "  .. kept $MM_TMP" >&2
