@@ -50,10 +50,16 @@ void PrescanThread::run()
         try {
             scan_.feed(chunk.data(), chunk.size());
         } catch (const std::exception& e) {
-            std::lock_guard<std::mutex> lock(mu_);
-            error_ = e.what();
-            queue_.clear();
-            queued_ = 0;
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                error_ = e.what();
+                queue_.clear();
+                queued_ = 0;
+            }
+            // A feed() may be waiting for room in a full queue: without this it
+            // would wait for ever (seen as a milter that never answers when the
+            // store's file system filled up while the queue was full).
+            cv_.notify_all();
             return;
         }
     }

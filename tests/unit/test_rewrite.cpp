@@ -974,3 +974,40 @@ TEST_CASE("filter intake: media detached in any piece size; DKIM, header-only an
     CHECK(v.kind == Verdict::Kind::reject);
     CHECK(v.text.find("larger") != std::string::npos);
 }
+
+// A store that fails (disk full) while the prescan queue is full must not leave
+// the milter's callback waiting for room for ever (found when faults.test.sh
+// hung once in CI: Postfix got no answer, the client no reply).
+#include "milter/prescan_thread.h"
+
+#include <chrono>
+#include <future>
+
+TEST_CASE("prescan thread: a sink that fails while the queue is full does not block feed()")
+{
+    struct FailingSink : MediaSink {
+        struct P : Part {
+            void write(const void*, size_t) override
+            {
+                // Long enough for the feeder to fill the 4 MiB queue, then the disk is full.
+                std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                throw std::runtime_error("No space left on device");
+            }
+            void finish(Handle&) override {}
+        };
+        std::unique_ptr<Part> begin(const std::string&, const std::string&) override { return std::make_unique<P>(); }
+    } sink;
+    DetachPolicy policy;
+    policy.min_size = 1;
+    policy.types = {"video/*"};
+    std::string msg = media_message("\r\n", fake_mp4(12 << 20));
+    PrescanThread pre(policy, sink);
+    auto fed = std::async(std::launch::async, [&] {
+        for (size_t i = 0; i < msg.size(); i += 65536)
+            pre.feed(msg.data() + i, std::min<size_t>(65536, msg.size() - i));
+    });
+    REQUIRE(fed.wait_for(std::chrono::seconds(20)) == std::future_status::ready);
+    std::string why;
+    CHECK(pre.finish(why).empty());
+    CHECK(why.find("No space") != std::string::npos);
+}
