@@ -21,7 +21,6 @@ mm_start_program mm-milter
 mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not start"
 MM_POSTFIX_EXTRA=$(mm_postfix_doc_lines "$MM_MILTER_PORT")
 export MM_POSTFIX_EXTRA
-port=$MM_SMTP_PORT
 if [ "${MILTER_FILTER:-0}" = 1 ]; then
   MM_PROXY_FILTER=127.0.0.1:$MM_FILTER_PORT MM_PROXY_NEXT=127.0.0.1:$MM_AFTER_PORT mm_postfix_start 2>/dev/null
   postconf -c "$MM_POSTFIX_DIR" -e "smtpd_milters =" "non_smtpd_milters ="
@@ -30,6 +29,7 @@ if [ "${MILTER_FILTER:-0}" = 1 ]; then
   port=$MM_SUBMIT_PORT
 else
   mm_postfix_start 2>/dev/null
+  port=$MM_SMTP_PORT
 fi
 
 mb_make_video "$MM_TMP/big.mp4" "$MIB"
