@@ -832,6 +832,58 @@ void Downloader::finish(Transfer* t, int result)
     save(j);
 }
 
+MediaState Downloader::peek(const std::string& sha256, uint64_t size)
+{
+    if (!is_hex_digest(sha256))
+        return MediaState::refused;
+    uint64_t sz = 0;
+    if (file_size(final_path(sha256), sz) && sz == size)
+        return MediaState::ready;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(sha256);
+    if (it == jobs_.end() || it->second.state == Job::State::refused)
+        return MediaState::refused;
+    const Job& j = it->second;
+    if (active_.count(sha256) > 0 || (j.state == Job::State::download && j.next_try <= now_s()))
+        return MediaState::pending;
+    return MediaState::waiting;
+}
+
+std::string Downloader::part_path(const std::string& sha256) const
+{
+    return opt_.media_dir + "/" + sha256 + ".part";
+}
+
+std::string Downloader::final_path(const std::string& sha256) const
+{
+    return opt_.media_dir + "/" + sha256;
+}
+
+Downloader::Progress Downloader::progress()
+{
+    std::lock_guard<std::mutex> lock(progress_mu_);
+    return progress_;
+}
+
+Downloader::Progress Downloader::wait_progress(const Progress& seen, bool any_write,
+                                               std::chrono::steady_clock::time_point until)
+{
+    std::unique_lock<std::mutex> lock(progress_mu_);
+    progress_cv_.wait_until(lock, until, [&] {
+        return progress_.ended != seen.ended || (any_write && progress_.written != seen.written);
+    });
+    return progress_;
+}
+
+void Downloader::bump(bool ended)
+{
+    {
+        std::lock_guard<std::mutex> lock(progress_mu_);
+        ++(ended ? progress_.ended : progress_.written);
+    }
+    progress_cv_.notify_all();
+}
+
 void Downloader::run()
 {
     auto* m = static_cast<CURLM*>(multi_);
@@ -849,6 +901,17 @@ void Downloader::run()
         }
         int running = 0;
         curl_multi_perform(m, &running);
+        if (!active_.empty()) {
+            // What stdio holds back is a follower's wait; the kernel has the rest.
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                for (auto& [sha, t] : active_)
+                    if (t->out)
+                        fflush(t->out);
+            }
+            bump(false);
+        }
+        bool ended = false;
         {
             std::lock_guard<std::mutex> lock(mu_);
             int left = 0;
@@ -858,8 +921,11 @@ void Downloader::run()
                 Transfer* t = nullptr;
                 curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
                 finish(t, static_cast<int>(msg->data.result));
+                ended = true;
             }
         }
+        if (ended)
+            bump(true);
         curl_multi_poll(m, nullptr, 0, 500, nullptr);
     }
     // Abandon running transfers; their .part files are resumed next time.

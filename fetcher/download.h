@@ -103,6 +103,27 @@ public:
     MediaState want(const Handle& h, bool priority, bool schedule, const std::string& recipient,
                     std::string& path);
 
+    /// Where a media file stands, without asking for it: ready (the verified
+    /// file exists), pending (downloading, or due to start), waiting or refused.
+    MediaState peek(const std::string& sha256, uint64_t size);
+
+    /// Counters that move when transfers have written bytes (`written`) and when
+    /// a download has ended, verified or not (`ended`). A login waiting for its
+    /// media, and re-insertion following a download (follow.h), wait on them
+    /// instead of polling.
+    struct Progress {
+        uint64_t written = 0, ended = 0;
+    };
+    Progress progress();
+    /// Waits until `ended` (or with any_write also `written`) differs from
+    /// `seen`, or until `until`. Returns the counters then.
+    Progress wait_progress(const Progress& seen, bool any_write, std::chrono::steady_clock::time_point until);
+
+    /// The file a download under way writes: media_dir/<sha256>.part.
+    std::string part_path(const std::string& sha256) const;
+    /// The verified file: media_dir/<sha256>.
+    std::string final_path(const std::string& sha256) const;
+
     /// Marks a recorded (asked) job as wanted: writes jobs/<sha256>.want, which the
     /// running fetcher picks up within seconds. `key` is a SHA-256 or the handle URL.
     /// Returns the SHA-256, or "" with err set.
@@ -129,6 +150,11 @@ private:
     std::thread thread_;
     bool stop_ = false;
     int64_t last_scan_ = 0;
+    // Progress; its own lock, taken after mu_ when both are held.
+    std::mutex progress_mu_;
+    std::condition_variable progress_cv_;
+    Progress progress_;
+    void bump(bool ended);
 };
 
 /// Process-wide libcurl set-up; call once from main before threads start.

@@ -7,6 +7,7 @@
 
 #include "cache.h"
 #include "config.h"
+#include "follow.h"
 #include "log.h"
 #include "rewrite.h"
 #include "util.h"
@@ -177,8 +178,11 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
         log_warning("find_handles failed, presenting as is: " + printable(e.what()));
         found.clear();
     }
-    std::vector<std::string> media(found.size());
-    bool any = false, pending = false, busy = false;
+    // One input per location part: the verified file, a download followed while
+    // it arrives, or none (the location part stays).
+    std::vector<std::unique_ptr<MediaInput>> media(found.size());
+    std::vector<size_t> downloading;   // parts whose media is being downloaded now
+    bool any = false, pending = false, busy = false, waiting = false;
     if (!found.empty()) {
         const std::string headers = read_header_block(raw);
         const std::string sender = address_of(header_value(headers, "From"));
@@ -199,7 +203,12 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
             std::string path;
             MediaState st = opt.downloader->want(h, priority, !opt.ask, recipient, path);
             if (st == MediaState::ready) {
-                media[i] = path;
+                try {
+                    media[i] = open_media_file(path);
+                } catch (const std::exception& e) {
+                    why = "media " + h.sha256.substr(0, 16) + ": " + printable(e.what());
+                    return Outcome::held;
+                }
                 any = true;
             } else if (st == MediaState::refused) {
                 log_info("media " + h.sha256.substr(0, 16) + " not fetched (URL scheme, address or cache_quota " +
@@ -208,18 +217,31 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
                 pending = true;
                 // Only a transfer under way is worth a login's wait (fetcher.login_wait).
                 busy = busy || st == MediaState::pending;
+                waiting = waiting || st == MediaState::waiting;
+                if (st == MediaState::pending)
+                    downloading.push_back(i);
                 why = "media " + h.sha256.substr(0, 16) + " not yet downloaded";
             }
         }
     }
+    bool following = false;
     if (pending) {
         // The raw file's age is the time since we first read the message.
         struct stat st;
         bool expired = stat(raw.c_str(), &st) == 0 &&
                        time(nullptr) - st.st_mtime >= static_cast<time_t>(opt.hold_max.count());
-        if (!expired)
-            return busy ? Outcome::pending : Outcome::held;
-        log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
+        if (!expired) {
+            // A login re-inserts while the downloads arrive, when they all are under
+            // way: the message is ready moments after its last media is verified.
+            following = !waiting && std::chrono::steady_clock::now() < opt.follow_until;
+            if (!following)
+                return busy ? Outcome::pending : Outcome::held;
+            for (size_t i : downloading)
+                media[i] = std::make_unique<FollowedMedia>(*opt.downloader, found[i].parsed.handle, opt.follow_until);
+            any = true;
+        } else {
+            log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
+        }
     }
 
     const std::string tmp = presented + ".tmp" + random_hex(4);
@@ -234,18 +256,27 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
     }
     const std::string rebuilt = presented + ".rebuilt" + random_hex(4);
     std::string err;
-    bool ok = false;
+    bool ok = false, crlf = false;
+    std::vector<MediaInput*> inputs;
+    for (const auto& m : media)
+        inputs.push_back(m.get());
     try {
-        ok = reinsert_media(raw, media, rebuilt, err);
+        ok = reinsert_media(raw, inputs, rebuilt, err, &crlf);
     } catch (const std::exception& e) {
         err = e.what();
     }
     if (!ok) {
         unlink(rebuilt.c_str());
+        if (following) {
+            // Nothing shown: the downloader goes on, and the next poll uses its file.
+            log_info("re-insertion alongside the download given up: " + printable(err));
+            return Outcome::pending;
+        }
         why = "reinsert failed: " + printable(err);
         return Outcome::held;
     }
-    bool norm = normalise_crlf(rebuilt, tmp);
+    // What RETR sends must be CRLF throughout (normalise_crlf); mail from SMTP is already.
+    bool norm = crlf ? rename(rebuilt.c_str(), tmp.c_str()) == 0 : normalise_crlf(rebuilt, tmp);
     unlink(rebuilt.c_str());
     // Durable before the raw copy goes: re-inserting a big video again costs minutes.
     if (!norm || !durable_rename(tmp, presented, false)) {

@@ -42,6 +42,10 @@ struct SyncOptions {
     std::string address;         // fetcher.address
     std::vector<std::string> priority_senders, ignore_senders;
     const std::atomic<bool>* stop = nullptr;
+    /// A login sets this to the end of its fetcher.login_wait: a message whose
+    /// media are downloading is then re-inserted while they arrive (follow.h),
+    /// and shown as soon as they are verified. Default: never (the poller).
+    std::chrono::steady_clock::time_point follow_until{};
 };
 
 /// The first field `name` (case-insensitive) in a raw header block, unfolded,

@@ -443,20 +443,30 @@ void Session::finish_login()
     std::string err;
     shown_.clear();
     stats_ = {};
-    if (!synchronise(up_, user_, cfg_.sync, shown_, stats_, err)) {
+    // A video mailed a moment ago is often seconds from verified: wait a little
+    // (fetcher.login_wait) so it shows in this poll; beyond that, the next one.
+    // Meanwhile its re-insertion follows the download (SyncOptions::follow_until).
+    SyncOptions opt = cfg_.sync;
+    auto until = std::chrono::steady_clock::now() + opt.login_wait;
+    opt.follow_until = until;
+    Downloader* dl = opt.downloader;
+    Downloader::Progress seen = dl ? dl->progress() : Downloader::Progress{};
+    if (!synchronise(up_, user_, opt, shown_, stats_, err)) {
         log_warning("sync user=" + printable(user_) + ": " + printable(err));
         up_.close();
         reply("-ERR [SYS/TEMP] cannot read mailbox");
         return;
     }
-    // A video mailed a moment ago is often seconds from verified: wait a little
-    // (fetcher.login_wait) so it shows in this poll; beyond that, the next one.
-    auto until = std::chrono::steady_clock::now() + cfg_.sync.login_wait;
     while (stats_.pending > 0 && std::chrono::steady_clock::now() < until && !stop_.load()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        // Woken when a download ends; the second's cap is for stop_.
+        auto tick = std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+        if (dl)
+            seen = dl->wait_progress(seen, false, tick);
+        else
+            std::this_thread::sleep_until(tick);
         std::vector<ShownMessage> again;
         SyncStats st;
-        if (!synchronise(up_, user_, cfg_.sync, again, st, err))
+        if (!synchronise(up_, user_, opt, again, st, err))
             break;
         st.fetched_bytes += stats_.fetched_bytes;
         shown_.swap(again);

@@ -114,12 +114,36 @@ struct FoundHandle {
 /// The location parts of the message at path, in order of appearance.
 std::vector<FoundHandle> find_handles(const std::string& path);
 
+/// The bytes of one media file, read front to back by reinsert_media. The
+/// plain one reads a finished file; the fetcher's follows a download still
+/// being written and checks the SHA-256 itself (fetcher/follow.h).
+class MediaInput {
+public:
+    virtual ~MediaInput() = default;
+    /// Up to n (> 0) next bytes into buf; never 0. Throws when there are no more
+    /// (a file shorter than the handle says, a download that failed).
+    virtual size_t read(char* buf, size_t n) = 0;
+    /// After the handle's size has been read: throws unless the bytes were the
+    /// ones promised (for a plain file: that nothing follows them).
+    virtual void finish() {}
+};
+
+/// A MediaInput reading the finished file at path (throws if it cannot be opened).
+std::unique_ptr<MediaInput> open_media_file(const std::string& path);
+
 /// Writes the message at in_path to out_path with location part i replaced by
 /// the original part rebuilt from the media file media[i] (an empty string
 /// leaves that location part in place). The caller has verified each file's size
 /// and SHA-256. Returns false with `err` set on failure.
 bool reinsert_media(const std::string& in_path, const std::vector<std::string>& media,
                     const std::string& out_path, std::string& err);
+
+/// The same with each media read from media[i] (nullptr leaves that location
+/// part in place). `crlf_clean`, if given, is set to whether out_path has no
+/// bare LF and ends with a line end, which saves a caller that needs CRLF a
+/// pass over the whole file.
+bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media,
+                    const std::string& out_path, std::string& err, bool* crlf_clean = nullptr);
 
 /// Octets of `size` bytes encoded as base64 in lines of line_len characters
 /// separated by an eol of eol_len octets (and ended by one when final_eol).

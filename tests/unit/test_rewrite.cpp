@@ -5,6 +5,7 @@
 
 #include "mime/rewrite.h"
 #include "mime/util.h"
+#include "rewrite_fixtures.h"
 
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 using namespace mm;
+using namespace mm::fixtures;
 
 namespace {
 
@@ -52,115 +54,6 @@ std::vector<std::string> corpus_files()
         closedir(dp);
     }
     return files;
-}
-
-std::string read_file(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-void write_file(const std::string& path, const std::string& data)
-{
-    std::ofstream out(path, std::ios::binary);
-    out << data;
-}
-
-struct TempDir {
-    std::string path;
-    TempDir()
-    {
-        char tmpl[] = "/tmp/mm-rewrite-test-XXXXXX";
-        REQUIRE(mkdtemp(tmpl));
-        path = tmpl;
-    }
-    ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
-};
-
-/// A sink that keeps each detached attachment in a file, as the store would.
-class FileSink : public MediaSink {
-public:
-    explicit FileSink(std::string dir) : dir_(std::move(dir)) {}
-    std::vector<std::string> files;
-    bool fail = false;
-
-    struct FilePart : Part {
-        FileSink& sink;
-        std::string path;
-        std::ofstream out;
-        FilePart(FileSink& s, std::string p) : sink(s), path(std::move(p)), out(path, std::ios::binary) {}
-        void write(const void* d, size_t n) override { out.write(static_cast<const char*>(d), n); }
-        void finish(Handle& h) override
-        {
-            if (sink.fail)
-                throw std::runtime_error("store full");
-            out.close();
-            h.url = "https://gw.example.test:8443/m/0123456789abcdef0123456789abcdef/"
-                    "fedcba9876543210fedcba9876543210";
-            h.pin = "sha256//" + base64_encode(std::string(32, '\x01'));
-            h.expires = "2026-12-25T10:00:00Z";
-            sink.files.push_back(path);
-        }
-    };
-    std::unique_ptr<Part> begin(const std::string&, const std::string&) override
-    {
-        return std::make_unique<FilePart>(*this, dir_ + "/media." + std::to_string(n_++));
-    }
-
-private:
-    std::string dir_;
-    int n_ = 0;
-};
-
-std::string b64_lines(const std::string& data, size_t line_len, const std::string& eol)
-{
-    std::string enc = base64_encode(data), out;
-    for (size_t i = 0; i < enc.size(); i += line_len) {
-        if (i)
-            out += eol;
-        out += enc.substr(i, line_len);
-    }
-    return out;
-}
-
-std::string fake_mp4(size_t size)
-{
-    std::string v = std::string("\0\0\0\x20" "ftypisom\0\0\x02\0isomiso2avc1mp41", 32);
-    unsigned x = 12345;
-    while (v.size() < size) {
-        x = x * 1103515245 + 12345;
-        v += static_cast<char>(x >> 16);
-    }
-    return v;
-}
-
-std::string media_message(const std::string& eol, const std::string& video, const std::string& type = "video/mp4",
-                          size_t line_len = 76, const std::string& tail = "")
-{
-    std::string m;
-    auto L = [&](const std::string& s) { m += s + eol; };
-    L("From: Alice <alice@example.test>");
-    L("To: bob@example.test");
-    L("Subject: holiday video");
-    L("MIME-Version: 1.0");
-    L("Content-Type: multipart/mixed; boundary=\"b1\"");
-    L("");
-    L("preamble");
-    L("--b1");
-    L("Content-Type: text/plain; charset=utf-8");
-    L("");
-    L("Here it is.");
-    L("--b1");
-    L("Content-Type: " + type + "; name=\"beach.mp4\"");
-    L("Content-Disposition: attachment; filename=\"beach.mp4\"");
-    L("Content-Transfer-Encoding: base64");
-    L("");
-    m += b64_lines(video, line_len, eol) + tail + eol;
-    L("--b1--");
-    L("epilogue");
-    return m;
 }
 
 struct RoundTrip {
