@@ -1,6 +1,6 @@
 // mailbox.cpp - upstream mailbox to what the client sees: cache copies of plain mail
 // (cache_dir/msg/<key>.msg, cache.h), presented files with media re-inserted
-// (msg/<key>.eml, durable), raw copies of held-back mail (msg/<key>.raw, durable),
+// (msg/<key>.eml, made durable in the background: Settler), raw copies of held-back mail (msg/<key>.raw, durable),
 // handle resolution and the held-back rule. RFC 1939 UIDL/LIST.
 // Config keys: fetcher.cache_dir, fetcher.max_size (through SyncOptions).
 #include "mailbox.h"
@@ -13,6 +13,8 @@
 #include "util.h"
 
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
 #include <cstdio>
 #include <algorithm>
 #include <cstring>
@@ -24,6 +26,7 @@
 #include <ctime>
 #include <mutex>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 
 namespace mm {
@@ -160,6 +163,75 @@ bool durable_rename(const std::string& from, const std::string& to, bool file_sy
     return rename(from.c_str(), to.c_str()) == 0 && fsync_dir_of(to);
 }
 
+/// Presented files that are in place but not yet durable. A background thread
+/// syncs each one and only then removes its raw copy, so the client's login does
+/// not wait for 300 MB to reach the disk; until then the raw copy stays, and
+/// after a crash synchronise() finds both and builds the presented file again.
+class Settler {
+public:
+    ~Settler()
+    {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable())
+            thread_.join();   // what is queued is settled first
+    }
+    void add(const std::string& presented, const std::string& raw)
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        todo_.emplace_back(presented, raw);
+        unsettled_.insert(presented);
+        if (!thread_.joinable())
+            thread_ = std::thread([this] { run(); });
+        cv_.notify_all();
+    }
+    /// Whether presented is queued here: its raw copy is then no sign of a crash.
+    bool unsettled(const std::string& presented)
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        return unsettled_.count(presented) > 0;
+    }
+
+private:
+    void run()
+    {
+        std::unique_lock<std::mutex> lock(mu_);
+        for (;;) {
+            cv_.wait(lock, [this] { return stop_ || !todo_.empty(); });
+            if (todo_.empty())
+                return;
+            auto [presented, raw] = todo_.front();
+            todo_.pop_front();
+            lock.unlock();
+            int fd = open(presented.c_str(), O_RDONLY | O_CLOEXEC);
+            bool ok = fd >= 0 && fsync(fd) == 0 && fsync_dir_of(presented);
+            if (fd >= 0)
+                ::close(fd);
+            if (ok || (fd < 0 && errno == ENOENT))
+                unlink(raw.c_str());   // durable, or its message gone
+            else
+                log_warning("cannot sync " + presented + ": " + std::strerror(errno) + "; rebuilt at the next login");
+            lock.lock();
+            unsettled_.erase(presented);
+        }
+    }
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::pair<std::string, std::string>> todo_;
+    std::set<std::string> unsettled_;
+    std::thread thread_;
+    bool stop_ = false;
+};
+
+Settler& settler()
+{
+    static Settler s;
+    return s;
+}
+
 /// Makes the presented file of a message whose raw copy (base + ".raw", RETR'd
 /// bytes naming location parts) exists. Media not yet verified hold the message
 /// back (the downloader works on it in the background) until fetcher.hold_max
@@ -278,13 +350,14 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
     // What RETR sends must be CRLF throughout (normalise_crlf); mail from SMTP is already.
     bool norm = crlf ? rename(rebuilt.c_str(), tmp.c_str()) == 0 : normalise_crlf(rebuilt, tmp);
     unlink(rebuilt.c_str());
-    // Durable before the raw copy goes: re-inserting a big video again costs minutes.
-    if (!norm || !durable_rename(tmp, presented, false)) {
+    // In place now, durable soon: the raw copy goes only then (Settler), because
+    // re-inserting a big video again costs seconds to minutes.
+    if (!norm || rename(tmp.c_str(), presented.c_str()) != 0) {
         unlink(tmp.c_str());
         why = "cannot write presented file";
         return Outcome::held;
     }
-    unlink(raw.c_str());
+    settler().add(presented, raw);
     return Outcome::shown;
 }
 
@@ -536,14 +609,17 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
         it.uidl = &u->second;
         it.key = cache_key(opt.upstream_id, user, u->second);
         it.base = opt.cache_dir + "/msg/" + it.key;
-        uint64_t sz = 0;
+        uint64_t sz = 0, sz2 = 0;
         if (auto e = index.find(it.key); e != index.end()) {
             it.found = Found::copy;
             it.size = e->second.size;
-        } else if (file_size(it.base + ".eml", sz)) {
+        } else if (file_size(it.base + ".eml", sz) &&
+                   (!file_size(it.base + ".raw", sz2) || settler().unsettled(it.base + ".eml"))) {
             it.found = Found::presented;
             it.size = sz;
         } else if (file_size(it.base + ".raw", sz)) {
+            // With a presented file beside it, a crash came before that file was
+            // durable: it is made again.
             it.found = Found::raw;
         } else if (it.list_size > opt.max_size) {
             it.found = Found::as_is;   // not even RETR'd: LIST says it is over fetcher.max_size

@@ -50,6 +50,9 @@ mm_log "held back, login took $((SECONDS - t0))s, retry scheduled"
 check "gateway up again: the next polls show the mail once the media is verified"
 gateway_start
 wait_listed 1 90 || { tail -5 "$FLOG"; mm_fail "mail did not appear after the gateway came back"; }
+# A login re-inserts while the download arrives and checks the SHA-256 itself,
+# so the mail can be listed a moment before the downloader logs its own check.
+for _ in $(seq 50); do grep -q "verified" "$FLOG" && break; sleep 0.2; done
 grep -q "verified" "$FLOG" || mm_fail "no verified download logged"
 curl -s -u "bob:$MM_POP3_PASS" "$P/1" -o "$MM_TMP/one.eml" || mm_fail "RETR 1"
 mm_extract_attachment "$MM_TMP/one.eml" clip.mp4 "$MM_TMP/got1.mp4"
