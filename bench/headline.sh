@@ -15,6 +15,12 @@
 # the end of each message - not the mail server's queue or mailbox, so it is a
 # separate column and not in server_B.
 #
+# Each case starts after `sync`, so that none pays for the writeback of the one
+# before it. MM_HEADLINE_ROUNDS (default 1) repeats the cases on the same stack,
+# every other round in reverse order; the summary gives each round's ratios and
+# their median. MM_HEADLINE_CASES picks cases (default: plain mediamail mmsend
+# filter; plain is always run, first in the forward rounds).
+#
 #   MM_BUILD_DIR=build bench/headline.sh [MIB]      (root; results also in $MM_BENCH_OUT)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,9 +50,10 @@ sample_peak() {
 # from, and the sender (swaks; mmsend; filter = swaks to the submission smtpd
 # whose smtpd_proxy_filter is mm-milter's before-queue filter).
 run_case() {
-  local name=$1 milter=$2 port=$3 sender=${4:-swaks} subject="Headline $1"
+  local name=$1 milter=$2 port=$3 sender=${4:-swaks} subject="Headline $1 round $round"
   postconf -c "$MM_POSTFIX_DIR" -e "smtpd_milters = $milter"
   postfix -c "$MM_POSTFIX_DIR" reload >/dev/null 2>&1
+  sync   # the previous case's dirty pages are not this one's to write
   sleep 2
   local base before start end sbase
   base=$(du -sb "$queue" | cut -f1)
@@ -81,8 +88,8 @@ run_case() {
   kill "$sampler" "$ssampler" 2>/dev/null; wait "$sampler" "$ssampler" 2>/dev/null || true
   [ "$(sha256sum "$MM_TMP/back-$name.mp4" | cut -d' ' -f1)" = "$sha" ] || mm_fail "$name: video changed"
   local peak=$(($(cat "$MM_TMP/peak-$name") - base)) speak=$(($(cat "$MM_TMP/speak-$name") - sbase))
-  eval "ms_$name=$(((end - start) / 1000000)) queue_$name=$peak maildir_$name=$maildir spool_$name=$speak"
-  mm_info "$name: $(((end - start) / 1000000)) ms, queue peak +$peak B, Maildir $maildir B, mm-milter spool peak +$speak B"
+  echo "$round $name $(((end - start) / 1000000)) $peak $maildir $speak" >>"$MM_TMP/results"
+  mm_info "round $round $name: $(((end - start) / 1000000)) ms, queue peak +$peak B, Maildir $maildir B, mm-milter spool peak +$speak B"
   rm -f "$got" "$MM_TMP/back-$name.mp4"
 }
 
@@ -91,31 +98,54 @@ mm_make_video "$MM_TMP/video.mp4" "$mib"
 size=$(stat -c %s "$MM_TMP/video.mp4")
 sha=$(sha256sum "$MM_TMP/video.mp4" | cut -d' ' -f1)
 
-run_case plain "" "$MM_POP3_PORT"
-run_case mediamail "inet:127.0.0.1:$MM_MILTER_PORT" "$MM_FETCHER_PORT"
-run_case mmsend "" "$MM_FETCHER_PORT" mmsend
-run_case filter "" "$MM_FETCHER_PORT" filter
-grep -q 'filter: detached 1' "$MM_TMP/mm-milter.log" || mm_fail "filter: mm-milter logged no detach"
+cases=${MM_HEADLINE_CASES:-plain mediamail mmsend filter}
+rounds=${MM_HEADLINE_ROUNDS:-1}
+one_case() {
+  case $1 in
+    plain) run_case plain "" "$MM_POP3_PORT" ;;
+    mediamail) run_case mediamail "inet:127.0.0.1:$MM_MILTER_PORT" "$MM_FETCHER_PORT" ;;
+    mmsend) run_case mmsend "" "$MM_FETCHER_PORT" mmsend ;;
+    filter) run_case filter "" "$MM_FETCHER_PORT" filter ;;
+    *) mm_fail "unknown case $1 in MM_HEADLINE_CASES" ;;
+  esac
+}
+others=$(echo "$cases" | tr ' ' '\n' | grep -vx plain | tr '\n' ' ')
+: >"$MM_TMP/results"
+for round in $(seq 1 "$rounds"); do
+  if [ $((round % 2)) -eq 1 ]; then order="plain $others"; else order="$(echo "$others" | tr ' ' '\n' | tac | tr '\n' ' ') plain"; fi
+  for c in $order; do one_case "$c"; done
+done
+case " $cases " in *" filter "*) grep -q 'filter: detached 1' "$MM_TMP/mm-milter.log" || mm_fail "filter: mm-milter logged no detach" ;; esac
 
-server_plain=$((queue_plain + maildir_plain))
-server_mm=$((queue_mediamail + maildir_mediamail))
-server_send=$((queue_mmsend + maildir_mmsend))
-server_filter=$((queue_filter + maildir_filter))
 {
-  echo "headline: video $size bytes (sha256 $sha), $(nproc) cores, $(date -u +%FT%TZ)"
-  printf '%-10s %12s %16s %14s %14s %22s\n' case wall_ms queue_peak_B maildir_B server_B mm_spool_peak_B
-  printf '%-10s %12d %16d %14d %14d %22s\n' plain "$ms_plain" "$queue_plain" "$maildir_plain" "$server_plain" -
-  printf '%-10s %12d %16d %14d %14d %22d\n' mediamail "$ms_mediamail" "$queue_mediamail" "$maildir_mediamail" "$server_mm" \
-    "$spool_mediamail"
-  printf '%-10s %12d %16d %14d %14d %22s\n' mmsend "$ms_mmsend" "$queue_mmsend" "$maildir_mmsend" "$server_send" -
-  printf '%-10s %12d %16d %14d %14d %22d\n' filter "$ms_filter" "$queue_filter" "$maildir_filter" "$server_filter" \
-    "$spool_filter"
-  echo "server_B = queue_peak_B + maildir_B: what the mail server held. mm_spool_peak_B: peak of mm-milter's spool" \
-    "(store.dir/spool), MediaMail's scratch copy on the sender's gateway, deleted at the end of each message; not in server_B."
-  python3 -c "import sys; a=[int(x) for x in sys.argv[1:]]; p=a[3]; q=a[7]; m=a[11]
-print('time ratio vs plain: milter %.3f, mmsend %.3f, filter %.3f (goal <= 1.0)' % (a[0]/p, a[1]/p, a[2]/p))
-print('server bytes ratio vs plain (queue peak + Maildir): milter %.2e, mmsend %.2e, filter %.2e; after delivery (Maildir): milter %.2e, mmsend %.2e, filter %.2e (goal <= 1e-4)' % (a[4]/q, a[5]/q, a[6]/q, a[8]/m, a[9]/m, a[10]/m))
-print('mm-milter spool peak vs plain server bytes (not a server copy): milter %.2e, filter %.2e' % (a[12]/q, a[13]/q))" \
-    "$ms_mediamail" "$ms_mmsend" "$ms_filter" "$ms_plain" "$server_mm" "$server_send" "$server_filter" "$server_plain" \
-    "$maildir_mediamail" "$maildir_mmsend" "$maildir_filter" "$maildir_plain" "$spool_mediamail" "$spool_filter"
+  echo "headline: video $size bytes (sha256 $sha), $(nproc) cores, $rounds round(s), $(date -u +%FT%TZ)"
+  python3 - "$MM_TMP/results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+res = {}   # (round, case) -> (ms, queue, maildir, spool)
+for r, name, ms, q, m, sp in rows:
+    res[(int(r), name)] = (int(ms), int(q), int(m), int(sp))
+cases = [c for c in ["plain", "mediamail", "mmsend", "filter"] if any(k[1] == c for k in res)]
+rounds = sorted({k[0] for k in res})
+print("%-6s %-10s %9s %13s %11s %11s %15s %11s %13s" % ("round", "case", "wall_ms", "queue_peak_B", "maildir_B", "server_B",
+      "mm_spool_peak_B", "time_ratio", "bytes_ratio"))
+ratios = {c: [] for c in cases}
+bytes_ratios = {c: [] for c in cases}
+for r in rounds:
+    p = res[(r, "plain")]
+    for c in cases:
+        ms, q, m, sp = res[(r, c)]
+        tr, br = ms / p[0], (q + m) / (p[1] + p[2])
+        ratios[c].append(tr)
+        bytes_ratios[c].append(br)
+        spool = "-" if c in ("plain", "mmsend") else str(sp)
+        print("%-6d %-10s %9d %13d %11d %11d %15s %11.3f %13.2e" % (r, c, ms, q, m, q + m, spool, tr, br))
+print("server_B = queue_peak_B + maildir_B: what the mail server held. mm_spool_peak_B: peak of mm-milter's spool "
+      "(store.dir/spool), MediaMail's scratch copy on the sender's gateway, deleted at the end of each message; not in server_B.")
+for c in cases:
+    if c == "plain":
+        continue
+    print("%s: time ratio vs plain median %.3f (rounds: %s; goal <= 1.0), server bytes ratio median %.2e (goal <= 1e-4)"
+          % (c, statistics.median(ratios[c]), " ".join("%.3f" % x for x in ratios[c]), statistics.median(bytes_ratios[c])))
+PY
 } | tee "$out"
