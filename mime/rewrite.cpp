@@ -678,6 +678,27 @@ DetachResult detach_message(const std::string& in_path, const std::string& out_p
     copy_range(in, pos, in.size(), out);
     out.close_checked();
     r.out_size = out.written();
+
+    // The receiver finds location parts by parsing the rewritten message. GMime's
+    // reading of a malformed header block (NUL bytes in it) can depend on where
+    // its read buffer happens to split the input, so a part that parsed as a
+    // multipart here may read as text once earlier bytes have moved. A rewrite the
+    // receiver could not undo is not sent: the message goes on as it came. What
+    // the sink stored for it is then referenced by nothing and expires unused.
+    auto back = find_handles(out_path);
+    bool same = back.size() == r.handles.size();
+    for (size_t i = 0; same && i < back.size(); ++i)
+        same = back[i].parsed.error == HandleError::none && back[i].parsed.handle.sha256 == r.handles[i].sha256;
+    if (!same) {
+        unlink(out_path.c_str());
+        DetachResult left;
+        left.in_size = r.in_size;
+        left.over_max = r.over_max;
+        left.largest_over_max = r.largest_over_max;
+        left.skipped_why = "the rewritten message would not parse the same (" + std::to_string(back.size()) + " of " +
+                           std::to_string(r.detached) + " location parts found); left as it is";
+        return left;
+    }
     return r;
 }
 
