@@ -102,6 +102,14 @@ mm_mediamail_start() {
   mm_fetcher_start
 }
 
+# Copy media file SRC to DST with 32 random bytes appended (players ignore
+# trailing bytes): another SHA-256, so that neither the sender's store nor the
+# fetcher's cache, both keyed by content, already holds it. For benchmarks that
+# send one video many times and must pay for every copy.
+mm_unique_copy() {
+  cp "$1" "$2" && head -c 32 /dev/urandom >>"$2"
+}
+
 # Make a real MP4 (H.264 + AAC) of at least MIB mebibytes at PATH with ffmpeg.
 mm_make_video() {
   local path=$1 mib=${2:-21}
