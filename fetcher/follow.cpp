@@ -11,8 +11,9 @@
 
 namespace mm {
 
-FollowedMedia::FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until)
-    : dl_(dl), sha_(h.sha256), size_(h.size), until_(until)
+FollowedMedia::FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
+                             const std::atomic<bool>* stop)
+    : dl_(dl), sha_(h.sha256), size_(h.size), until_(until), stop_(stop)
 {
 }
 
@@ -77,6 +78,8 @@ size_t FollowedMedia::read(char* buf, size_t n)
             throw std::runtime_error("media " + sha_.substr(0, 16) + ": download started over");
         if (std::chrono::steady_clock::now() >= until_)
             throw std::runtime_error("media " + sha_.substr(0, 16) + ": download not done in time");
+        if (stop_ && stop_->load())
+            throw std::runtime_error("shutting down");
         dl_.wait_progress(seen, true, std::min(until_, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
     }
 }

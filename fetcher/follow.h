@@ -9,6 +9,7 @@
 #include "rewrite.h"
 #include "util.h"
 
+#include <atomic>
 #include <chrono>
 #include <string>
 
@@ -17,8 +18,10 @@ namespace mm {
 class FollowedMedia : public MediaInput {
 public:
     /// Follows the download of h (h.sha256, h.size) until `until`; read() throws
-    /// once that passes, or when the download stops or starts over.
-    FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until);
+    /// once that passes, when the download stops or starts over, or when `stop`
+    /// (the process shutting down) is set.
+    FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
+                  const std::atomic<bool>* stop = nullptr);
     ~FollowedMedia() override;
     FollowedMedia(const FollowedMedia&) = delete;
     FollowedMedia& operator=(const FollowedMedia&) = delete;
@@ -34,6 +37,7 @@ private:
     std::string sha_;
     uint64_t size_;
     std::chrono::steady_clock::time_point until_;
+    const std::atomic<bool>* stop_;
     int fd_ = -1;
     uint64_t pos_ = 0;
     Sha256 hash_;

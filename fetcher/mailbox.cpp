@@ -309,7 +309,8 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
             if (!following)
                 return busy ? Outcome::pending : Outcome::held;
             for (size_t i : downloading)
-                media[i] = std::make_unique<FollowedMedia>(*opt.downloader, found[i].parsed.handle, opt.follow_until);
+                media[i] = std::make_unique<FollowedMedia>(*opt.downloader, found[i].parsed.handle, opt.follow_until,
+                                                           opt.stop);
             any = true;
         } else {
             log_warning("held longer than fetcher.hold_max, shown with the link: " + why);

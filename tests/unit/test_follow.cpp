@@ -7,6 +7,7 @@
 #include "fetcher/follow.h"
 #include "rewrite_fixtures.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <sys/stat.h>
@@ -60,9 +61,9 @@ struct Detached {
         return read_file(t.path + "/want.eml");
     }
     /// Re-insertion following the download; "" on success, else the error.
-    std::string follow(milliseconds budget, bool* crlf = nullptr)
+    std::string follow(milliseconds budget, bool* crlf = nullptr, const std::atomic<bool>* stop = nullptr)
     {
-        FollowedMedia fm(*dl, h, steady_clock::now() + budget);
+        FollowedMedia fm(*dl, h, steady_clock::now() + budget, stop);
         std::string err;
         std::vector<MediaInput*> in{&fm};
         bool ok = reinsert_media(out, in, t.path + "/back.eml", err, crlf);
@@ -132,6 +133,21 @@ TEST_CASE("a download that stops, starts over or is not done in time ends the fo
         auto t0 = steady_clock::now();
         std::string err = d.follow(milliseconds(400));
         CHECK(err.find("not done in time") != std::string::npos);
+        CHECK(steady_clock::now() - t0 < milliseconds(3000));
+    }
+    SUBCASE("the process shutting down")
+    {
+        Detached d("\r\n");
+        write_file(d.part(), d.video.substr(0, 300000));
+        std::atomic<bool> stop{false};
+        std::thread stopper([&] {
+            std::this_thread::sleep_for(milliseconds(200));
+            stop = true;
+        });
+        auto t0 = steady_clock::now();
+        std::string err = d.follow(milliseconds(20000), nullptr, &stop);
+        stopper.join();
+        CHECK(err.find("shutting down") != std::string::npos);
         CHECK(steady_clock::now() - t0 < milliseconds(3000));
     }
     SUBCASE("stopped: the job is no longer downloading")
