@@ -182,7 +182,7 @@ public:
     void add(const std::string& presented, const std::string& raw)
     {
         std::lock_guard<std::mutex> lock(mu_);
-        todo_.emplace_back(presented, raw);
+        queued_.emplace_back(presented, raw);
         unsettled_.insert(presented);
         if (!thread_.joinable())
             thread_ = std::thread([this] { run(); });
@@ -200,11 +200,11 @@ private:
     {
         std::unique_lock<std::mutex> lock(mu_);
         for (;;) {
-            cv_.wait(lock, [this] { return stop_ || !todo_.empty(); });
-            if (todo_.empty())
+            cv_.wait(lock, [this] { return stop_ || !queued_.empty(); });
+            if (queued_.empty())
                 return;
-            auto [presented, raw] = todo_.front();
-            todo_.pop_front();
+            auto [presented, raw] = queued_.front();
+            queued_.pop_front();
             lock.unlock();
             int fd = open(presented.c_str(), O_RDONLY | O_CLOEXEC);
             bool ok = fd >= 0 && fsync(fd) == 0 && fsync_dir_of(presented);
@@ -220,7 +220,7 @@ private:
     }
     std::mutex mu_;
     std::condition_variable cv_;
-    std::deque<std::pair<std::string, std::string>> todo_;
+    std::deque<std::pair<std::string, std::string>> queued_;
     std::set<std::string> unsettled_;
     std::thread thread_;
     bool stop_ = false;
