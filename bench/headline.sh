@@ -83,15 +83,22 @@ run_case() {
   else
     mm_swaks_send alice@example.test bob@example.test "$subject" "The video." "$MM_TMP/case/video.mp4" video/mp4
   fi
+  local sent delivered fetched
+  sent=$(date +%s%N)
   mm_wait_delivered bob $((before + 1)) 1800 || mm_fail "$name: not delivered"
+  delivered=$(date +%s%N)
   local maildir
   maildir=$(mm_maildir_bytes bob)
   MM_FETCHER_PORT=$port mm_fetchmail_via_fetcher bob "$MM_TMP/fetched-$name"
+  fetched=$(date +%s%N)
   local got
   got=$(mm_find_by_subject "$MM_TMP/fetched-$name" "$subject")
   [ -n "$got" ] || mm_fail "$name: fetchmail got nothing"
   mm_extract_attachment "$got" video.mp4 "$MM_TMP/back-$name.mp4"
   end=$(date +%s%N)
+  # Where the time went: send, delivery (seen by a 200 ms poll), fetchmail, extraction.
+  echo "$round $name $(((sent - start) / 1000000)) $(((delivered - sent) / 1000000))" \
+    "$(((fetched - delivered) / 1000000)) $(((end - fetched) / 1000000))" >>"$MM_TMP/phases"
   kill "$sampler" "$ssampler" 2>/dev/null; wait "$sampler" "$ssampler" 2>/dev/null || true
   [ "$(sha256sum "$MM_TMP/back-$name.mp4" | cut -d' ' -f1)" = "$sha" ] || mm_fail "$name: video changed"
   local peak=$(($(cat "$MM_TMP/peak-$name") - base)) speak=$(($(cat "$MM_TMP/speak-$name") - sbase))
@@ -117,6 +124,7 @@ one_case() {
 }
 others=$(echo "$cases" | tr ' ' '\n' | grep -vx plain | tr '\n' ' ')
 : >"$MM_TMP/results"
+: >"$MM_TMP/phases"
 for round in $(seq 1 "$rounds"); do
   if [ $((round % 2)) -eq 1 ]; then order="plain $others"; else order="$(echo "$others" | tr ' ' '\n' | tac | tr '\n' ' ') plain"; fi
   for c in $order; do one_case "$c"; done
@@ -154,4 +162,6 @@ for c in cases:
     print("%s: time ratio vs plain median %.3f (rounds: %s; goal <= 1.0), server bytes ratio median %.2e (goal <= 1e-4)"
           % (c, statistics.median(ratios[c]), " ".join("%.3f" % x for x in ratios[c]), statistics.median(bytes_ratios[c])))
 PY
+  echo "phases (ms): round case send deliver fetchmail extract"
+  sed 's/^/  /' "$MM_TMP/phases"
 } | tee "$out"
