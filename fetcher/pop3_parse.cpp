@@ -1,10 +1,12 @@
-// pop3_parse.cpp - POP3 command-line parsing, RFC 1939 / RFC 2449, pure and bounded
-// so that unit tests and fuzzers can feed it any bytes. Reads no config keys.
+// pop3_parse.cpp - POP3 command-line parsing, RFC 1939 / RFC 2449, and TOP's cut
+// of a message, pure and bounded so that unit tests and fuzzers can feed them any
+// bytes. Reads no config keys.
 #include "pop3_parse.h"
 
 #include "config.h"
 
 #include <array>
+#include <cstring>
 
 namespace mm::pop3 {
 
@@ -130,6 +132,36 @@ bool parse_msgnum(std::string_view s, uint64_t count, uint64_t& out)
 bool parse_count(std::string_view s, uint64_t& out)
 {
     return !s.empty() && s.size() <= 20 && parse_u64(s, out);
+}
+
+size_t TopCut::take(const char* p, size_t n)
+{
+    if (done_)
+        return 0;
+    size_t i = 0;
+    while (i < n) {
+        if (line_start_) {
+            if (in_body_ && lines_ >= limit_) {
+                done_ = true;
+                return i;
+            }
+            blank_ = true;   // until a byte other than CR shows up before the LF
+            line_start_ = false;
+        }
+        const char* nl = static_cast<const char*>(std::memchr(p + i, '\n', n - i));
+        const size_t end = nl ? static_cast<size_t>(nl - p) : n;
+        for (size_t k = i; blank_ && k < end; ++k)
+            blank_ = p[k] == '\r';
+        if (!nl)
+            return n;
+        if (in_body_)
+            ++lines_;
+        else if (blank_)
+            in_body_ = true;   // the empty line ending the header block
+        line_start_ = true;
+        i = end + 1;
+    }
+    return n;
 }
 
 const char* verb_name(Verb v)

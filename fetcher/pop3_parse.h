@@ -1,5 +1,6 @@
 // pop3_parse.h - the client side of the POP3 dialogue as pure functions over bytes:
-// a command line split into verb and arguments, and strict message numbers.
+// a command line split into verb and arguments, strict message numbers, and
+// where TOP cuts a message.
 // RFC 1939 (POP3), RFC 2449 (CAPA, 255-octet command lines). No sockets here.
 #pragma once
 
@@ -42,6 +43,21 @@ bool parse_msgnum(std::string_view s, uint64_t count, uint64_t& out);
 
 /// A non-negative line count for TOP: digits only, no overflow.
 bool parse_count(std::string_view s, uint64_t& out);
+
+/// TOP's cut (RFC 1939 7) of a message as it streams by in chunks of any
+/// size: the header block, the blank line ending it, then `body_lines` lines.
+class TopCut {
+public:
+    explicit TopCut(uint64_t body_lines) : limit_(body_lines) {}
+    /// How many bytes of [p, p+n) belong to the answer: all of them until the
+    /// cut, then fewer, and done() is true.
+    size_t take(const char* p, size_t n);
+    bool done() const { return done_; }
+
+private:
+    uint64_t limit_, lines_ = 0;
+    bool line_start_ = true, in_body_ = false, blank_ = false, done_ = false;
+};
 
 const char* verb_name(Verb v);
 const char* parse_error_text(ParseError e);

@@ -193,57 +193,27 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
     }
     client_.put(status);
     // The presented file has CRLF line ends; only dot-stuffing is added here.
-    bool line_start = true, in_body = false, blank = false;
-    uint64_t lines = 0;
+    DotEncoder dots;
+    pop3::TopCut cut(body_lines);
+    auto emit = [this](const char* q, size_t k) { client_.put(q, k); };
     char buf[65536];
-    size_t n;
-    bool done = false;
-    int last = '\n';
     // A copy is one entry of a pack: exactly m.size octets from here.
     uint64_t left = m.source == ShownMessage::Source::copy ? m.size : UINT64_MAX;
     ssize_t got;
-    while (!done && left > 0 && (got = pread(fd, buf, std::min<uint64_t>(sizeof buf, left), pos)) > 0) {
-        n = static_cast<size_t>(got);
+    while (left > 0 && !cut.done() && (got = pread(fd, buf, std::min<uint64_t>(sizeof buf, left), pos)) > 0) {
+        size_t n = static_cast<size_t>(got);
         left -= n;
         pos += got;
-        size_t from = 0;
-        for (size_t i = 0; i < n; ++i) {
-            char c = buf[i];
-            if (line_start) {
-                if (top && in_body && lines >= body_lines) {
-                    done = true;
-                    n = i;
-                    break;
-                }
-                if (c == '.') {
-                    client_.put(buf + from, i - from);
-                    client_.put(".", 1);
-                    from = i;
-                }
-                blank = true;
-            }
-            line_start = false;
-            if (c == '\n') {
-                line_start = true;
-                if (top) {
-                    if (in_body)
-                        ++lines;
-                    else if (blank)
-                        in_body = true;   // the empty line ending the header block
-                }
-            } else if (c != '\r') {
-                blank = false;
-            }
-            last = static_cast<unsigned char>(c);
-        }
-        client_.put(buf + from, n - from);
+        if (top)
+            n = cut.take(buf, n);
+        dots.feed(buf, n, emit);
         sent_bytes_ += n;
     }
     if (owned)
         ::close(fd);
-    if (last != '\n')
-        client_.put("\r\n", 2);
-    client_.put(".\r\n", 3);
+    std::string end;
+    dots.finish(end);
+    client_.put(end);
     client_.flush();
 }
 

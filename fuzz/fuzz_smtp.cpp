@@ -95,7 +95,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     if (whole != stepped || used_whole != used_step || done_whole != done_step)
         abort();
 
-    DotEncoder enc;
+    mm::DotEncoder enc;
     std::string wire;
     for (size_t i = 0; i < in.size(); i += step)
         enc.feed(in.data() + i, std::min(step, in.size() - i), wire);

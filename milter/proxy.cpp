@@ -263,7 +263,7 @@ bool Session::send_file(const std::string& path, Reply& final_reply)
         log_error("filter: cannot open " + path + ": " + strerror(errno));
         return false;
     }
-    smtp::DotEncoder dots;
+    DotEncoder dots;
     std::string buf(kIntakeChunk, '\0'), out;
     out.reserve(kIntakeChunk * 2);
     bool ok = true;

@@ -143,28 +143,6 @@ size_t DotDecoder::feed(const char* p, size_t n, std::string& out)
     return i;
 }
 
-void DotEncoder::feed(const char* p, size_t n, std::string& out)
-{
-    size_t i = 0;
-    while (i < n) {
-        if (line_start_ && p[i] == '.')
-            out += '.';
-        const void* nl = memchr(p + i, '\n', n - i);
-        size_t take = nl ? static_cast<size_t>(static_cast<const char*>(nl) - (p + i)) + 1 : n - i;
-        out.append(p + i, take);
-        i += take;
-        line_start_ = nl != nullptr;
-    }
-}
-
-void DotEncoder::finish(std::string& out)
-{
-    if (!line_start_)
-        out += "\r\n";
-    out += ".\r\n";
-    line_start_ = true;
-}
-
 namespace {
 
 /// Name and value of a field's raw bytes; the name empty if there is no colon

@@ -1,6 +1,7 @@
 // smtp.h - the SMTP pieces of mm-milter's before-queue filter (RFC 5321): replies
 // read with bounds and checked, the end of DATA and dot-unstuffing as a state
-// machine over chunks of any size, dot-stuffing on the way out, and the top
+// machine over chunks of any size (dot-stuffing on the way out is mime/stream.h's
+// DotEncoder, shared with mm-fetcher's RETR), and the top
 // header block of a message split into lines as it streams by. No sockets here
 // but through Stream, so the unit tests drive all of it with bad input.
 #pragma once
@@ -57,17 +58,6 @@ public:
 
 private:
     enum class State { line_start, dot, dot_cr, mid, done } state_ = State::line_start;
-};
-
-/// Message bytes in, DATA content out: a dot doubled at each line start, then
-/// the end-of-data line (after a CRLF if the message does not end in one).
-class DotEncoder {
-public:
-    void feed(const char* p, size_t n, std::string& out);
-    void finish(std::string& out);
-
-private:
-    bool line_start_ = true;
 };
 
 /// Splits the top header block of a message, as its bytes stream by, into

@@ -202,6 +202,14 @@ bool Stream::write(const void* p, size_t n)
     return put(p, n) && flush();
 }
 
+void DotEncoder::finish(std::string& out)
+{
+    if (!line_start_)
+        out += "\r\n";
+    out += ".\r\n";
+    line_start_ = true;
+}
+
 bool Stream::put(const void* p, size_t n)
 {
     out_.append(static_cast<const char*>(p), n);

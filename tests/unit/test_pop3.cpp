@@ -5,10 +5,12 @@
 #include "fetcher/download.h"
 #include "fetcher/pop3_parse.h"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <cstring>
 #include <netinet/in.h>
 #include <string>
+#include <vector>
 
 using namespace mm;
 using namespace mm::pop3;
@@ -139,6 +141,74 @@ bool allowed_str(const char* text, bool allow_private)
     return address_allowed(reinterpret_cast<sockaddr*>(&s6), allow_private);
 }
 } // namespace
+
+namespace {
+
+/// TOP's answer the slow way, one byte at a time: the header block, the blank
+/// line, then `lines` lines of the body (a line is what ends in LF).
+std::string top_reference(const std::string& m, uint64_t lines)
+{
+    bool in_body = false, blank = true;
+    uint64_t n = 0;
+    for (size_t i = 0; i < m.size(); ++i) {
+        bool line_start = i == 0 || m[i - 1] == '\n';
+        if (line_start && in_body && n >= lines)
+            return m.substr(0, i);
+        if (line_start)
+            blank = true;
+        if (m[i] == '\n') {
+            if (in_body)
+                ++n;
+            else if (blank)
+                in_body = true;
+        } else if (m[i] != '\r') {
+            blank = false;
+        }
+    }
+    return m;
+}
+
+} // namespace
+
+TEST_CASE("TOP's cut: the header block and N body lines, wherever the chunks split")
+{
+    const std::vector<std::string> messages = {
+        "",
+        "Subject: x\r\n\r\nline 1\r\nline 2\r\nline 3",
+        "Subject: x\r\n\r\nline 1\r\nline 2\r\nline 3\r\n",
+        "Subject: x\nFrom: y\n\nbare LF 1\nbare LF 2\n",
+        "no header end\r\nstill header\r\n",
+        "\r\n\r\n\r\nempty lines only\r\n",
+        "A: b\r\n\r\r\nnot blank: CR CR LF counts as blank\r\nx\r\n",
+        "A: b\r\n \r\nspace: not blank\r\n\r\nbody\r\n",
+        "A: b\r\n\r\n" + std::string(70000, 'x') + "\r\nsecond\r\n",
+    };
+    for (const std::string& m : messages) {
+        for (uint64_t lines : {0u, 1u, 2u, 5u}) {
+            const std::string want = top_reference(m, lines);
+            for (size_t step : {1u, 2u, 3u, 7u, 64u, 65536u}) {
+                CAPTURE(m.substr(0, 40));
+                CAPTURE(lines);
+                CAPTURE(step);
+                TopCut cut(lines);
+                std::string got;
+                for (size_t i = 0; i < m.size() && !cut.done(); i += step) {
+                    size_t n = std::min(step, m.size() - i);
+                    size_t k = cut.take(m.data() + i, n);
+                    REQUIRE(k <= n);
+                    if (k < n)
+                        CHECK(cut.done());
+                    got.append(m, i, k);
+                }
+                CHECK(got == want);
+            }
+        }
+    }
+    TopCut cut(0);
+    CHECK(cut.take("A: b\r\n\r\nbody\r\n", 15) == 8);
+    CHECK(cut.done());
+    CHECK(cut.take("more", 4) == 0);   // nothing after the cut
+}
 
 TEST_CASE("downloader refuses local and private addresses")
 {

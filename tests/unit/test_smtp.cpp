@@ -5,6 +5,7 @@
 
 #include "milter/smtp.h"
 
+#include <algorithm>
 #include <string>
 #include <sys/socket.h>
 #include <thread>
@@ -153,6 +154,44 @@ TEST_CASE("smtp DATA: odd line ends and a cut-off message")
     CHECK(decode("a\r\nb\r\n.", 4, used, done) == "a\r\nb\r\n");
     CHECK_FALSE(done);
     CHECK(used == 7);
+}
+
+TEST_CASE("dot-stuffing: a dot doubled at every line start and nowhere else, in chunks of any size")
+{
+    const std::vector<std::string> messages = {
+        "", ".", "a.b\r\n.c\r\n", ".a\r\n..b\r\nc.\r\n.", "\n.\n.\n", "x\r\n.\r\n", "\r.\r\n.\r",
+        std::string(70000, '.') + "\r\n" + std::string(70000, 'y') + "\n.",
+    };
+    for (const std::string& m : messages) {
+        // The reference, one byte at a time.
+        std::string want;
+        for (size_t i = 0; i < m.size(); ++i) {
+            if (m[i] == '.' && (i == 0 || m[i - 1] == '\n'))
+                want += '.';
+            want += m[i];
+        }
+        if (!m.empty() && m.back() != '\n')
+            want += "\r\n";
+        want += ".\r\n";
+        for (size_t step : {1u, 2u, 3u, 7u, 65536u}) {
+            CAPTURE(m.substr(0, 20));
+            CAPTURE(step);
+            CHECK(encode(m, step) == want);
+            // The same through the emitter: runs without empty ones.
+            DotEncoder e;
+            std::string out;
+            bool empty_run = false;
+            for (size_t i = 0; i < m.size(); i += step)
+                e.feed(m.data() + i, std::min(step, m.size() - i), [&](const char* q, size_t k) {
+                    empty_run = empty_run || k == 0;
+                    out.append(q, k);
+                });
+            e.finish(out);
+            CHECK(out == want);
+            CHECK_FALSE(empty_run);
+        }
+    }
+    CHECK(encode(".a\r\n..b\r\nc.\r\n.", 65536) == "..a\r\n...b\r\nc.\r\n..\r\n.\r\n");
 }
 
 TEST_CASE("smtp DATA: dot-stuffing and unstuffing give the message back")
