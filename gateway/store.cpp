@@ -3,6 +3,7 @@
 // and mm-gateway) makes them reachable. Reads store.dir, gateway.public_url, gateway.retention.
 #include "store.h"
 
+#include "../mime/segments.h"
 #include "../mime/util.h"
 
 #include <sqlite3.h>
@@ -309,6 +310,7 @@ public:
             left -= static_cast<size_t>(n);
         }
         hash_.update(data, len);
+        segments_.update(data, len);
         size_ += len;
         if (size_ - started_ >= kWritebackEvery) {
             // Start writing back what we have so far: commit's fsync then waits
@@ -338,6 +340,7 @@ public:
         NewItem item;
         item.sha256 = hash_.hex_digest();
         item.size = size_;
+        item.seg_sha256 = segments_.finish(item.seg_size);
         std::string obj = store_.object_path(item.sha256);
         ensure_dir(s_.dir + "/objects/" + item.sha256.substr(0, 2), 0750);
         // link() fails if the object exists: identical content is already
@@ -375,6 +378,7 @@ private:
     uint64_t started_ = 0;   // bytes whose writeback has been started
     static constexpr uint64_t kWritebackEvery = 8ULL << 20;
     Sha256 hash_;
+    SegmentHasher segments_;
 };
 
 } // namespace
@@ -444,9 +448,10 @@ int64_t mtime_ns(const struct stat& st)
     return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
-// SHA-256 of an open file from its start, in fixed buffers.
+// SHA-256 of an open file from its start, in fixed buffers; its segments'
+// digests too when `segments` is given.
 std::string hash_fd(int fd, const std::string& path, uint64_t total,
-                    const std::function<void(uint64_t, uint64_t)>& progress)
+                    const std::function<void(uint64_t, uint64_t)>& progress, SegmentHasher* segments = nullptr)
 {
     Sha256 sha;
     std::string buf(1 << 20, '\0');
@@ -460,6 +465,8 @@ std::string hash_fd(int fd, const std::string& path, uint64_t total,
         if (n == 0)
             break;
         sha.update(buf.data(), static_cast<size_t>(n));
+        if (segments)
+            segments->update(buf.data(), static_cast<size_t>(n));
         done += static_cast<uint64_t>(n);
         if (progress)
             progress(done, total);
@@ -502,7 +509,9 @@ NewItem Store::link_file(const std::string& path, const ItemMeta& meta,
         throw StoreError(link.path + " is not a regular file");
     NewItem item;
     item.size = static_cast<uint64_t>(before.st_size);
-    item.sha256 = hash_fd(f.fd, link.path, item.size, progress);
+    SegmentHasher segments;
+    item.sha256 = hash_fd(f.fd, link.path, item.size, progress, &segments);
+    item.seg_sha256 = segments.finish(item.seg_size);
     if (fstat(f.fd, &after) != 0 || after.st_size != before.st_size || mtime_ns(after) != mtime_ns(before))
         throw StoreError(link.path + " changed while it was hashed");
     link.size = item.size;

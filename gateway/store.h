@@ -39,6 +39,8 @@ struct NewItem {
     std::string url;      // gateway.public_url + "/m/<id>/<token>"
     std::string pin;      // "sha256//BASE64"
     std::string expires;  // RFC 3339
+    uint64_t seg_size = 0;     // the handle's segments (segments.h), hashed while stored
+    std::string seg_sha256;
 };
 
 /// An item as the gateway serves it.

@@ -43,6 +43,8 @@ public:
         h.url = item.url;
         h.pin = item.pin;
         h.expires = item.expires;
+        h.seg_size = item.seg_size;
+        h.seg_sha256 = item.seg_sha256;
     }
 
 private:

@@ -3,6 +3,7 @@
 // charset encoding) and building the text/plain part that carries it.
 // docs/handle-format.md is the specification; this file follows it.
 #include "handle.h"
+#include "segments.h"
 
 #include "config.h"
 #include "util.h"
@@ -351,6 +352,10 @@ std::vector<std::string> handle_atoms(const Handle& h)
     add("eol", h.eol == "\r\n" ? "crlf" : h.eol == "\n" ? "lf" : "invalid");
     add("final", h.final_eol ? "1" : "0");
     add("psize", std::to_string(h.part_size));
+    if (h.seg_size > 0 || !h.seg_sha256.empty()) {
+        add("segsize", std::to_string(h.seg_size));
+        add("segsha256", h.seg_sha256);
+    }
     return atoms;
 }
 
@@ -370,7 +375,8 @@ struct RawParam {
 // The parameters format v1 knows, in the order they are checked.
 const char* const kKnown[] = {"v",     "url",   "sha256", "size",  "type",    "name",
                               "pin",   "expires", "title", "date", "note",    "copyright",
-                              "hdr",   "enc",   "linelen", "eol",  "final",   "psize"};
+                              "hdr",   "enc",   "linelen", "eol",  "final",   "psize",
+                              "segsize", "segsha256"};
 
 bool is_known(std::string_view name)
 {
@@ -712,6 +718,17 @@ Failure parse_into(std::string_view value, Handle& h)
         return bad("final");
     if (!parse_u64(vals["psize"], h.part_size))
         return bad("psize");
+    // Segments come as a pair or not at all; a receiver that does not know
+    // them checks the whole file, so they are never needed.
+    if (vals.count("segsize") != vals.count("segsha256"))
+        return fail(HandleError::missing, vals.count("segsize") ? "segsha256" : "segsize");
+    if (vals.count("segsize")) {
+        if (!parse_u64(vals["segsize"], h.seg_size))
+            return bad("segsize");
+        h.seg_sha256 = vals["segsha256"];
+        if (!valid_segments(h.size, h.seg_size, h.seg_sha256))
+            return bad("segsha256");
+    }
     return {};
 }
 
@@ -721,7 +738,8 @@ bool same(const Handle& a, const Handle& b)
            a.name == b.name && a.pin == b.pin && a.expires == b.expires && a.title == b.title &&
            a.date == b.date && a.note == b.note && a.copyright == b.copyright && a.headers == b.headers &&
            a.encoding == b.encoding && a.line_len == b.line_len && a.eol == b.eol &&
-           a.final_eol == b.final_eol && a.part_size == b.part_size;
+           a.final_eol == b.final_eol && a.part_size == b.part_size && a.seg_size == b.seg_size &&
+           a.seg_sha256 == b.seg_sha256;
 }
 
 // ---------------------------------------------------------------- the note

@@ -31,6 +31,10 @@ struct Handle {
     std::string eol = "\r\n";   // line ending of the encoded body: "\r\n" or "\n"
     bool final_eol = false;     // whether the encoded body ends with eol (before the boundary's own)
     uint64_t part_size = 0;     // exact octets of the rebuilt part (headers + encoded body)
+    // Optional: per-segment digests (segments.h), so that a receiver can pass
+    // on verified pieces while the rest downloads. 0 and "" when absent.
+    uint64_t seg_size = 0;      // "segsize": bytes per segment
+    std::string seg_sha256;     // "segsha256": 64 hex digits per segment, in order
 };
 
 enum class HandleError {

@@ -864,65 +864,107 @@ bool reinsert_media(const std::string& in_path, const std::vector<std::string>& 
     return reinsert_media(in_path, inputs, out_path, err);
 }
 
+namespace {
+
+/// The one walk behind reinsert_media and reinsert_layout: copies the message,
+/// replacing location part i when replace[i], with its media from media[i]
+/// into `out`; with `out` null it only works out the layout.
+bool reinsert(const std::string& in_path, const std::vector<bool>& replace, const std::vector<MediaInput*>& media,
+              OutFile* out, ReinsertLayout& layout, std::string& err)
+{
+    InFile in(in_path);
+    auto parsed = parse_file(in_path);
+    std::vector<Located> found = locate(in, *parsed);
+    if (replace.size() != found.size()) {
+        err = "message has " + std::to_string(found.size()) + " location parts, " +
+              std::to_string(replace.size()) + " media files given";
+        return false;
+    }
+    LineEnds ends;
+    layout = {};
+    // The message's own bytes are scanned as they are copied; the media's
+    // line ends are the handle's.
+    auto copy = [&](uint64_t from, uint64_t to) {
+        char buf[kIoBuffer];
+        layout.size += to - from;
+        while (from < to) {
+            size_t n = in.pread_some(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, to - from)), from);
+            if (n == 0)
+                throw std::runtime_error("unexpected end of " + in.path());
+            if (out)
+                out->write(buf, n);
+            ends.see(std::string_view(buf, n));
+            from += n;
+        }
+    };
+    uint64_t pos = 0;
+    for (size_t i = 0; i < found.size(); ++i) {
+        if (!replace[i])
+            continue;
+        const Located& l = found[i];
+        if (l.parsed.error != HandleError::none) {
+            err = "location part " + std::to_string(i + 1) + " has a bad handle";
+            return false;
+        }
+        const Handle& h = l.parsed.handle;
+        copy(pos, l.leaf.hdr_start);
+        layout.first_media = std::min(layout.first_media, layout.size + h.headers.size());
+        if (out) {
+            uint64_t before = out->written();
+            out->write(h.headers);
+            encode_media(*media[i], h, *out);
+            if (out->written() - before != h.part_size) {
+                err = "rebuilt part " + std::to_string(i + 1) + " is not the size the handle promises";
+                return false;
+            }
+        } else if (h.part_size != h.headers.size() + base64_encoded_size(h.size, h.line_len, h.eol.size(),
+                                                                          h.final_eol)) {
+            err = "location part " + std::to_string(i + 1) + " promises a size its layout does not give";
+            return false;
+        }
+        layout.size += h.part_size;
+        ends.see(h.headers);
+        if (h.size > 0) {
+            ends.see(h.eol);
+            if (!h.final_eol)
+                ends.last = 'A';   // a base64 character ends the part
+        }
+        pos = l.leaf.body_end;
+    }
+    copy(pos, in.size());
+    if (out)
+        out->close_checked();
+    layout.crlf_clean = !ends.bare && (ends.last == '\n' || ends.last == -1);
+    return true;
+}
+
+} // namespace
+
 bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media, const std::string& out_path,
                     std::string& err, bool* crlf_clean)
 {
     try {
-        InFile in(in_path);
-        auto parsed = parse_file(in_path);
-        std::vector<Located> found = locate(in, *parsed);
-        if (media.size() != found.size()) {
-            err = "message has " + std::to_string(found.size()) + " location parts, " +
-                  std::to_string(media.size()) + " media files given";
-            return false;
-        }
+        std::vector<bool> replace;
+        for (MediaInput* m : media)
+            replace.push_back(m != nullptr);
         OutFile out(out_path);
-        LineEnds ends;
-        // The message's own bytes are scanned as they are copied; the media's
-        // line ends are the handle's.
-        auto copy = [&](uint64_t from, uint64_t to) {
-            char buf[kIoBuffer];
-            while (from < to) {
-                size_t n = in.pread_some(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, to - from)), from);
-                if (n == 0)
-                    throw std::runtime_error("unexpected end of " + in.path());
-                out.write(buf, n);
-                if (crlf_clean)
-                    ends.see(std::string_view(buf, n));
-                from += n;
-            }
-        };
-        uint64_t pos = 0;
-        for (size_t i = 0; i < found.size(); ++i) {
-            if (!media[i])
-                continue;
-            const Located& l = found[i];
-            if (l.parsed.error != HandleError::none) {
-                err = "location part " + std::to_string(i + 1) + " has a bad handle";
-                return false;
-            }
-            const Handle& h = l.parsed.handle;
-            copy(pos, l.leaf.hdr_start);
-            uint64_t before = out.written();
-            out.write(h.headers);
-            encode_media(*media[i], h, out);
-            if (out.written() - before != h.part_size) {
-                err = "rebuilt part " + std::to_string(i + 1) + " is not the size the handle promises";
-                return false;
-            }
-            ends.see(h.headers);
-            if (h.size > 0) {
-                ends.see(h.eol);
-                if (!h.final_eol)
-                    ends.last = 'A';   // a base64 character ends the part
-            }
-            pos = l.leaf.body_end;
-        }
-        copy(pos, in.size());
-        out.close_checked();
+        ReinsertLayout layout;
+        if (!reinsert(in_path, replace, media, &out, layout, err))
+            return false;
         if (crlf_clean)
-            *crlf_clean = !ends.bare && (ends.last == '\n' || ends.last == -1);
+            *crlf_clean = layout.crlf_clean;
         return true;
+    } catch (const std::exception& e) {
+        err = e.what();
+        return false;
+    }
+}
+
+bool reinsert_layout(const std::string& in_path, const std::vector<bool>& replace, ReinsertLayout& layout,
+                     std::string& err)
+{
+    try {
+        return reinsert(in_path, replace, {}, nullptr, layout, err);
     } catch (const std::exception& e) {
         err = e.what();
         return false;

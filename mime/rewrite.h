@@ -145,6 +145,21 @@ bool reinsert_media(const std::string& in_path, const std::vector<std::string>& 
 bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media,
                     const std::string& out_path, std::string& err, bool* crlf_clean = nullptr);
 
+/// What reinsert_media would write, worked out without the media: its octets,
+/// where the first media's encoded bytes start, and whether it is CRLF-clean
+/// (as crlf_clean above).
+struct ReinsertLayout {
+    uint64_t size = 0;
+    uint64_t first_media = UINT64_MAX;   // UINT64_MAX: nothing replaced
+    bool crlf_clean = false;
+};
+
+/// The layout of reinsert_media(in_path, media, ...) where replace[i] says
+/// whether media[i] is given. Returns false with `err` set when reinsert_media
+/// would fail before reading any media (or a handle's psize does not add up).
+bool reinsert_layout(const std::string& in_path, const std::vector<bool>& replace, ReinsertLayout& layout,
+                     std::string& err);
+
 /// Octets of `size` bytes encoded as base64 in lines of line_len characters
 /// separated by an eol of eol_len octets (and ended by one when final_eol).
 uint64_t base64_encoded_size(uint64_t size, unsigned line_len, size_t eol_len, bool final_eol);

@@ -34,6 +34,12 @@ std::string Sha256::raw_digest()
 
 std::string Sha256::hex_digest() { return hex_encode(raw_digest()); }
 
+void Sha256::reset()
+{
+    if (EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
+        throw std::runtime_error("SHA-256 init failed");
+}
+
 std::string sha256_hex(std::string_view data)
 {
     Sha256 h;

@@ -19,6 +19,7 @@ public:
     void update(const void* data, size_t len);
     std::string hex_digest();   // finishes; 64 lowercase hex digits
     std::string raw_digest();   // finishes; 32 bytes
+    void reset();               // starts over, for the next digest
 private:
     void* ctx_;
 };

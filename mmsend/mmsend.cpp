@@ -198,6 +198,8 @@ private:
             h.url = item.url;
             h.pin = item.pin;
             h.expires = item.expires;
+            h.seg_size = item.seg_size;
+            h.seg_sha256 = item.seg_sha256;
             s_.created.push_back(Created{h, true});
         }
         SendSink& s_;
