@@ -2,11 +2,14 @@
 // it, so that a login's re-insertion runs alongside the download rather than after
 // it (a 200 MiB video: about half a second less before the client sees its mail).
 // It trusts nothing the downloader has not verified: it hashes what it reads, and
-// re-insertion fails unless the SHA-256 and size are the handle's.
+// re-insertion fails unless the SHA-256 and size are the handle's. With the
+// handle's segment digests (segments.h) it hands out no byte before the segment
+// holding it has been checked, so that what it gives may be shown at once.
 #pragma once
 
 #include "download.h"
 #include "rewrite.h"
+#include "segments.h"
 #include "util.h"
 
 #include <atomic>
@@ -32,6 +35,8 @@ public:
 private:
     bool open_file();
     bool same_file(const std::string& path) const;
+    void wait_for(uint64_t end);
+    void check_segment();
 
     Downloader& dl_;
     std::string sha_;
@@ -40,7 +45,12 @@ private:
     const std::atomic<bool>* stop_;
     int fd_ = -1;
     uint64_t pos_ = 0;
-    Sha256 hash_;
+    Sha256 hash_;               // without segments: the whole file's
+    uint64_t seg_size_ = 0;     // with segments: each is checked before its bytes go out
+    std::string seg_sha256_;
+    uint64_t checked_ = 0;      // bytes of the file in checked segments
+    SegmentCheck check_;
+    std::string buf_;           // for checking
 };
 
 } // namespace mm

@@ -237,10 +237,64 @@ Settler& settler()
 /// back (the downloader works on it in the background) until fetcher.hold_max
 /// after the message was first read. The raw copy is durable (made so when
 /// fetched): later logins build on it.
-Outcome present_raw(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why)
+// How long a streamed build follows a download (fetcher.stream). A transfer
+// that stalls is ended sooner by fetcher.timeout; this only bounds one crawling.
+constexpr auto kStreamFollowMax = std::chrono::hours(1);
+
+/// fetcher.stream: starts building the presented file of `base` in the
+/// background, the media being downloaded (`downloading`) followed segment by
+/// segment, when every one of them has segment digests and the message will
+/// come out CRLF throughout. Returns nullptr (media untouched) when it does not
+/// apply; else the build, or nullptr with `why` set when it cannot start.
+std::shared_ptr<Building> start_streamed(const std::string& base, const std::vector<FoundHandle>& found,
+                                         std::vector<std::unique_ptr<MediaInput>>& media,
+                                         const std::vector<size_t>& downloading, const SyncOptions& opt,
+                                         std::string& why)
+{
+    std::vector<bool> replace(media.size());
+    for (size_t i = 0; i < media.size(); ++i)
+        replace[i] = media[i] != nullptr;
+    for (size_t i : downloading) {
+        if (found[i].parsed.handle.seg_size == 0)
+            return nullptr;   // an older sender's handle: verified whole, at login
+        replace[i] = true;
+    }
+    const std::string presented = base + ".eml", raw = base + ".raw";
+    ReinsertLayout layout;
+    std::string err;
+    if (!reinsert_layout(raw, replace, layout, err) || !layout.crlf_clean)
+        return nullptr;   // reinsert_media will say why, or normalise_crlf is needed
+    auto cancel = std::make_shared<std::atomic<bool>>(false);
+    const auto until = std::chrono::steady_clock::now() + kStreamFollowMax;
+    for (size_t i : downloading)
+        media[i] = std::make_unique<FollowedMedia>(*opt.downloader, found[i].parsed.handle, until, cancel.get());
+    // In place, durable soon: as present_raw does it below.
+    auto finish = [presented, raw](const std::string& rebuilt, std::string& w) {
+        if (rename(rebuilt.c_str(), presented.c_str()) != 0) {
+            w = "cannot rename " + rebuilt + ": " + std::strerror(errno);
+            return false;
+        }
+        settler().add(presented, raw);
+        return true;
+    };
+    auto b = Building::start(raw, presented + ".rebuilt" + random_hex(4), presented, std::move(media), cancel, layout,
+                             finish, err);
+    if (!b)
+        why = err;
+    else
+        log_info("streaming " + base.substr(base.rfind('/') + 1, 16) + " while its media download");
+    return b;
+}
+
+Outcome present_raw(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
+                    std::shared_ptr<Building>& building)
 {
     const std::string presented = base + ".eml";
     const std::string raw = base + ".raw";
+    if (auto b = Building::find(presented)) {
+        building = std::move(b);   // streamed to another reader already, or just now
+        return Outcome::shown;
+    }
     std::vector<FoundHandle> found;
     try {
         found = find_handles(raw);
@@ -308,6 +362,24 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
             following = !waiting && std::chrono::steady_clock::now() < opt.follow_until;
             if (!following)
                 return busy ? Outcome::pending : Outcome::held;
+            if (opt.stream) {
+                // Listed once its first segment checks out: a download that
+                // cannot even start (gateway down, bad bytes) holds the mail
+                // back as it always did, and the login's loop tries again.
+                std::string failed;
+                building = start_streamed(base, found, media, downloading, opt, failed);
+                if (building && building->wait_started(failed, opt.follow_until))
+                    return Outcome::shown;
+                if (building) {
+                    building.reset();
+                    why = failed;
+                    return Outcome::pending;
+                }
+                if (!failed.empty()) {
+                    why = failed;
+                    return Outcome::held;
+                }
+            }
             for (size_t i : downloading)
                 media[i] = std::make_unique<FollowedMedia>(*opt.downloader, found[i].parsed.handle, opt.follow_until,
                                                            opt.stop);
@@ -742,7 +814,7 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
             break;
         case Found::raw: {
             std::string why;
-            Outcome o = present_raw(it.base, user, opt, why);
+            Outcome o = present_raw(it.base, user, opt, why, m.building);
             if (o != Outcome::shown) {
                 ++stats.held;
                 stats.pending += o == Outcome::pending ? 1 : 0;
@@ -752,7 +824,9 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
                 continue;
             }
             m.path = it.base + ".eml";
-            if (!file_size(m.path, m.size)) {
+            if (m.building) {
+                m.size = m.building->size();
+            } else if (!file_size(m.path, m.size)) {
                 ++stats.held;
                 continue;
             }

@@ -4,12 +4,14 @@
 // fetcher.mode, fetcher.address, fetcher.priority_senders, fetcher.ignore_senders.
 #pragma once
 
+#include "building.h"
 #include "download.h"
 #include "upstream.h"
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,9 @@ struct ShownMessage {
     /// over fetcher.max_size is relayed from upstream as it is.
     enum class Source { presented, copy, as_is } source = Source::presented;
     bool deleted = false;
+    /// Set while the presented file is still being built (fetcher.stream):
+    /// RETR reads it through this as it grows. Shared with the build's thread.
+    std::shared_ptr<Building> building;
 };
 
 struct SyncOptions {
@@ -39,6 +44,7 @@ struct SyncOptions {
     std::chrono::seconds hold_max{24 * 3600};   // fetcher.hold_max
     std::chrono::seconds login_wait{10};        // fetcher.login_wait
     bool ask = false;            // fetcher.mode = ask
+    bool stream = false;         // fetcher.stream
     std::string address;         // fetcher.address
     std::vector<std::string> priority_senders, ignore_senders;
     const std::atomic<bool>* stop = nullptr;

@@ -53,6 +53,7 @@ const char kUsage[] =
     "  fetcher.address        mailbox owner's address, for download receipts\n"
     "  fetcher.hold_max       longest a mail waits for its media before shown as is\n"
     "  fetcher.login_wait     how long a login waits for media already downloading\n"
+    "  fetcher.stream         send a mail while its media still download, checked piece by piece\n"
     "  fetcher.mode           auto|ask: download at once, or only when asked\n"
     "  fetcher.priority_senders  senders whose media is downloaded first\n"
     "  fetcher.ignore_senders    senders whose media is never downloaded\n"
@@ -174,6 +175,7 @@ int main(int argc, char** argv)
         so.login_wait = cfg.duration("fetcher.login_wait");
         if (so.login_wait > std::chrono::seconds(60))
             throw ConfigError("fetcher.login_wait: at most 60s, or mail clients time out");
+        so.stream = cfg.boolean("fetcher.stream");
         so.ask = cfg.str("fetcher.mode") == "ask";
         so.address = cfg.str("fetcher.address");
         if (!so.address.empty() && address_of(so.address) != so.address)

@@ -90,6 +90,7 @@ private:
     void do_quit();
     const ShownMessage* message(const std::string& arg);
     void send_file(const ShownMessage& m, bool top, uint64_t body_lines);
+    void send_building(const ShownMessage& m, const std::string& status, bool top, uint64_t body_lines);
 
     Stream client_;
     const SessionConfig& cfg_;
@@ -156,6 +157,10 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
         }
         return;
     }
+    if (m.building) {
+        send_building(m, status, top, body_lines);
+        return;
+    }
     int fd = -1;
     bool owned = true;
     off_t pos = 0;
@@ -211,6 +216,50 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
     }
     if (owned)
         ::close(fd);
+    std::string end;
+    dots.finish(end);
+    client_.put(end);
+    client_.flush();
+}
+
+/// RETR/TOP of a message whose presented file is still being built
+/// (fetcher.stream): it goes out as it grows. Until its first media segment has
+/// passed its check the client can still get a clean -ERR; after that a failed
+/// check can only cut the answer short, like a connection lost, so that the
+/// client keeps nothing and the message stays where it is.
+void Session::send_building(const ShownMessage& m, const std::string& status, bool top, uint64_t body_lines)
+{
+    std::string why;
+    if (!m.building->wait_started(why)) {
+        log_warning("message " + std::to_string(m.upstream_num) + ": " + printable(why));
+        reply("-ERR [SYS/TEMP] message unavailable");
+        return;
+    }
+    client_.put(status);
+    DotEncoder dots;
+    pop3::TopCut cut(body_lines);
+    auto emit = [this](const char* q, size_t k) { client_.put(q, k); };
+    char buf[65536];
+    uint64_t pos = 0;
+    ssize_t got = 0;
+    while (pos < m.size && !cut.done() &&
+           (got = m.building->read(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, m.size - pos)), pos, why)) > 0) {
+        size_t n = static_cast<size_t>(got);
+        pos += n;
+        if (top)
+            n = cut.take(buf, n);
+        dots.feed(buf, n, emit);
+        sent_bytes_ += n;
+    }
+    if (got < 0 || (pos < m.size && !cut.done())) {
+        // Half an answer already went out: only hanging up tells the client.
+        log_warning("message " + std::to_string(m.upstream_num) + " cut short: " +
+                    printable(got < 0 ? why : "rebuilt file shorter than listed"));
+        client_.flush();
+        result_ = "media failed";
+        state_ = State::closed;
+        return;
+    }
     std::string end;
     dots.finish(end);
     client_.put(end);

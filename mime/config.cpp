@@ -68,6 +68,7 @@ const KeyDef kKeys[] = {
     {"fetcher.address", Type::string, "", nullptr},
     {"fetcher.hold_max", Type::duration, "24h", nullptr},
     {"fetcher.login_wait", Type::duration, "10s", nullptr},
+    {"fetcher.stream", Type::boolean, "false", nullptr},
     {"fetcher.mode", Type::choice, "auto", "auto|ask"},
     {"fetcher.priority_senders", Type::list, "", nullptr},
     {"fetcher.ignore_senders", Type::list, "", nullptr},

@@ -2,10 +2,14 @@
 // (fetcher/follow.h): its result is what the finished file gives, and bytes that
 // are not the handle's, a download that stops, starts over or is not done in
 // time all make it fail, so that nothing unverified is ever shown. Also the
-// engine's report that a rebuilt message is CRLF throughout.
+// engine's report that a rebuilt message is CRLF throughout. With segment
+// digests: no byte leaves the follower before its segment checks out, and a
+// presented file read while it is built (fetcher/building.h) is the same file.
+#include "fetcher/building.h"
 #include "fetcher/download.h"
 #include "fetcher/follow.h"
 #include "rewrite_fixtures.h"
+#include "segments.h"
 
 #include <atomic>
 #include <chrono>
@@ -28,9 +32,9 @@ struct Detached {
     Handle h;
     std::unique_ptr<Downloader> dl;
 
-    explicit Detached(const std::string& eol, bool schedule = true)
+    explicit Detached(const std::string& eol, bool schedule = true, size_t size = 700000)
     {
-        video = fake_mp4(700000);
+        video = fake_mp4(size);
         write_file(t.path + "/in.eml", media_message(eol, video));
         out = t.path + "/out.eml";
         FileSink sink(t.path);
@@ -49,6 +53,13 @@ struct Detached {
         std::string path;
         CHECK(dl->want(h, false, schedule, "", path) == MediaState::pending);
         CHECK(dl->peek(h.sha256, h.size) == (schedule ? MediaState::pending : MediaState::waiting));
+    }
+    /// Gives the handle the segment digests the store would have given it.
+    void add_segments()
+    {
+        SegmentHasher sh;
+        sh.update(video.data(), video.size());
+        h.seg_sha256 = sh.finish(h.seg_size);
     }
     std::string part() const { return dl->part_path(h.sha256); }
     std::string final_path() const { return dl->final_path(h.sha256); }
@@ -75,12 +86,13 @@ struct Detached {
 /// Appends `data` to `path` in pieces with pauses, as a transfer would.
 void write_slowly(const std::string& path, const std::string& data, size_t piece = 50000)
 {
+    const auto pause = milliseconds(piece > 500000 ? 1 : 3);
     for (size_t off = 0; off < data.size(); off += piece) {
         FILE* f = fopen(path.c_str(), "ab");
         REQUIRE(f);
         fwrite(data.data() + off, 1, std::min(piece, data.size() - off), f);
         fclose(f);
-        std::this_thread::sleep_for(milliseconds(3));
+        std::this_thread::sleep_for(pause);
     }
 }
 
@@ -169,4 +181,166 @@ TEST_CASE("a download that stops, starts over or is not done in time ends the fo
         writer.join();
         CHECK(err.find("started over") != std::string::npos);
     }
+}
+
+TEST_CASE("with segment digests, no byte leaves the follower before its segment checks out")
+{
+    Detached d("\r\n", true, 34 << 20);   // three segments: 16, 16 and 2 MiB
+    d.add_segments();
+    REQUIRE(segment_count(d.h.size, d.h.seg_size) == 3);
+    SUBCASE("good bytes: the same message as from the finished file")
+    {
+        std::thread writer([&] {
+            write_slowly(d.part(), d.video, 1 << 20);
+            REQUIRE(rename(d.part().c_str(), d.final_path().c_str()) == 0);
+        });
+        std::string err = d.follow(milliseconds(60000));
+        writer.join();
+        CHECK(err == "");
+        CHECK(read_file(d.t.path + "/back.eml") == d.expected());
+    }
+    SUBCASE("a bad byte in the second segment: the first one only, then the error")
+    {
+        std::string bad = d.video;
+        bad[d.h.seg_size + 777] ^= 0x01;
+        std::thread writer([&] { write_slowly(d.part(), bad, 1 << 20); });
+        FollowedMedia fm(*d.dl, d.h, steady_clock::now() + milliseconds(60000));
+        std::string got, err;
+        std::vector<char> buf(300000);
+        try {
+            for (;;)
+                got.append(buf.data(), fm.read(buf.data(), buf.size()));
+        } catch (const std::exception& e) {
+            err = e.what();
+        }
+        writer.join();
+        CHECK(err.find("segment 2 differs") != std::string::npos);
+        CHECK(got.size() == d.h.seg_size);
+        CHECK(got == d.video.substr(0, d.h.seg_size));
+    }
+}
+
+namespace {
+
+/// A build of the presented file following the download, as mm-fetcher starts
+/// one with fetcher.stream: the result goes to `presented` when done.
+std::shared_ptr<Building> start_build(Detached& d, std::shared_ptr<std::atomic<bool>>& cancel, uint64_t& first_media)
+{
+    ReinsertLayout lay;
+    std::string err;
+    REQUIRE_MESSAGE(reinsert_layout(d.out, {true}, lay, err), err);
+    first_media = lay.first_media;
+    cancel = std::make_shared<std::atomic<bool>>(false);
+    std::vector<std::unique_ptr<MediaInput>> media;
+    media.push_back(std::make_unique<FollowedMedia>(*d.dl, d.h, steady_clock::now() + milliseconds(60000), cancel.get()));
+    const std::string presented = d.t.path + "/presented.eml";
+    auto finish = [presented](const std::string& rebuilt, std::string& why) {
+        why = "rename";
+        return rename(rebuilt.c_str(), presented.c_str()) == 0;
+    };
+    auto b = Building::start(d.out, d.t.path + "/rebuilt.eml", presented, std::move(media), cancel, lay, finish, err);
+    REQUIRE_MESSAGE(b, err);
+    CHECK(b->size() == lay.size);
+    return b;
+}
+
+/// Reads a build front to back as RETR does; `why` set if it failed.
+std::string read_build(Building& b, std::string& why)
+{
+    std::string got;
+    char buf[65536];
+    ssize_t n;
+    while ((n = b.read(buf, sizeof buf, got.size(), why)) > 0)
+        got.append(buf, static_cast<size_t>(n));
+    if (n == 0)
+        why.clear();
+    return got;
+}
+
+} // namespace
+
+TEST_CASE("a presented file read while it is built is the finished file")
+{
+    Detached d("\r\n", true, 34 << 20);
+    d.add_segments();
+    const std::string want = d.expected();
+    std::shared_ptr<std::atomic<bool>> cancel;
+    uint64_t first_media = 0;
+    std::thread writer([&] {
+        write_slowly(d.part(), d.video, 1 << 20);
+        REQUIRE(rename(d.part().c_str(), d.final_path().c_str()) == 0);
+    });
+    auto b = start_build(d, cancel, first_media);
+    CHECK(Building::find(d.t.path + "/presented.eml") == b);
+    std::string why;
+    CHECK(b->wait_started(why));
+    std::string got = read_build(*b, why);
+    writer.join();
+    CHECK(why == "");
+    CHECK(got.size() == want.size());
+    CHECK(got == want);
+    CHECK(read_file(d.t.path + "/presented.eml") == want);
+    b.reset();
+    CHECK(Building::find(d.t.path + "/presented.eml") == nullptr);
+}
+
+TEST_CASE("a build whose media fail a check: a clean refusal, or an answer cut short of the bad bytes")
+{
+    Detached d("\r\n", true, 34 << 20);
+    d.add_segments();
+    const std::string want = d.expected();
+    SUBCASE("in the first segment: nothing is sent at all")
+    {
+        std::string bad = d.video;
+        bad[100] ^= 0x01;
+        std::thread writer([&] { write_slowly(d.part(), bad, 1 << 20); });
+        std::shared_ptr<std::atomic<bool>> cancel;
+        uint64_t first_media = 0;
+        auto b = start_build(d, cancel, first_media);
+        std::string why;
+        CHECK(!b->wait_started(why));
+        CHECK(why.find("segment 1 differs") != std::string::npos);
+        writer.join();
+        b.reset();
+        CHECK(access((d.t.path + "/presented.eml").c_str(), F_OK) != 0);
+        CHECK(access((d.t.path + "/rebuilt.eml").c_str(), F_OK) != 0);
+    }
+    SUBCASE("in the third segment: what was read is the true beginning, and stops before it")
+    {
+        std::string bad = d.video;
+        bad[2 * d.h.seg_size + 5] ^= 0x01;
+        std::thread writer([&] { write_slowly(d.part(), bad, 1 << 20); });
+        std::shared_ptr<std::atomic<bool>> cancel;
+        uint64_t first_media = 0;
+        auto b = start_build(d, cancel, first_media);
+        std::string why;
+        CHECK(b->wait_started(why));
+        std::string got = read_build(*b, why);
+        writer.join();
+        CHECK(why.find("segment 3 differs") != std::string::npos);
+        CHECK(got.size() > first_media);
+        CHECK(got.size() < want.size());
+        CHECK(want.compare(0, got.size(), got) == 0);
+        // Encoded, the two good segments are at most 4/3 of their size plus line ends.
+        CHECK(got.size() <= first_media + (2 * d.h.seg_size) / 57 * 78 + 78);
+        b.reset();
+        CHECK(access((d.t.path + "/presented.eml").c_str(), F_OK) != 0);
+    }
+}
+
+TEST_CASE("a build nobody reads any more is cancelled, not waited for")
+{
+    Detached d("\r\n", true, 34 << 20);
+    d.add_segments();
+    write_file(d.part(), d.video.substr(0, 20 << 20));   // the download stalls after 20 MiB
+    std::shared_ptr<std::atomic<bool>> cancel;
+    uint64_t first_media = 0;
+    auto b = start_build(d, cancel, first_media);
+    std::string why;
+    CHECK(b->wait_started(why));
+    auto t0 = steady_clock::now();
+    b.reset();
+    CHECK(steady_clock::now() - t0 < milliseconds(3000));
+    CHECK(access((d.t.path + "/rebuilt.eml").c_str(), F_OK) != 0);
+    CHECK(access((d.t.path + "/presented.eml").c_str(), F_OK) != 0);
 }
