@@ -7,6 +7,9 @@
 #   (d) filter:     swaks -> Postfix submission smtpd -> mm-milter's before-queue filter
 #                   (smtpd_proxy_filter) -> after-filter smtpd -> Dovecot -> mm-fetcher -> POP3 client
 #                   (smtpd_milters empty: the filter does the work)
+#   (e) stream:     as (d), read through a second mm-fetcher with fetcher.stream = true
+#                   (the mail is listed once its video's first segment checks out and
+#                   sent while the rest downloads)
 # Each case is read by every POP3 client of MM_HEADLINE_CLIENTS (default
 # "fetchmail curl", each with a mail of its own): fetchmail delivers to an MDA
 # line by line, curl saves RETR's answer as it comes. Ratios compare the same
@@ -37,6 +40,13 @@ out=${MM_BENCH_OUT:-/tmp/mm-headline.txt}
 
 mm_tmpdir_init
 mm_mediamail_start
+# Case (e)'s fetcher: the same upstream, its own port and cache.
+STREAM_PORT=$(mm_free_port)
+"$(mm_bin mm-fetcher)" -c "$MM_CONF" --set "fetcher.upstream=pop3://127.0.0.1:$MM_POP3_PORT" \
+  --set "fetcher.listen=127.0.0.1:$STREAM_PORT" --set "fetcher.cache_dir=$MM_TMP/fetcher-cache-stream" \
+  --set fetcher.stream=true >>"$MM_TMP/mm-fetcher-stream.log" 2>&1 &
+mm_register_pid $!
+mm_wait_port "$STREAM_PORT" 20 || mm_fail "the streaming mm-fetcher did not start: $(tail -5 "$MM_TMP/mm-fetcher-stream.log")"
 queue=$MM_TMP/postfix-queue
 spool=$MM_STORE/spool   # mm-milter's scratch copy of the message in flight (milter and filter)
 [ -d "$spool" ] || mm_fail "no mm-milter spool dir $spool"
@@ -151,6 +161,7 @@ one_case() {
       mediamail) run_case mediamail "inet:127.0.0.1:$MM_MILTER_PORT" "$MM_FETCHER_PORT" swaks "$cl" ;;
       mmsend) run_case mmsend "" "$MM_FETCHER_PORT" mmsend "$cl" ;;
       filter) run_case filter "" "$MM_FETCHER_PORT" filter "$cl" ;;
+      stream) run_case stream "" "$STREAM_PORT" filter "$cl" ;;
       *) mm_fail "unknown case $1 in MM_HEADLINE_CASES" ;;
     esac
   done
@@ -163,6 +174,8 @@ for round in $(seq 1 "$rounds"); do
   for c in $order; do one_case "$c"; done
 done
 case " $cases " in *" filter "*) grep -q 'filter: detached 1' "$MM_TMP/mm-milter.log" || mm_fail "filter: mm-milter logged no detach" ;; esac
+case " $cases " in *" stream "*) grep -q 'streaming .* while its media download' "$MM_TMP/mm-fetcher-stream.log" ||
+  mm_fail "stream: mm-fetcher logged no streaming" ;; esac
 
 {
   echo "headline: video $size bytes (a new SHA-256 for every case), $(nproc) cores, $rounds round(s), $(date -u +%FT%TZ)"
@@ -171,7 +184,7 @@ import statistics, sys
 res = {}   # (round, case, client) -> (ms to the attachment, ms to the message in the client, queue, maildir, spool)
 for r, name, client, ms, ms_client, q, m, sp in (l.split() for l in open(sys.argv[1])):
     res[(int(r), name, client)] = (int(ms), int(ms_client), int(q), int(m), int(sp))
-cases = [c for c in ["plain", "mediamail", "mmsend", "filter"] if any(k[1] == c for k in res)]
+cases = [c for c in ["plain", "mediamail", "mmsend", "filter", "stream"] if any(k[1] == c for k in res)]
 clients = [c for c in ["fetchmail", "curl"] if any(k[2] == c for k in res)]
 rounds = sorted({k[0] for k in res})
 print("%-6s %-10s %-9s %9s %12s %13s %11s %11s %15s %11s %12s %13s" % ("round", "case", "client", "wall_ms",

@@ -12,9 +12,9 @@
 namespace mm {
 
 FollowedMedia::FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
-                             const std::atomic<bool>* stop)
-    : dl_(dl), sha_(h.sha256), size_(h.size), until_(until), stop_(stop), seg_size_(h.seg_size),
-      seg_sha256_(h.seg_sha256)
+                             const std::atomic<bool>* stop, bool by_segment)
+    : dl_(dl), sha_(h.sha256), size_(h.size), until_(until), stop_(stop),
+      seg_size_(by_segment ? h.seg_size : 0), seg_sha256_(by_segment ? h.seg_sha256 : std::string())
 {
 }
 

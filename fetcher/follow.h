@@ -23,8 +23,12 @@ public:
     /// Follows the download of h (h.sha256, h.size) until `until`; read() throws
     /// once that passes, when the download stops or starts over, or when `stop`
     /// (the process shutting down) is set.
+    /// `by_segment` (fetcher.stream, the handle having segment digests): each
+    /// segment is checked before any of its bytes is read out; else the bytes
+    /// go out as they are written, and finish() checks the whole file's SHA-256
+    /// (nothing is shown before that, and the lag is smaller).
     FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
-                  const std::atomic<bool>* stop = nullptr);
+                  const std::atomic<bool>* stop = nullptr, bool by_segment = false);
     ~FollowedMedia() override;
     FollowedMedia(const FollowedMedia&) = delete;
     FollowedMedia& operator=(const FollowedMedia&) = delete;

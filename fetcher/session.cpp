@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <chrono>
 #include <fcntl.h>
+#include <functional>
 #include <sys/stat.h>
 #include <thread>
 #include <sys/socket.h>
@@ -91,6 +92,9 @@ private:
     const ShownMessage* message(const std::string& arg);
     void send_file(const ShownMessage& m, bool top, uint64_t body_lines);
     void send_building(const ShownMessage& m, const std::string& status, bool top, uint64_t body_lines);
+    /// Reads up to n octets at offset `at` of a message: > 0 octets, 0 at its end, < 0 on failure.
+    using Reader = std::function<ssize_t(char* buf, size_t n, uint64_t at)>;
+    int64_t send_octets(const Reader& read, bool top, uint64_t body_lines, uint64_t limit, bool exact);
 
     Stream client_;
     const SessionConfig& cfg_;
@@ -198,28 +202,14 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
     }
     client_.put(status);
     // The presented file has CRLF line ends; only dot-stuffing is added here.
-    DotEncoder dots;
-    pop3::TopCut cut(body_lines);
-    auto emit = [this](const char* q, size_t k) { client_.put(q, k); };
-    char buf[65536];
-    // A copy is one entry of a pack: exactly m.size octets from here.
-    uint64_t left = m.source == ShownMessage::Source::copy ? m.size : UINT64_MAX;
-    ssize_t got;
-    while (left > 0 && !cut.done() && (got = pread(fd, buf, std::min<uint64_t>(sizeof buf, left), pos)) > 0) {
-        size_t n = static_cast<size_t>(got);
-        left -= n;
-        pos += got;
-        if (top)
-            n = cut.take(buf, n);
-        dots.feed(buf, n, emit);
-        sent_bytes_ += n;
-    }
+    // A copy is one entry of a pack: exactly m.size octets from pos.
+    const uint64_t limit = m.source == ShownMessage::Source::copy ? m.size : UINT64_MAX;
+    send_octets([fd, pos](char* buf, size_t n, uint64_t at) {
+        ssize_t got = pread(fd, buf, n, pos + static_cast<off_t>(at));
+        return got < 0 ? 0 : got;   // as the end: the file was checked before use
+    }, top, body_lines, limit, false);
     if (owned)
         ::close(fd);
-    std::string end;
-    dots.finish(end);
-    client_.put(end);
-    client_.flush();
 }
 
 /// RETR/TOP of a message whose presented file is still being built
@@ -236,14 +226,35 @@ void Session::send_building(const ShownMessage& m, const std::string& status, bo
         return;
     }
     client_.put(status);
+    Building& b = *m.building;
+    if (send_octets([&b, &why](char* buf, size_t n, uint64_t at) { return b.read(buf, n, at, why); }, top, body_lines,
+                    m.size, true) < 0) {
+        // Half an answer already went out: only hanging up tells the client.
+        log_warning("message " + std::to_string(m.upstream_num) + " cut short: " +
+                    printable(why.empty() ? "rebuilt file shorter than listed" : why));
+        client_.flush();
+        result_ = "media failed";
+        state_ = State::closed;
+    }
+}
+
+/// Sends a message's octets from `read`, dot-stuffed, at most `limit` of them
+/// (TOP: the headers and body_lines lines), then the final dot. Returns how
+/// many it read, or -1 when `read` failed, or (`exact`) ended before `limit`:
+/// then the final dot is not sent, and the caller hangs up.
+int64_t Session::send_octets(const Reader& read, bool top, uint64_t body_lines, uint64_t limit, bool exact)
+{
     DotEncoder dots;
     pop3::TopCut cut(body_lines);
     auto emit = [this](const char* q, size_t k) { client_.put(q, k); };
     char buf[65536];
     uint64_t pos = 0;
-    ssize_t got = 0;
-    while (pos < m.size && !cut.done() &&
-           (got = m.building->read(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, m.size - pos)), pos, why)) > 0) {
+    while (pos < limit && !cut.done()) {
+        ssize_t got = read(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, limit - pos)), pos);
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            break;
         size_t n = static_cast<size_t>(got);
         pos += n;
         if (top)
@@ -251,19 +262,13 @@ void Session::send_building(const ShownMessage& m, const std::string& status, bo
         dots.feed(buf, n, emit);
         sent_bytes_ += n;
     }
-    if (got < 0 || (pos < m.size && !cut.done())) {
-        // Half an answer already went out: only hanging up tells the client.
-        log_warning("message " + std::to_string(m.upstream_num) + " cut short: " +
-                    printable(got < 0 ? why : "rebuilt file shorter than listed"));
-        client_.flush();
-        result_ = "media failed";
-        state_ = State::closed;
-        return;
-    }
+    if (exact && pos < limit && !cut.done())
+        return -1;
     std::string end;
     dots.finish(end);
     client_.put(end);
     client_.flush();
+    return static_cast<int64_t>(pos);
 }
 
 bool Session::upstream_ready()

@@ -1,12 +1,31 @@
 // fuzz_mime.cpp - libFuzzer target for the MIME engine (mime/rewrite.h): detach,
 // find_handles and reinsert_media over a message file on tmpfs. Oracle: when the
-// engine reports a regular layout, re-inserting gives back the original exactly.
+// engine reports a regular layout, re-inserting gives back the original exactly;
+// and reinsert_layout() foretells every re-insertion's size and line ends.
 // MM_FUZZ_ROUNDTRIP=0 turns that check off (then only crashes count).
 #include "fuzz_common.h"
 
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <stdexcept>
+
+namespace {
+
+/// reinsert_layout() of `in` must give the size (and, when known, the line
+/// ends) of the re-insertion already written to `back`: mm-fetcher lists a
+/// streamed message with that size before any media arrive.
+void check_layout(const std::string& in, const std::vector<bool>& replace, const std::string& back, const bool* crlf)
+{
+    mm::ReinsertLayout lay;
+    std::string err;
+    if (!mm::reinsert_layout(in, replace, lay, err))
+        abort();
+    if (lay.size != mmfuzz::read_bytes(back).size() || (crlf && lay.crlf_clean != *crlf))
+        abort();
+}
+
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
@@ -34,7 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     auto found_in = mm::find_handles(in);
     std::string err;
     std::vector<std::string> none(found_in.size());
-    (void)mm::reinsert_media(in, none, back, err);
+    if (mm::reinsert_media(in, none, back, err))
+        check_layout(in, std::vector<bool>(found_in.size(), false), back, nullptr);
 
     mmfuzz::FileSink sink;
     mm::DetachResult r;
@@ -53,8 +73,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     for (const auto& f : found)
         if (f.parsed.error != mm::HandleError::none)
             abort();
-    if (!mm::reinsert_media(out, sink.files, back, err))
-        abort();
+    {
+        std::vector<std::unique_ptr<mm::MediaInput>> files;
+        std::vector<mm::MediaInput*> inputs;
+        for (const auto& f : sink.files) {
+            files.push_back(mm::open_media_file(f));
+            inputs.push_back(files.back().get());
+        }
+        bool crlf = false;
+        if (!mm::reinsert_media(out, inputs, back, err, &crlf))
+            abort();
+        check_layout(out, std::vector<bool>(found.size(), true), back, &crlf);
+    }
     if (roundtrip && r.skipped_why.empty()) {
         std::string original(reinterpret_cast<const char*>(data), size);
         size_t nl = original.find('\n');

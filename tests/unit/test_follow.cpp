@@ -72,9 +72,10 @@ struct Detached {
         return read_file(t.path + "/want.eml");
     }
     /// Re-insertion following the download; "" on success, else the error.
-    std::string follow(milliseconds budget, bool* crlf = nullptr, const std::atomic<bool>* stop = nullptr)
+    std::string follow(milliseconds budget, bool* crlf = nullptr, const std::atomic<bool>* stop = nullptr,
+                       bool by_segment = false)
     {
-        FollowedMedia fm(*dl, h, steady_clock::now() + budget, stop);
+        FollowedMedia fm(*dl, h, steady_clock::now() + budget, stop, by_segment);
         std::string err;
         std::vector<MediaInput*> in{&fm};
         bool ok = reinsert_media(out, in, t.path + "/back.eml", err, crlf);
@@ -188,23 +189,27 @@ TEST_CASE("with segment digests, no byte leaves the follower before its segment 
     Detached d("\r\n", true, 34 << 20);   // three segments: 16, 16 and 2 MiB
     d.add_segments();
     REQUIRE(segment_count(d.h.size, d.h.seg_size) == 3);
-    SUBCASE("good bytes: the same message as from the finished file")
+    SUBCASE("good bytes: the same message as from the finished file, segment by segment or not")
     {
-        std::thread writer([&] {
-            write_slowly(d.part(), d.video, 1 << 20);
-            REQUIRE(rename(d.part().c_str(), d.final_path().c_str()) == 0);
-        });
-        std::string err = d.follow(milliseconds(60000));
-        writer.join();
-        CHECK(err == "");
-        CHECK(read_file(d.t.path + "/back.eml") == d.expected());
+        for (bool by_segment : {true, false}) {
+            CAPTURE(by_segment);
+            std::thread writer([&] {
+                write_slowly(d.part(), d.video, 1 << 20);
+                REQUIRE(rename(d.part().c_str(), d.final_path().c_str()) == 0);
+            });
+            std::string err = d.follow(milliseconds(60000), nullptr, nullptr, by_segment);
+            writer.join();
+            CHECK(err == "");
+            CHECK(read_file(d.t.path + "/back.eml") == d.expected());
+            REQUIRE(rename(d.final_path().c_str(), (d.t.path + "/done").c_str()) == 0);
+        }
     }
     SUBCASE("a bad byte in the second segment: the first one only, then the error")
     {
         std::string bad = d.video;
         bad[d.h.seg_size + 777] ^= 0x01;
         std::thread writer([&] { write_slowly(d.part(), bad, 1 << 20); });
-        FollowedMedia fm(*d.dl, d.h, steady_clock::now() + milliseconds(60000));
+        FollowedMedia fm(*d.dl, d.h, steady_clock::now() + milliseconds(60000), nullptr, true);
         std::string got, err;
         std::vector<char> buf(300000);
         try {
@@ -232,7 +237,8 @@ std::shared_ptr<Building> start_build(Detached& d, std::shared_ptr<std::atomic<b
     first_media = lay.first_media;
     cancel = std::make_shared<std::atomic<bool>>(false);
     std::vector<std::unique_ptr<MediaInput>> media;
-    media.push_back(std::make_unique<FollowedMedia>(*d.dl, d.h, steady_clock::now() + milliseconds(60000), cancel.get()));
+    media.push_back(
+        std::make_unique<FollowedMedia>(*d.dl, d.h, steady_clock::now() + milliseconds(60000), cancel.get(), true));
     const std::string presented = d.t.path + "/presented.eml";
     auto finish = [presented](const std::string& rebuilt, std::string& why) {
         why = "rename";
