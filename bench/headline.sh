@@ -27,7 +27,7 @@
 # before it. MM_HEADLINE_ROUNDS (default 1) repeats the cases on the same stack,
 # every other round in reverse order; the summary gives each round's ratios and
 # their median. MM_HEADLINE_CASES picks cases (default: plain mediamail mmsend
-# filter; plain is always run, first in the forward rounds).
+# filter; also stream; plain is always run, first in the forward rounds).
 #
 #   MM_BUILD_DIR=build bench/headline.sh [MIB]      (root; results also in $MM_BENCH_OUT)
 set -euo pipefail
