@@ -66,9 +66,14 @@ std::shared_ptr<Building> Building::find(const std::string& presented)
     if (it == g_builds.end())
         return nullptr;
     auto b = it->second.lock();
-    if (!b)
+    if (!b) {
         g_builds.erase(it);
-    return b;
+        return nullptr;
+    }
+    // A failed build is the business of the readers that saw it fail; a new
+    // login starts from the downloader's state again.
+    std::lock_guard<std::mutex> state_lock(b->mu_);
+    return b->state_ == State::failed ? nullptr : b;
 }
 
 Building::~Building()

@@ -39,7 +39,8 @@ public:
                                            std::shared_ptr<std::atomic<bool>> cancel, const ReinsertLayout& layout,
                                            Finish finish, std::string& err);
 
-    /// The build of `presented` under way (or just finished) in this process, if any.
+    /// The build of `presented` under way (or just finished) in this process,
+    /// if any that has not failed.
     static std::shared_ptr<Building> find(const std::string& presented);
 
     /// Cancels a build still running and waits for its thread: a build nobody

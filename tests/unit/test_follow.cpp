@@ -306,6 +306,8 @@ TEST_CASE("a build whose media fail a check: a clean refusal, or an answer cut s
         std::string why;
         CHECK(!b->wait_started(why));
         CHECK(why.find("segment 1 differs") != std::string::npos);
+        // A new login does not get the failed build, though its reader still holds it.
+        CHECK(Building::find(d.t.path + "/presented.eml") == nullptr);
         writer.join();
         b.reset();
         CHECK(access((d.t.path + "/presented.eml").c_str(), F_OK) != 0);
