@@ -12,8 +12,8 @@
 namespace mm {
 
 FollowedMedia::FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
-                             const std::atomic<bool>* stop, bool by_segment)
-    : dl_(dl), sha_(h.sha256), size_(h.size), until_(until), stop_(stop),
+                             const std::atomic<bool>* stop, bool by_segment, const std::atomic<bool>* cancel)
+    : dl_(dl), sha_(h.sha256), size_(h.size), until_(until), stop_(stop), cancel_(cancel),
       seg_size_(by_segment ? h.seg_size : 0), seg_sha256_(by_segment ? h.seg_sha256 : std::string())
 {
 }
@@ -75,6 +75,8 @@ void FollowedMedia::wait_for(uint64_t end)
             throw std::runtime_error("media " + sha_.substr(0, 16) + ": download not done in time");
         if (stop_ && stop_->load())
             throw std::runtime_error("shutting down");
+        if (cancel_ && cancel_->load())
+            throw std::runtime_error("no reader left");
         dl_.wait_progress(seen, true, std::min(until_, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
     }
 }

@@ -27,8 +27,10 @@ public:
     /// segment is checked before any of its bytes is read out; else the bytes
     /// go out as they are written, and finish() checks the whole file's SHA-256
     /// (nothing is shown before that, and the lag is smaller).
+    /// `cancel`, if given, ends the following like `stop` (a build nobody reads).
     FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
-                  const std::atomic<bool>* stop = nullptr, bool by_segment = false);
+                  const std::atomic<bool>* stop = nullptr, bool by_segment = false,
+                  const std::atomic<bool>* cancel = nullptr);
     ~FollowedMedia() override;
     FollowedMedia(const FollowedMedia&) = delete;
     FollowedMedia& operator=(const FollowedMedia&) = delete;
@@ -47,6 +49,7 @@ private:
     uint64_t size_;
     std::chrono::steady_clock::time_point until_;
     const std::atomic<bool>* stop_;
+    const std::atomic<bool>* cancel_;
     int fd_ = -1;
     uint64_t pos_ = 0;
     Sha256 hash_;               // without segments: the whole file's

@@ -267,7 +267,8 @@ std::shared_ptr<Building> start_streamed(const std::string& base, const std::vec
     auto cancel = std::make_shared<std::atomic<bool>>(false);
     const auto until = std::chrono::steady_clock::now() + kStreamFollowMax;
     for (size_t i : downloading)
-        media[i] = std::make_unique<FollowedMedia>(*opt.downloader, found[i].parsed.handle, until, cancel.get(), true);
+        media[i] = std::make_unique<FollowedMedia>(*opt.downloader, found[i].parsed.handle, until, opt.stop, true,
+                                                   cancel.get());
     // In place, durable soon: as present_raw does it below.
     auto finish = [presented, raw](const std::string& rebuilt, std::string& w) {
         if (rename(rebuilt.c_str(), presented.c_str()) != 0) {

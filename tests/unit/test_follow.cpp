@@ -229,7 +229,8 @@ namespace {
 
 /// A build of the presented file following the download, as mm-fetcher starts
 /// one with fetcher.stream: the result goes to `presented` when done.
-std::shared_ptr<Building> start_build(Detached& d, std::shared_ptr<std::atomic<bool>>& cancel, uint64_t& first_media)
+std::shared_ptr<Building> start_build(Detached& d, std::shared_ptr<std::atomic<bool>>& cancel, uint64_t& first_media,
+                                      const std::atomic<bool>* stop = nullptr)
 {
     ReinsertLayout lay;
     std::string err;
@@ -237,8 +238,8 @@ std::shared_ptr<Building> start_build(Detached& d, std::shared_ptr<std::atomic<b
     first_media = lay.first_media;
     cancel = std::make_shared<std::atomic<bool>>(false);
     std::vector<std::unique_ptr<MediaInput>> media;
-    media.push_back(
-        std::make_unique<FollowedMedia>(*d.dl, d.h, steady_clock::now() + milliseconds(60000), cancel.get(), true));
+    media.push_back(std::make_unique<FollowedMedia>(*d.dl, d.h, steady_clock::now() + milliseconds(60000), stop,
+                                                    true, cancel.get()));
     const std::string presented = d.t.path + "/presented.eml";
     auto finish = [presented](const std::string& rebuilt, std::string& why) {
         why = "rename";
@@ -351,4 +352,26 @@ TEST_CASE("a build nobody reads any more is cancelled, not waited for")
     CHECK(steady_clock::now() - t0 < milliseconds(3000));
     CHECK(access((d.t.path + "/rebuilt.eml").c_str(), F_OK) != 0);
     CHECK(access((d.t.path + "/presented.eml").c_str(), F_OK) != 0);
+}
+
+TEST_CASE("a reader of a build whose download stalls is let go when the process stops")
+{
+    Detached d("\r\n", true, 34 << 20);
+    d.add_segments();
+    write_file(d.part(), d.video.substr(0, 20 << 20));   // stalls after 20 MiB
+    std::shared_ptr<std::atomic<bool>> cancel;
+    std::atomic<bool> stop{false};
+    uint64_t first_media = 0;
+    auto b = start_build(d, cancel, first_media, &stop);
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(milliseconds(300));
+        stop = true;
+    });
+    auto t0 = steady_clock::now();
+    std::string why;
+    std::string got = read_build(*b, why);
+    stopper.join();
+    CHECK(why.find("shutting down") != std::string::npos);
+    CHECK(steady_clock::now() - t0 < milliseconds(3000));
+    CHECK(got.size() > first_media);   // the first segment went out before
 }
