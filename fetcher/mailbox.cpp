@@ -232,11 +232,6 @@ Settler& settler()
     return s;
 }
 
-/// Makes the presented file of a message whose raw copy (base + ".raw", RETR'd
-/// bytes naming location parts) exists. Media not yet verified hold the message
-/// back (the downloader works on it in the background) until fetcher.hold_max
-/// after the message was first read. The raw copy is durable (made so when
-/// fetched): later logins build on it.
 // How long a streamed build follows a download (fetcher.stream). A transfer
 // that stalls is ended sooner by fetcher.timeout; this only bounds one crawling.
 constexpr auto kStreamFollowMax = std::chrono::hours(1);
@@ -287,6 +282,13 @@ std::shared_ptr<Building> start_streamed(const std::string& base, const std::vec
     return b;
 }
 
+/// Makes the presented file of a message whose raw copy (base + ".raw", RETR'd
+/// bytes naming location parts) exists. Media not yet verified hold the message
+/// back (the downloader works on it in the background) until fetcher.hold_max
+/// after the message was first read. The raw copy is durable (made so when
+/// fetched): later logins build on it.
+/// With fetcher.stream a message whose media are downloading may be shown
+/// while they arrive: `building` is then set (start_streamed()).
 Outcome present_raw(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
                     std::shared_ptr<Building>& building)
 {
