@@ -1,7 +1,7 @@
 // building.cpp - Building: a presented file read while it is built (building.h).
-#include "building.h"
+#include "fetcher/building.h"
 
-#include "log.h"
+#include "core/log.h"
 
 #include <cerrno>
 #include <chrono>

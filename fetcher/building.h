@@ -6,7 +6,7 @@
 // only cut a RETR short, never show a wrong byte. Reads no config keys.
 #pragma once
 
-#include "rewrite.h"
+#include "mime/rewrite.h"
 
 #include <atomic>
 #include <chrono>

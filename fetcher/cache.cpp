@@ -1,9 +1,9 @@
 // cache.cpp - cached copies of plain messages: header format, the RETR sink that
 // writes them in one pass (hash and location-part name found on the way), and the
 // check before use. No fsync here by design: see cache.h. Reads no config keys.
-#include "cache.h"
+#include "fetcher/cache.h"
 
-#include "config.h"
+#include "core/config.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -6,9 +6,9 @@
 // short, and a bad copy is fetched again from upstream. Reads no config keys.
 #pragma once
 
-#include "upstream.h"
+#include "fetcher/upstream.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <cstdint>
 #include <map>

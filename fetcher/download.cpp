@@ -2,10 +2,10 @@
 // interface over the on-disk queue cache_dir/jobs, writing cache_dir/media/<sha256>
 // (.part while incomplete), pinned keys, address filter at socket open, Range resume,
 // incremental SHA-256, backoff with jitter, receipts. Config keys: see download.h.
-#include "download.h"
+#include "fetcher/download.h"
 
-#include "log.h"
-#include "util.h"
+#include "core/log.h"
+#include "core/util.h"
 
 #include <curl/curl.h>
 

@@ -6,7 +6,7 @@
 // fetcher.timeout, fetcher.parallel, fetcher.cache_quota, fetcher.retry_max.
 #pragma once
 
-#include "handle.h"
+#include "mime/handle.h"
 
 #include <chrono>
 #include <condition_variable>

@@ -1,5 +1,5 @@
 // follow.cpp - FollowedMedia: re-insertion's reader of a download in progress.
-#include "follow.h"
+#include "fetcher/follow.h"
 
 #include <algorithm>
 #include <cerrno>

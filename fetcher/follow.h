@@ -7,10 +7,10 @@
 // holding it has been checked, so that what it gives may be shown at once.
 #pragma once
 
-#include "download.h"
-#include "rewrite.h"
-#include "segments.h"
-#include "util.h"
+#include "fetcher/download.h"
+#include "mime/rewrite.h"
+#include "mime/segments.h"
+#include "core/util.h"
 
 #include <atomic>
 #include <chrono>

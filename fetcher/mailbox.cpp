@@ -3,14 +3,14 @@
 // (msg/<key>.eml, made durable in the background: Settler), raw copies of held-back mail (msg/<key>.raw, durable),
 // handle resolution and the held-back rule. RFC 1939 UIDL/LIST.
 // Config keys: fetcher.cache_dir, fetcher.max_size (through SyncOptions).
-#include "mailbox.h"
+#include "fetcher/mailbox.h"
 
-#include "cache.h"
-#include "config.h"
-#include "follow.h"
-#include "log.h"
-#include "rewrite.h"
-#include "util.h"
+#include "fetcher/cache.h"
+#include "core/config.h"
+#include "fetcher/follow.h"
+#include "core/log.h"
+#include "mime/rewrite.h"
+#include "core/util.h"
 
 #include <cerrno>
 #include <condition_variable>

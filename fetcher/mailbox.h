@@ -4,9 +4,9 @@
 // fetcher.mode, fetcher.address, fetcher.priority_senders, fetcher.ignore_senders.
 #pragma once
 
-#include "building.h"
-#include "download.h"
-#include "upstream.h"
+#include "fetcher/building.h"
+#include "fetcher/download.h"
+#include "fetcher/upstream.h"
 
 #include <atomic>
 #include <chrono>

@@ -2,13 +2,13 @@
 // MediaMail handles before the mail client sees a message, its background downloader
 // and prefetch poller, and the "fetch" command of fetcher.mode = ask. Reads fetcher.*
 // and log.level; --help lists them. Exit 78 (EX_CONFIG) on a bad configuration.
-#include "config.h"
-#include "download.h"
-#include "log.h"
-#include "mailbox.h"
-#include "server.h"
-#include "upstream.h"
-#include "util.h"
+#include "core/config.h"
+#include "fetcher/download.h"
+#include "core/log.h"
+#include "fetcher/mailbox.h"
+#include "fetcher/server.h"
+#include "fetcher/upstream.h"
+#include "core/util.h"
 
 #include <openssl/ssl.h>
 

@@ -1,9 +1,9 @@
 // pop3_parse.cpp - POP3 command-line parsing, RFC 1939 / RFC 2449, and TOP's cut
 // of a message, pure and bounded so that unit tests and fuzzers can feed them any
 // bytes. Reads no config keys.
-#include "pop3_parse.h"
+#include "fetcher/pop3_parse.h"
 
-#include "config.h"
+#include "core/config.h"
 
 #include <array>
 #include <cstring>

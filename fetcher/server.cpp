@@ -1,9 +1,9 @@
 // server.cpp - accept loop of mm-fetcher: thread per connection, capped by
 // fetcher.max_sessions, clean stop on SIGTERM/SIGINT. Config keys: fetcher.listen,
 // fetcher.max_sessions (through ServerConfig).
-#include "server.h"
+#include "fetcher/server.h"
 
-#include "log.h"
+#include "core/log.h"
 
 #include <cerrno>
 #include <chrono>

@@ -3,7 +3,7 @@
 // fetcher.tls_listen for implicit TLS (RFC 8314 style, port 995 conventionally).
 #pragma once
 
-#include "session.h"
+#include "fetcher/session.h"
 
 #include <atomic>
 

@@ -2,12 +2,12 @@
 // RESP-CODES from RFC 2449, AUTH PLAIN/LOGIN passed through per RFC 5034, STLS per
 // RFC 2595): an explicit state machine with a command table, strict numbers, capped
 // lines and a bad-command limit. Config keys come in through SessionConfig.
-#include "session.h"
+#include "fetcher/session.h"
 
-#include "cache.h"
-#include "log.h"
-#include "pop3_parse.h"
-#include "util.h"
+#include "fetcher/cache.h"
+#include "core/log.h"
+#include "fetcher/pop3_parse.h"
+#include "core/util.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -3,8 +3,8 @@
 // Config keys: those of UpstreamConfig and SyncOptions, passed in SessionConfig.
 #pragma once
 
-#include "mailbox.h"
-#include "upstream.h"
+#include "fetcher/mailbox.h"
+#include "fetcher/upstream.h"
 
 #include <atomic>
 

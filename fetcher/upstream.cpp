@@ -1,9 +1,9 @@
 // upstream.cpp - POP3 client towards the real mail server (RFC 1939, STLS from
 // RFC 2595, implicit TLS on pop3s). Every reply line is length-capped.
 // Config keys: fetcher.upstream, fetcher.upstream_tls, fetcher.timeout (through UpstreamConfig).
-#include "upstream.h"
+#include "fetcher/upstream.h"
 
-#include "config.h"
+#include "core/config.h"
 
 #include <arpa/inet.h>
 #include <cerrno>

@@ -3,7 +3,7 @@
 // RFC 1939. Config keys (via UpstreamConfig): fetcher.upstream, fetcher.upstream_tls, fetcher.timeout.
 #pragma once
 
-#include "stream.h"
+#include "core/stream.h"
 
 #include <chrono>
 #include <cstdint>

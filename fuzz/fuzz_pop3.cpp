@@ -5,7 +5,7 @@
 // the stuffing do not depend on where the message is split into chunks, and
 // stuffing is undone by removing one dot at each line start.
 #include "fetcher/pop3_parse.h"
-#include "mime/stream.h"
+#include "core/stream.h"
 
 #include <algorithm>
 #include <cstdint>

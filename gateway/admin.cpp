@@ -1,14 +1,14 @@
 // admin.cpp - "mm-gateway list | show ID | revoke ID | gc | stats [--json]":
 // the sender's view of the store (items, recipients, receipts, space). Reads
 // store.dir, gateway.after_delivery, gateway.archive_dir through Store and Lifecycle.
-#include "admin.h"
+#include "gateway/admin.h"
 
-#include "http.h"
-#include "lifecycle.h"
-#include "page.h"
-#include "store.h"
+#include "gateway/http.h"
+#include "store/lifecycle.h"
+#include "gateway/page.h"
+#include "store/store.h"
 
-#include "../mime/log.h"
+#include "core/log.h"
 
 #include <cstdio>
 #include <iostream>

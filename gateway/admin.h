@@ -2,7 +2,7 @@
 // gc, stats; a readable table by default, --json for scripts.
 #pragma once
 
-#include "../mime/config.h"
+#include "core/config.h"
 
 #include <string>
 #include <vector>

@@ -1,9 +1,9 @@
 // http.cpp - request-target parsing and response header values for mm-gateway:
 // capability paths checked lexically (32 hex digits each), RFC 6266 file names,
 // the receipt form body (docs/gateway-api.md), HTML and JSON escaping.
-#include "http.h"
+#include "gateway/http.h"
 
-#include "../mime/util.h"
+#include "core/util.h"
 
 namespace mm {
 

@@ -1,11 +1,11 @@
 // main.cpp - mm-gateway: the sender's peer HTTPS server (serve) and admin
 // commands on the media store (put, list, show, revoke, gc, stats). Reads mediamail.conf via -c and --set:
 // store.dir, gateway.* and log.level.
-#include "admin.h"
-#include "server.h"
-#include "store.h"
+#include "gateway/admin.h"
+#include "gateway/server.h"
+#include "store/store.h"
 
-#include "../mime/log.h"
+#include "core/log.h"
 
 #include <Poco/Exception.h>
 #include <Poco/Net/SSLManager.h>

@@ -1,9 +1,9 @@
 // page.cpp - render_item_page: a self-contained HTML page (no external
 // resources, one inline script allowed by a CSP nonce) for an item's link.
 // Reads no configuration; server.cpp decides when to show it.
-#include "page.h"
+#include "gateway/page.h"
 
-#include "http.h"
+#include "gateway/http.h"
 
 #include <cstdio>
 

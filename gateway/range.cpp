@@ -1,8 +1,8 @@
 // range.cpp - parse_range: the single-range subset of RFC 9110 section 14.1.2
 // (bytes=a-b, bytes=a-, bytes=-n), with strict digits and no overflow.
-#include "range.h"
+#include "gateway/range.h"
 
-#include "../mime/config.h"
+#include "core/config.h"
 
 namespace mm {
 

@@ -5,16 +5,16 @@
 // connection guard that cuts clients too slow to send their request head.
 // Reads gateway.listen, gateway.threads, gateway.max_connections, gateway.timeout,
 // gateway.header_timeout, gateway.gc_interval (and the store's and lifecycle's keys).
-#include "server.h"
+#include "gateway/server.h"
 
-#include "http.h"
-#include "lifecycle.h"
-#include "page.h"
-#include "range.h"
-#include "store.h"
+#include "gateway/http.h"
+#include "store/lifecycle.h"
+#include "gateway/page.h"
+#include "gateway/range.h"
+#include "store/store.h"
 
-#include "../mime/log.h"
-#include "../mime/util.h"
+#include "core/log.h"
+#include "core/util.h"
 
 #include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPRequestHandler.h>

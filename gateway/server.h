@@ -3,7 +3,7 @@
 // Reads gateway.listen, gateway.threads, gateway.max_connections, gateway.timeout (and the store's keys).
 #pragma once
 
-#include "../mime/config.h"
+#include "core/config.h"
 
 #include <memory>
 #include <string>

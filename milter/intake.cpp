@@ -2,9 +2,9 @@
 // Reads milter.min_size, milter.types, milter.max_size, milter.over_max_size,
 // milter.max_message_size, milter.rewrite_signed_dkim and store.dir (the spool
 // lives in store.dir/spool) through MilterSettings.
-#include "intake.h"
+#include "milter/intake.h"
 
-#include "mime/log.h"
+#include "core/log.h"
 
 #include <cerrno>
 #include <cstring>

@@ -6,11 +6,11 @@
 // treatment (and the same log line) whichever way it came.
 #pragma once
 
-#include "milter.h"
-#include "prescan_thread.h"
-#include "smtp.h"
+#include "milter/milter.h"
+#include "milter/prescan_thread.h"
+#include "milter/smtp.h"
 
-#include "gateway/store_sink.h"
+#include "store/store_sink.h"
 
 #include <chrono>
 #include <functional>

@@ -1,11 +1,11 @@
 // main.cpp - mm-milter: detaches media attachments from outgoing mail inside
 // Postfix (smtpd_milters / non_smtpd_milters). See docs/postfix.md.
-#include "milter.h"
-#include "proxy.h"
+#include "milter/milter.h"
+#include "milter/proxy.h"
 
-#include "mime/config.h"
-#include "mime/log.h"
-#include "mime/stream.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/stream.h"
 
 #include <atomic>
 #include <cerrno>

@@ -7,10 +7,10 @@
 // milter.rewrite_signed_dkim and store.dir (the spool lives in store.dir/spool).
 // Postfix macros used: {auth_authen} (MAIL FROM), i (queue id: MAIL FROM, end of
 // headers, end of message).
-#include "milter.h"
-#include "intake.h"
+#include "milter/milter.h"
+#include "milter/intake.h"
 
-#include "mime/log.h"
+#include "core/log.h"
 
 #include <cerrno>
 #include <chrono>

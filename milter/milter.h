@@ -2,8 +2,8 @@
 // (Sendmail milter protocol through libmilter). Keys: every milter.* key, store.dir.
 #pragma once
 
-#include "gateway/store.h"
-#include "policy.h"
+#include "store/store.h"
+#include "milter/policy.h"
 #include "mime/rewrite.h"
 
 #include <chrono>

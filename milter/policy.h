@@ -3,8 +3,8 @@
 // outgoing test of milter.apply_to. Header-only so the unit tests use it as is.
 #pragma once
 
-#include "mime/config.h"
-#include "mime/util.h"
+#include "core/config.h"
+#include "core/util.h"
 
 #include <arpa/inet.h>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // prescan_thread.cpp - the prescanner on its own thread (see prescan_thread.h).
-#include "prescan_thread.h"
+#include "milter/prescan_thread.h"
 
 namespace mm {
 

@@ -5,12 +5,12 @@
 // and the new message. Its final reply is the client's. Anything that goes
 // wrong before that is a 4xx for the client and RSET for the next hop, so a
 // message is either handed on whole or stays with the client.
-#include "proxy.h"
+#include "milter/proxy.h"
 
-#include "intake.h"
-#include "smtp.h"
+#include "milter/intake.h"
+#include "milter/smtp.h"
 
-#include "mime/log.h"
+#include "core/log.h"
 
 #include <cerrno>
 #include <chrono>

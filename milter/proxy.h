@@ -7,7 +7,7 @@
 // Intake the milter.* keys of the rewrite.
 #pragma once
 
-#include "milter.h"
+#include "milter/milter.h"
 
 #include <atomic>
 

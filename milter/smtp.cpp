@@ -1,5 +1,5 @@
 // smtp.cpp - SMTP replies, DATA framing and top headers (see smtp.h).
-#include "smtp.h"
+#include "milter/smtp.h"
 
 #include <cctype>
 #include <cstring>

@@ -6,7 +6,7 @@
 // but through Stream, so the unit tests drive all of it with bad input.
 #pragma once
 
-#include "mime/stream.h"
+#include "core/stream.h"
 
 #include <cstddef>
 #include <string>

@@ -1,5 +1,5 @@
 // growing.cpp - GrowingFile and its GMime stream (see growing.h).
-#include "growing.h"
+#include "mime/growing.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -2,11 +2,11 @@
 // X-Media-Handle header value (RFC 2045 parameters, RFC 2231 continuations and
 // charset encoding) and building the text/plain part that carries it.
 // docs/handle-format.md is the specification; this file follows it.
-#include "handle.h"
-#include "segments.h"
+#include "mime/handle.h"
+#include "mime/segments.h"
 
-#include "config.h"
-#include "util.h"
+#include "core/config.h"
+#include "core/util.h"
 
 #include <cstdio>
 #include <cstring>

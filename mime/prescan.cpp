@@ -1,8 +1,8 @@
 // prescan.cpp - decoding media while the message arrives (see prescan.h).
-#include "prescan.h"
+#include "mime/prescan.h"
 
-#include "base64_body.h"
-#include "util.h"
+#include "mime/base64_body.h"
+#include "core/util.h"
 
 #include <cstring>
 #include <strings.h>

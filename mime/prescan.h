@@ -12,7 +12,7 @@
 // sooner. A wrong guess costs the work done for it, nothing else.
 #pragma once
 
-#include "rewrite.h"
+#include "mime/rewrite.h"
 
 #include <cstdint>
 #include <memory>

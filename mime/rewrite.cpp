@@ -4,12 +4,12 @@
 // GMime parses the message with a persistent stream: part bodies stay in the
 // file and GMime only records their offsets, so memory does not grow with the
 // message. We then copy byte ranges of the input and splice in new parts.
-#include "rewrite.h"
+#include "mime/rewrite.h"
 
-#include "base64_body.h"
-#include "growing.h"
-#include "prescan.h"
-#include "util.h"
+#include "mime/base64_body.h"
+#include "mime/growing.h"
+#include "mime/prescan.h"
+#include "core/util.h"
 
 #include <cerrno>
 #include <cstring>

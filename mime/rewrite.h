@@ -6,7 +6,7 @@
 // byte from the input. Only base64 parts are detached in format v1.
 #pragma once
 
-#include "handle.h"
+#include "mime/handle.h"
 
 #include <cstdint>
 #include <functional>

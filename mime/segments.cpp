@@ -1,5 +1,5 @@
 // segments.cpp - block and segment digests (see segments.h).
-#include "segments.h"
+#include "mime/segments.h"
 
 #include <algorithm>
 

@@ -11,7 +11,7 @@
 // long a segment is.
 #pragma once
 
-#include "util.h"
+#include "core/util.h"
 
 #include <cstdint>
 #include <string>

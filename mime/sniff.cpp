@@ -3,7 +3,7 @@
 //
 // Signatures are the containers' own magic numbers (ISO BMFF "ftyp", EBML, RIFF,
 // MPEG pack and transport-stream sync, ID3 and MPEG audio frame sync, OggS, fLaC).
-#include "rewrite.h"
+#include "mime/rewrite.h"
 
 #include <cstring>
 

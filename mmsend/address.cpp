@@ -1,10 +1,10 @@
 // address.cpp - header block splitting and RFC 5322 address extraction for
 // mmsend -t (see address.h). Address syntax is GMime's InternetAddressList
 // parser; we only add the checks that make an address usable as an SMTP path.
-#include "address.h"
+#include "mmsend/address.h"
 
-#include "options.h"
-#include "mime/log.h"
+#include "mmsend/options.h"
+#include "core/log.h"
 
 #include <gmime/gmime.h>
 

@@ -1,10 +1,10 @@
 // compose.cpp - the message of mmsend's compose mode (see compose.h). Every
 // line ends with CRLF, as on the wire; attachments are base64 in 76-character
 // lines, so the detach engine sees a regular layout it can rebuild exactly.
-#include "compose.h"
+#include "mmsend/compose.h"
 
 #include "mime/rewrite.h"
-#include "mime/util.h"
+#include "core/util.h"
 
 #include <gmime/gmime.h>
 #include <openssl/evp.h>

@@ -3,7 +3,7 @@
 // file, streaming each attachment through a base64 encoder in fixed buffers.
 #pragma once
 
-#include "options.h"
+#include "mmsend/options.h"
 
 #include <cstdint>
 #include <functional>

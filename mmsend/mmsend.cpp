@@ -2,18 +2,18 @@
 // a private spool directory, detach media with the milter's engine and policy
 // into the store (copied, or linked in place), submit, and on a failed
 // submission take the stored media out again so nothing unreachable stays.
-#include "mmsend.h"
+#include "mmsend/mmsend.h"
 
-#include "address.h"
-#include "compose.h"
-#include "options.h"
-#include "progress.h"
-#include "submit.h"
+#include "mmsend/address.h"
+#include "mmsend/compose.h"
+#include "mmsend/options.h"
+#include "mmsend/progress.h"
+#include "mmsend/submit.h"
 
-#include "gateway/store.h"
-#include "gateway/store_sink.h"
-#include "mime/config.h"
-#include "mime/log.h"
+#include "store/store.h"
+#include "store/store_sink.h"
+#include "core/config.h"
+#include "core/log.h"
 #include "mime/rewrite.h"
 
 #include <cerrno>

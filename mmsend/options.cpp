@@ -1,7 +1,7 @@
 // options.cpp - mmsend's argument parser (see options.h). Strict on purpose: an
 // unknown option or a misplaced --title is an error, never silently ignored,
 // because a mail sent with the wrong recipients or fields cannot be recalled.
-#include "options.h"
+#include "mmsend/options.h"
 
 namespace mm::send {
 

@@ -1,6 +1,6 @@
 // progress.cpp - the progress bar (see progress.h). Redraws at most ten times a
 // second so that printing never costs more than the copying it reports.
-#include "progress.h"
+#include "mmsend/progress.h"
 
 #include <cstdio>
 #include <unistd.h>

@@ -1,10 +1,10 @@
 // submit.cpp - SMTP submission through libcurl and the sendmail pipe (see
 // submit.h). The message is read from its file in fixed buffers; bare LFs are
 // sent as CRLF (SMTP requires it), and libcurl does the dot-stuffing.
-#include "submit.h"
+#include "mmsend/submit.h"
 
-#include "mime/config.h"
-#include "mime/log.h"
+#include "core/config.h"
+#include "core/log.h"
 
 #include <curl/curl.h>
 

@@ -5,7 +5,7 @@
 // mmsend.ca_file.
 #pragma once
 
-#include "options.h"
+#include "mmsend/options.h"
 
 #include <chrono>
 #include <cstdint>

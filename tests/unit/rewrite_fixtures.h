@@ -4,7 +4,7 @@
 #pragma once
 
 #include "mime/rewrite.h"
-#include "mime/util.h"
+#include "core/util.h"
 
 #include <doctest/doctest.h>
 

@@ -2,7 +2,7 @@
 // that must be refused with the key and value named.
 #include <doctest/doctest.h>
 
-#include "mime/config.h"
+#include "core/config.h"
 
 #include <cstdio>
 #include <fstream>

@@ -333,8 +333,8 @@ TEST_CASE("due downloads start priority senders first, then the least-failed")
 // ---- cached copies of plain messages (fetcher/cache.h) and the sync around them ----
 
 #include "fetcher/cache.h"
-#include "mime/stream.h"
-#include "util.h"
+#include "core/stream.h"
+#include "core/util.h"
 
 #include <algorithm>
 #include <arpa/inet.h>

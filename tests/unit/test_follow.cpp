@@ -9,7 +9,7 @@
 #include "fetcher/download.h"
 #include "fetcher/follow.h"
 #include "rewrite_fixtures.h"
-#include "segments.h"
+#include "mime/segments.h"
 
 #include <atomic>
 #include <chrono>

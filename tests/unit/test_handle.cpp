@@ -4,7 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "mime/handle.h"
-#include "mime/util.h"
+#include "core/util.h"
 
 #include <string>
 #include <utility>

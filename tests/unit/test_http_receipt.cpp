@@ -4,7 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "gateway/http.h"
-#include "gateway/lifecycle.h"
+#include "store/lifecycle.h"
 #include "gateway/page.h"
 
 #include <string>

@@ -4,7 +4,7 @@
 // the store's linked items and removal that mmsend relies on.
 #include <doctest/doctest.h>
 
-#include "gateway/store.h"
+#include "store/store.h"
 #include "mmsend/address.h"
 #include "mmsend/compose.h"
 #include "mmsend/mmsend.h"

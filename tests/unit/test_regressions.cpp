@@ -8,7 +8,7 @@
 #include "gateway/range.h"
 #include "mime/handle.h"
 #include "mime/rewrite.h"
-#include "mime/util.h"
+#include "core/util.h"
 
 #include <cstdint>
 #include <cstdio>

@@ -4,7 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "mime/rewrite.h"
-#include "mime/util.h"
+#include "core/util.h"
 #include "rewrite_fixtures.h"
 
 #include <cstdio>
@@ -749,9 +749,9 @@ TEST_CASE("prescan: every corpus message comes out the same with and without it"
 // pieces, as DATA brings it. A message that passes must come out of the spool
 // byte for byte (it is the only copy), and the intake must find the same media
 // the engine finds in the whole file.
-#include "gateway/store.h"
+#include "store/store.h"
 #include "milter/intake.h"
-#include "mime/config.h"
+#include "core/config.h"
 
 namespace {
 

@@ -1,10 +1,10 @@
 // test_segments.cpp - segment digests (mime/segments.h) against a reference
 // written out the slow way, their place in the handle (strict both ways), and
 // reinsert_layout(), which lets mm-fetcher list a message before its media are in.
-#include "handle.h"
-#include "rewrite.h"
+#include "mime/handle.h"
+#include "mime/rewrite.h"
 #include "rewrite_fixtures.h"
-#include "segments.h"
+#include "mime/segments.h"
 
 #include <cstring>
 

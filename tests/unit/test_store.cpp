@@ -4,10 +4,10 @@
 #include <doctest/doctest.h>
 
 #include "gateway/http.h"
-#include "gateway/lifecycle.h"
+#include "store/lifecycle.h"
 #include "gateway/range.h"
-#include "gateway/store.h"
-#include "mime/util.h"
+#include "store/store.h"
+#include "core/util.h"
 
 #include <dirent.h>
 #include <filesystem>

@@ -1,5 +1,5 @@
 // log.cpp - stderr logging with a program name and a UTC timestamp.
-#include "log.h"
+#include "core/log.h"
 
 #include <cstdio>
 #include <ctime>

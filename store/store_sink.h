@@ -3,8 +3,8 @@
 // before its handle is finished. Reads nothing from the config itself.
 #pragma once
 
-#include "store.h"
-#include "../mime/rewrite.h"
+#include "store/store.h"
+#include "mime/rewrite.h"
 
 #include <functional>
 

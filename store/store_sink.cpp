@@ -1,5 +1,5 @@
 // store_sink.cpp - MediaSink onto the media store (see store_sink.h).
-#include "store_sink.h"
+#include "store/store_sink.h"
 
 #include <stdexcept>
 

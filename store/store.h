@@ -8,7 +8,7 @@
 // Reads store.dir, gateway.public_url, gateway.retention, gateway.tls_cert, gateway.tls_key.
 #pragma once
 
-#include "../mime/config.h"
+#include "core/config.h"
 
 #include <cstdint>
 #include <functional>

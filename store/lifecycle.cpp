@@ -5,10 +5,10 @@
 // Every change that can remove a media file runs inside BEGIN IMMEDIATE, the
 // same write lock under which Store registers new items, so an object is never
 // removed while another process is recording an item that needs it.
-#include "lifecycle.h"
+#include "store/lifecycle.h"
 
-#include "../mime/log.h"
-#include "../mime/util.h"
+#include "core/log.h"
+#include "core/util.h"
 
 #include <sqlite3.h>
 

@@ -3,7 +3,7 @@
 // The INI dialect: "[section]" lines, "key = value" lines, '#' or ';' starting a
 // comment line, blank lines ignored. A key outside a section, a repeated key or an
 // unknown key is an error: a typo must not silently fall back to a default.
-#include "config.h"
+#include "core/config.h"
 
 #include <charconv>
 #include <fstream>

@@ -1,8 +1,8 @@
 // stream.cpp - buffered socket stream with bounded line reads and optional TLS
 // (OpenSSL 3, verification against the system CAs and the host name). No config keys.
-#include "stream.h"
+#include "core/stream.h"
 
-#include "util.h"
+#include "core/util.h"
 
 #include <arpa/inet.h>
 #include <cerrno>

@@ -1,5 +1,5 @@
 // util.cpp - hashing, encodings, tokens and time helpers on top of OpenSSL.
-#include "util.h"
+#include "core/util.h"
 
 #include <cstring>
 #include <fcntl.h>

@@ -2,9 +2,9 @@
 // value of curl --pinnedpubkey: "sha256//" + base64 SHA-256 of the SPKI DER).
 // Reads gateway.tls_cert, gateway.tls_key, else creates store.dir/tls/{key,cert}.pem
 // (EC P-256, self-signed for the host of gateway.public_url).
-#include "store.h"
+#include "store/store.h"
 
-#include "../mime/util.h"
+#include "core/util.h"
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>

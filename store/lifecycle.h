@@ -4,7 +4,7 @@
 // Reads store.dir, gateway.after_delivery, gateway.archive_dir.
 #pragma once
 
-#include "store.h"
+#include "store/store.h"
 
 #include <cstdint>
 #include <map>

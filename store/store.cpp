@@ -1,10 +1,10 @@
 // store.cpp - the sender's media store: content-addressed files under objects/,
 // written through tmp/ and fsync'ed before an SQLite row (WAL, shared by mm-milter
 // and mm-gateway) makes them reachable. Reads store.dir, gateway.public_url, gateway.retention.
-#include "store.h"
+#include "store/store.h"
 
-#include "../mime/segments.h"
-#include "../mime/util.h"
+#include "mime/segments.h"
+#include "core/util.h"
 
 #include <sqlite3.h>
 
