@@ -166,17 +166,6 @@ bool parse_rfc3339(std::string_view s, time_t& out)
     return true;
 }
 
-bool fsync_dir_of(const std::string& path)
-{
-    size_t slash = path.rfind('/');
-    std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-    int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    bool ok = fsync(fd) == 0;
-    close(fd);
-    return ok;
-}
 
 std::string mime_token(std::string_view value)
 {

@@ -1,5 +1,5 @@
 // util.h - small helpers every program shares: hashing, hex and base64, random
-// tokens, RFC 3339 time, and durable file writes.
+// tokens, RFC 3339 time, MIME tokens. File I/O is core/fileio.h's.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +44,5 @@ bool parse_rfc3339(std::string_view s, time_t& out);
 /// Lowercased first token of a MIME header value: the type of a Content-Type,
 /// the name of a Content-Transfer-Encoding; no parameters, comments or spaces.
 std::string mime_token(std::string_view value);
-
-/// fsync a file descriptor's directory entry: the directory containing `path`.
-bool fsync_dir_of(const std::string& path);
 
 } // namespace mm

@@ -3,6 +3,7 @@
 // check before use. No fsync here by design: see cache.h. Reads no config keys.
 #include "fetcher/cache.h"
 
+#include "core/fileio.h"
 #include "core/config.h"
 
 #include <algorithm>
@@ -20,19 +21,6 @@ namespace {
 
 constexpr char kMagic[] = "MMCACHE1";
 
-bool write_all(int fd, const char* p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = ::write(fd, p, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        p += k;
-        n -= static_cast<size_t>(k);
-    }
-    return true;
-}
 
 std::string hex16(uint64_t v)
 {
@@ -173,18 +161,7 @@ bool PackWriter::pwrite_all(const void* p, size_t n, uint64_t offset)
         fd_ = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         failed_ = fd_ < 0;
     }
-    const char* c = static_cast<const char*>(p);
-    while (!failed_ && n > 0) {
-        ssize_t k = pwrite(fd_, c, n, static_cast<off_t>(offset));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        c += k;
-        n -= static_cast<size_t>(k);
-        offset += static_cast<uint64_t>(k);
-    }
-    return !failed_;
+    return !failed_ && mm::pwrite_all(fd_, p, n, offset);
 }
 
 PackSink::PackSink(PackWriter& pack, std::string key, std::string raw_path)

@@ -4,6 +4,7 @@
 // incremental SHA-256, backoff with jitter, receipts. Config keys: see download.h.
 #include "fetcher/download.h"
 
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -164,14 +165,6 @@ template <class T> bool parse_num(std::string_view s, T& out)
     return ec == std::errc() && p == s.data() + s.size();
 }
 
-bool file_size(const std::string& path, uint64_t& out)
-{
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-        return false;
-    out = static_cast<uint64_t>(st.st_size);
-    return true;
-}
 
 bool hash_into(const std::string& path, Sha256& h)
 {

@@ -6,6 +6,8 @@
 #include "fetcher/mailbox.h"
 
 #include "fetcher/cache.h"
+#include "core/fileio.h"
+#include "core/address.h"
 #include "core/config.h"
 #include "fetcher/follow.h"
 #include "core/log.h"
@@ -33,14 +35,6 @@ namespace mm {
 
 namespace {
 
-bool file_size(const std::string& path, uint64_t& out)
-{
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-        return false;
-    out = static_cast<uint64_t>(st.st_size);
-    return true;
-}
 
 /// Makes `out` from `in` with every bare LF turned into CRLF and a final line
 /// end, so that the presented file is exactly what RETR sends (before
@@ -148,20 +142,6 @@ std::string read_header_block(const std::string& path)
     return out;
 }
 
-/// fsync of a file by name, then rename, then fsync of its directory: for files
-/// a later login cannot rebuild from upstream alone.
-bool durable_rename(const std::string& from, const std::string& to, bool file_synced)
-{
-    if (!file_synced) {
-        int fd = open(from.c_str(), O_RDONLY | O_CLOEXEC);
-        bool ok = fd >= 0 && fsync(fd) == 0;
-        if (fd >= 0)
-            ::close(fd);
-        if (!ok)
-            return false;
-    }
-    return rename(from.c_str(), to.c_str()) == 0 && fsync_dir_of(to);
-}
 
 /// Presented files that are in place but not yet durable. A background thread
 /// syncs each one and only then removes its raw copy, so the client's login does
@@ -314,7 +294,7 @@ Outcome present_raw(const std::string& base, const std::string& user, const Sync
     bool any = false, pending = false, busy = false, waiting = false;
     if (!found.empty()) {
         const std::string headers = read_header_block(raw);
-        const std::string sender = address_of(header_value(headers, "From"));
+        const std::string sender = normalize_address(header_value(headers, "From"));
         const bool ignored = !sender.empty() && sender_matches(sender, opt.ignore_senders);
         const bool priority = !sender.empty() && sender_matches(sender, opt.priority_senders);
         const std::string recipient = receipt_recipient(opt.address, headers, user);
@@ -483,32 +463,6 @@ std::string header_value(std::string_view headers, std::string_view name)
     return "";
 }
 
-std::string address_of(std::string_view v)
-{
-    size_t lt = v.rfind('<');
-    if (lt != std::string_view::npos) {
-        size_t gt = v.find('>', lt);
-        if (gt == std::string_view::npos)
-            return "";
-        v = v.substr(lt + 1, gt - lt - 1);
-    }
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-        v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-        v.remove_suffix(1);
-    size_t at = v.rfind('@');
-    if (v.empty() || v.size() > 254 || at == std::string_view::npos || at == 0 || at + 1 == v.size())
-        return "";
-    std::string out;
-    for (unsigned char c : v) {
-        // No spaces, controls, quotes or brackets: this goes into a form body and a log.
-        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' ||
-            c == ';' || c == '\\')
-            return "";
-        out.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c));
-    }
-    return out;
-}
 
 bool sender_matches(const std::string& address, const std::vector<std::string>& list)
 {
@@ -539,11 +493,11 @@ std::string receipt_recipient(const std::string& configured, std::string_view he
     if (!configured.empty())
         return configured;
     for (const char* name : {"Delivered-To", "X-Original-To"}) {
-        std::string a = address_of(header_value(headers, name));
+        std::string a = normalize_address(header_value(headers, name));
         if (!a.empty())
             return a;
     }
-    return address_of(user);
+    return normalize_address(user);
 }
 
 std::string cache_key(const std::string& upstream_id, const std::string& user, const std::string& uidl)

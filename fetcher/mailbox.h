@@ -58,9 +58,6 @@ struct SyncOptions {
 /// trimmed; "" if absent. The block ends at the first empty line.
 std::string header_value(std::string_view headers, std::string_view name);
 
-/// The addr-spec in a header value ("Name <a@b>" or "a@b"), lowercased; ""
-/// unless it looks like local@domain of printable ASCII, at most 254 octets.
-std::string address_of(std::string_view value);
 
 /// Whether `address` matches a fetcher.priority_senders / ignore_senders entry:
 /// "a@b.org" the address, "@b.org" or "b.org" the domain (case-insensitive).

@@ -2,6 +2,8 @@
 // MediaMail handles before the mail client sees a message, its background downloader
 // and prefetch poller, and the "fetch" command of fetcher.mode = ask. Reads fetcher.*
 // and log.level; --help lists them. Exit 78 (EX_CONFIG) on a bad configuration.
+#include "core/fileio.h"
+#include "core/address.h"
 #include "core/config.h"
 #include "fetcher/download.h"
 #include "core/log.h"
@@ -64,26 +66,6 @@ const char kUsage[] =
     "  fetcher.prefetch_user, fetcher.prefetch_password_file  its login\n"
     "  log.level              error|warning|info|debug\n";
 
-bool read_password(const std::string& path, std::string& out, std::string& err)
-{
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f) {
-        err = "fetcher.prefetch_password_file: cannot open " + path;
-        return false;
-    }
-    char buf[512];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    out.assign(buf, n);
-    size_t nl = out.find_first_of("\r\n");
-    if (nl != std::string::npos)
-        out.resize(nl);
-    if (out.empty() || out.size() > 255) {
-        err = "fetcher.prefetch_password_file: first line must hold the password (1..255 octets)";
-        return false;
-    }
-    return true;
-}
 
 // "mm-fetcher fetch SHA256|URL": fetcher.mode = ask's way of asking. The running
 // fetcher sees the marker within a second or two; we wait for the verified file.
@@ -178,7 +160,7 @@ int main(int argc, char** argv)
         so.stream = cfg.boolean("fetcher.stream");
         so.ask = cfg.str("fetcher.mode") == "ask";
         so.address = cfg.str("fetcher.address");
-        if (!so.address.empty() && address_of(so.address) != so.address)
+        if (!so.address.empty() && normalize_address(so.address) != so.address)
             throw ConfigError("fetcher.address: not a plain lowercase address local@domain: " + so.address);
         so.priority_senders = cfg.list("fetcher.priority_senders");
         so.ignore_senders = cfg.list("fetcher.ignore_senders");
@@ -204,8 +186,9 @@ int main(int argc, char** argv)
             if (prefetch_user.empty())
                 throw ConfigError("fetcher.prefetch_interval is set but fetcher.prefetch_user is empty");
             std::string err;
-            if (!read_password(cfg.str("fetcher.prefetch_password_file"), prefetch_password, err))
-                throw ConfigError(err);
+            // 255: the longest PASS argument a POP3 command line leaves room for (RFC 2449).
+            if (!read_secret_line(cfg.str("fetcher.prefetch_password_file"), 255, prefetch_password, err))
+                throw ConfigError("fetcher.prefetch_password_file: " + err);
         }
     } catch (const ConfigError& e) {
         std::cerr << "mm-fetcher: " << e.what() << "\n";

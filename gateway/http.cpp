@@ -12,7 +12,6 @@ namespace {
 constexpr size_t kMaxNameSegment = 255;   // the ignored trailing file name
 constexpr size_t kMaxQuery = 256;         // only "download=1" is meaningful
 
-bool is_hex32(std::string_view s) { return is_lower_hex(s, 32); }
 
 bool is_token_char(char c)
 {
@@ -47,7 +46,7 @@ bool parse_media_target(std::string_view target, std::string& id, std::string& t
     if (target.size() < 65 || target[32] != '/')
         return false;
     std::string_view i = target.substr(0, 32), t = target.substr(33, 32);
-    if (!is_hex32(i) || !is_hex32(t))
+    if (!is_lower_hex(i, 32) || !is_lower_hex(t, 32))
         return false;
     std::string_view rest = target.substr(65);
     if (!rest.empty()) {
@@ -150,73 +149,6 @@ bool parse_receipt_body(std::string_view body, std::string& recipient, std::stri
         }
     }
     return have_r && have_s;
-}
-
-std::string html_escape(std::string_view s)
-{
-    std::string out;
-    out.reserve(s.size() + s.size() / 8);
-    for (char c : s) {
-        switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        case '\'': out += "&#39;"; break;
-        default:
-            // Control characters other than tab and newline have no place on the page.
-            if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n')
-                out += "&#xFFFD;";
-            else
-                out += c;
-        }
-    }
-    return out;
-}
-
-std::string json_quote(std::string_view s)
-{
-    static const char hex[] = "0123456789abcdef";
-    std::string out = "\"";
-    for (size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            if (c == '"' || c == '\\') {
-                out += '\\';
-                out += static_cast<char>(c);
-            } else if (c < 0x20 || c == 0x7f) {
-                out += "\\u00";
-                out += hex[c >> 4];
-                out += hex[c & 15];
-            } else {
-                out += static_cast<char>(c);
-            }
-            ++i;
-            continue;
-        }
-        // Copy a well-formed UTF-8 sequence; anything else becomes U+FFFD.
-        size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
-        bool ok = len > 0 && i + len <= s.size();
-        for (size_t k = 1; ok && k < len; ++k)
-            ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-        if (ok && len == 3) {
-            unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-            ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);   // overlong, surrogates
-        }
-        if (ok && len == 4) {
-            unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-            ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
-        }
-        if (ok) {
-            out.append(s.substr(i, len));
-            i += len;
-        } else {
-            out += "\xef\xbf\xbd";
-            ++i;
-        }
-    }
-    out += '"';
-    return out;
 }
 
 std::string content_disposition(std::string_view name)

@@ -1,8 +1,10 @@
 // http.h - pure helpers of mm-gateway's request handler (no sockets, so tests
 // feed them strings): the /m/<id>/<token> request target, RFC 6266/8187
 // Content-Disposition, a media type safe to put in a header, the receipt form
-// body, and HTML/JSON escaping.
+// body. HTML/JSON escaping is core/text.h's.
 #pragma once
+
+#include "core/text.h"
 
 #include <string>
 #include <string_view>
@@ -25,11 +27,6 @@ bool query_wants_download(std::string_view query);
 /// that later fetchers may add some. False for anything malformed.
 constexpr size_t kMaxReceiptBody = 4096;
 bool parse_receipt_body(std::string_view body, std::string& recipient, std::string& sha256);
-
-/// Text made safe for HTML element content and quoted attribute values.
-std::string html_escape(std::string_view s);
-/// A JSON string literal, quotes included; bytes that are not valid UTF-8 become U+FFFD.
-std::string json_quote(std::string_view s);
 
 /// RFC 6266 Content-Disposition: attachment with an ASCII fallback filename and
 /// an RFC 8187 filename* in UTF-8.

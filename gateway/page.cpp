@@ -9,21 +9,6 @@
 
 namespace mm {
 
-std::string human_size(uint64_t bytes)
-{
-    static const char* const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-    if (bytes < 1024)
-        return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
-    double v = static_cast<double>(bytes);
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, v < 10 ? "%.1f %s" : "%.0f %s", v, units[u]);
-    return buf;
-}
 
 std::string item_page_csp(const std::string& nonce)
 {

@@ -19,7 +19,5 @@ struct PageInfo {
 std::string render_item_page(const PageInfo& p);
 /// The Content-Security-Policy header value that goes with it.
 std::string item_page_csp(const std::string& nonce);
-/// "1.5 MiB" style, for people.
-std::string human_size(uint64_t bytes);
 
 } // namespace mm

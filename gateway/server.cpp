@@ -13,6 +13,8 @@
 #include "gateway/range.h"
 #include "store/store.h"
 
+#include "core/fileio.h"
+#include "core/address.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -404,19 +406,12 @@ private:
               bool head, uint64_t& sent)
     {
         std::string path = store_.item_path(item);
-        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        UniqueFd file(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        int fd = file.get();
         if (fd < 0 && item.link_path.empty()) {
             log_error("item " + id_prefix + ": cannot open " + path + ": " + std::strerror(errno));
             return small(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
         }
-        struct FdCloser {
-            int fd;
-            ~FdCloser()
-            {
-                if (fd >= 0)
-                    close(fd);
-            }
-        } closer{fd};
         struct stat st;
         bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) == item.size;
         if (ok && !item.link_path.empty()) {

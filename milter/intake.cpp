@@ -4,6 +4,7 @@
 // lives in store.dir/spool) through MilterSettings.
 #include "milter/intake.h"
 
+#include "core/fileio.h"
 #include "core/log.h"
 
 #include <cerrno>
@@ -18,20 +19,6 @@ namespace {
 
 constexpr size_t kHeadBuffer = 64 * 1024;   // header bytes kept in memory before a spool file exists
 
-bool write_all(int fd, const char* p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        p += n;
-        len -= static_cast<size_t>(n);
-    }
-    return true;
-}
 
 } // namespace
 

@@ -3,6 +3,8 @@
 // charset encoding) and building the text/plain part that carries it.
 // docs/handle-format.md is the specification; this file follows it.
 #include "mime/handle.h"
+
+#include "core/text.h"
 #include "mime/segments.h"
 
 #include "core/config.h"
@@ -744,21 +746,11 @@ bool same(const Handle& a, const Handle& b)
 
 // ---------------------------------------------------------------- the note
 
-std::string human_size(uint64_t n)
+// The size as the note shows it: readable, and exact where the units round.
+std::string note_size(uint64_t n)
 {
-    std::string exact = std::to_string(n) + (n == 1 ? " byte" : " bytes");
-    if (n < 1024)
-        return exact;
-    static const char* const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    double v = static_cast<double>(n) / 1024.0;
-    size_t u = 0;
-    while (v >= 1024.0 && u + 1 < std::size(units)) {
-        v /= 1024.0;
-        ++u;
-    }
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.1f %s (", v, units[u]);
-    return buf + exact + ")";
+    std::string readable = human_size(n, true);
+    return n < 1024 ? readable : readable + " (" + std::to_string(n) + (n == 1 ? " byte)" : " bytes)");
 }
 
 // Quoted-printable (RFC 2045 6.7) of text lines: hard breaks become eol, soft
@@ -875,7 +867,7 @@ std::string build_location_part(const Handle& h, std::string_view eol)
     lines.push_back("");
     lines.push_back("File:    " + (h.name.empty() ? std::string("(no name)") : h.name));
     lines.push_back("Type:    " + h.type);
-    lines.push_back("Size:    " + human_size(h.size));
+    lines.push_back("Size:    " + note_size(h.size));
     if (!h.title.empty())
         lines.push_back("Title:   " + h.title);
     if (!h.date.empty())

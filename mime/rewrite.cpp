@@ -10,6 +10,7 @@
 #include "mime/growing.h"
 #include "mime/prescan.h"
 #include "core/util.h"
+#include "mime/gmime_init.h"
 
 #include <cerrno>
 #include <cstring>
@@ -33,11 +34,6 @@ constexpr size_t kSniffBytes = 8 * 1024;   // encoded bytes read to sniff a part
     throw std::runtime_error(what + " " + path + ": " + strerror(errno));
 }
 
-void ensure_gmime()
-{
-    static std::once_flag once;
-    std::call_once(once, [] { g_mime_init(); });
-}
 
 /// An input file with positioned reads.
 class InFile {
@@ -184,7 +180,7 @@ std::unique_ptr<Parsed> parse_stream(GMimeStream* stream)
 
 std::unique_ptr<Parsed> parse_file(const std::string& path)
 {
-    ensure_gmime();
+    gmime_init_once();
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         io_fail("cannot open", path);
@@ -508,7 +504,7 @@ void ParsedMessageDeleter::operator()(ParsedMessage* p) const
 
 ParsedMessagePtr parse_growing(const std::string& path, std::shared_ptr<GrowingFile> file)
 {
-    ensure_gmime();
+    gmime_init_once();
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         io_fail("cannot open", path);

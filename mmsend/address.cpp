@@ -5,6 +5,7 @@
 
 #include "mmsend/options.h"
 #include "core/log.h"
+#include "mime/gmime_init.h"
 
 #include <gmime/gmime.h>
 
@@ -19,11 +20,6 @@ namespace mm::send {
 
 namespace {
 
-void gmime_once()
-{
-    static std::once_flag once;
-    std::call_once(once, [] { g_mime_init(); });
-}
 
 bool ieq(std::string_view a, std::string_view b)
 {
@@ -125,7 +121,7 @@ HeaderBlock parse_header_block(std::string_view data, bool at_eof)
 
 std::vector<std::string> parse_address_list(const std::string& value, const std::string& what)
 {
-    gmime_once();
+    gmime_init_once();
     std::vector<std::string> out;
     std::string trimmed = value;
     trimmed.erase(0, trimmed.find_first_not_of(" \t"));

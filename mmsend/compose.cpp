@@ -4,7 +4,9 @@
 #include "mmsend/compose.h"
 
 #include "mime/rewrite.h"
+#include "core/fileio.h"
 #include "core/util.h"
+#include "mime/gmime_init.h"
 
 #include <gmime/gmime.h>
 #include <openssl/evp.h>
@@ -26,60 +28,40 @@ constexpr const char* kEol = "\r\n";
 constexpr size_t kLineBytes = 57;               // 76 base64 characters
 constexpr size_t kReadChunk = kLineBytes * 1024;
 
-void gmime_once()
-{
-    static std::once_flag once;
-    std::call_once(once, [] { g_mime_init(); });
-}
 
-struct Fd {
-    int fd = -1;
-    ~Fd()
-    {
-        if (fd >= 0)
-            close(fd);
-    }
-};
 
 // Output file with checked writes.
 class Out {
 public:
     explicit Out(const std::string& path) : path_(path)
     {
-        f_.fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (f_.fd < 0)
+        f_.reset(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (f_.get() < 0)
             throw Failure(ex_cantcreat, "cannot create " + path + ": " + std::strerror(errno));
     }
     void write(std::string_view s)
     {
-        while (!s.empty()) {
-            ssize_t n = ::write(f_.fd, s.data(), s.size());
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0)
-                throw Failure(ex_ioerr, "cannot write " + path_ + ": " + std::strerror(errno));
-            s.remove_prefix(static_cast<size_t>(n));
-        }
+        if (!write_all(f_.get(), s.data(), s.size()))
+            throw Failure(ex_ioerr, "cannot write " + path_ + ": " + std::strerror(errno));
     }
     void close_checked()
     {
-        if (fsync(f_.fd) != 0 || close(f_.fd) != 0) {
-            f_.fd = -1;
+        int fd = f_.release();
+        if (fsync(fd) != 0 || close(fd) != 0) {
             throw Failure(ex_ioerr, "cannot write " + path_ + ": " + std::strerror(errno));
         }
-        f_.fd = -1;
     }
 
 private:
     std::string path_;
-    Fd f_;
+    UniqueFd f_;
 };
 
 // An address list option made into a header value: parsed as RFC 5322 and
 // written back by GMime, which RFC 2047-encodes non-ASCII display names.
 std::string header_addresses(const std::vector<std::string>& values, const std::string& what)
 {
-    gmime_once();
+    gmime_init_once();
     std::string out;
     for (const auto& v : values) {
         InternetAddressList* list = internet_address_list_parse(nullptr, v.c_str());
@@ -100,7 +82,7 @@ std::string header_addresses(const std::vector<std::string>& values, const std::
 
 std::string encode_text(const std::string& s)
 {
-    gmime_once();
+    gmime_init_once();
     char* enc = g_mime_utils_header_encode_text(nullptr, s.c_str(), "utf-8");
     std::string out = enc ? enc : "";
     g_free(enc);
@@ -150,9 +132,8 @@ size_t read_head(int fd, unsigned char* buf, size_t n)
 
 void write_base64_file(const ComposedPart& p, Out& out, const std::function<void(uint64_t)>& progress)
 {
-    Fd f;
-    f.fd = open(p.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.fd < 0)
+    UniqueFd f(open(p.path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (f.get() < 0)
         throw Failure(ex_noinput, "cannot open " + p.path + ": " + std::strerror(errno));
     std::string buf(kReadChunk, '\0');
     std::string enc;
@@ -162,7 +143,7 @@ void write_base64_file(const ComposedPart& p, Out& out, const std::function<void
     bool first = true;
     size_t have = 0;
     for (;;) {
-        ssize_t n = read(f.fd, buf.data() + have, buf.size() - have);
+        ssize_t n = read(f.get(), buf.data() + have, buf.size() - have);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -375,15 +356,14 @@ std::vector<ComposedPart> check_inputs(const Options& o)
     }
     std::vector<ComposedPart> parts;
     for (const auto& a : o.attachments) {
-        Fd f;
-        f.fd = open(a.path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (f.fd < 0)
+        UniqueFd f(open(a.path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (f.get() < 0)
             throw Failure(ex_noinput, "cannot open " + a.path + ": " + std::strerror(errno));
         struct stat st;
-        if (fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode))
+        if (fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode))
             throw Failure(ex_noinput, a.path + " is not a regular file");
         unsigned char head[8192];
-        size_t n = read_head(f.fd, head, sizeof head);
+        size_t n = read_head(f.get(), head, sizeof head);
         ComposedPart p;
         p.path = a.path;
         p.name = attachment_name(a.path);
@@ -427,13 +407,12 @@ void compose_message(const Options& o, const std::vector<ComposedPart>& parts, c
 
     QpEncoder qp([&](std::string_view s) { out.write(s); });
     if (!o.body_file.empty()) {
-        Fd f;
-        f.fd = open(o.body_file.c_str(), O_RDONLY | O_CLOEXEC);
-        if (f.fd < 0)
+        UniqueFd f(open(o.body_file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (f.get() < 0)
             throw Failure(ex_noinput, "cannot open body file " + o.body_file + ": " + std::strerror(errno));
         char buf[16384];
         for (;;) {
-            ssize_t n = read(f.fd, buf, sizeof buf);
+            ssize_t n = read(f.get(), buf, sizeof buf);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0)

@@ -14,6 +14,7 @@
 #include "store/store_sink.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "mime/rewrite.h"
 
 #include <cerrno>
@@ -223,11 +224,11 @@ void print_json(const std::vector<Created>& created)
     for (size_t i = 0; i < created.size(); ++i) {
         const Handle& h = created[i].h;
         out += i ? ",\n " : "\n ";
-        out += "{\"name\": " + json_string(h.name) + ", \"type\": " + json_string(h.type) +
-               ", \"size\": " + std::to_string(h.size) + ", \"sha256\": " + json_string(h.sha256) +
-               ", \"url\": " + json_string(h.url) + ", \"pin\": " + json_string(h.pin) +
-               ", \"expires\": " + json_string(h.expires) + ", \"title\": " + json_string(h.title) +
-               ", \"note\": " + json_string(h.note) + ", \"copyright\": " + json_string(h.copyright) +
+        out += "{\"name\": " + json_quote(h.name) + ", \"type\": " + json_quote(h.type) +
+               ", \"size\": " + std::to_string(h.size) + ", \"sha256\": " + json_quote(h.sha256) +
+               ", \"url\": " + json_quote(h.url) + ", \"pin\": " + json_quote(h.pin) +
+               ", \"expires\": " + json_quote(h.expires) + ", \"title\": " + json_quote(h.title) +
+               ", \"note\": " + json_quote(h.note) + ", \"copyright\": " + json_quote(h.copyright) +
                ", \"linked\": " + (created[i].linked ? "true" : "false") + "}";
     }
     out += created.empty() ? "]\n" : "\n]\n";
@@ -368,28 +369,6 @@ int run_checked(const Options& o)
 
 } // namespace
 
-std::string json_string(const std::string& s)
-{
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                out += buf;
-            } else {
-                out += static_cast<char>(c);
-            }
-        }
-    }
-    return out + "\"";
-}
 
 int run(const std::vector<std::string>& args)
 {

@@ -12,7 +12,5 @@ namespace mm::send {
 /// Runs mmsend with argv[1..]; returns the process exit code (sysexits).
 int run(const std::vector<std::string>& args);
 
-/// A JSON string literal for s (quotes, backslashes and control characters escaped).
-std::string json_string(const std::string& s);
 
 } // namespace mm::send

@@ -3,6 +3,7 @@
 // sent as CRLF (SMTP requires it), and libcurl does the dot-stuffing.
 #include "mmsend/submit.h"
 
+#include "core/fileio.h"
 #include "core/config.h"
 #include "core/log.h"
 
@@ -20,14 +21,6 @@ namespace mm::send {
 
 namespace {
 
-struct Fd {
-    int fd = -1;
-    ~Fd()
-    {
-        if (fd >= 0)
-            close(fd);
-    }
-};
 
 // Feeds the message to libcurl, turning lone LF into CRLF.
 struct Reader {
@@ -110,11 +103,10 @@ void submit_smtp(const SubmitSettings& s, const std::string& from, const std::ve
     if (!inited)
         throw Failure(ex_software, "libcurl could not be initialised");
     Reader r;
-    Fd f;
-    f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.fd < 0)
+    UniqueFd f(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (f.get() < 0)
         throw Failure(ex_ioerr, "cannot open " + path + ": " + std::strerror(errno));
-    r.fd = f.fd;
+    r.fd = f.get();
     r.path = path;
 
     CURL* c = curl_easy_init();
@@ -197,9 +189,8 @@ void submit_smtp(const SubmitSettings& s, const std::string& from, const std::ve
 void submit_sendmail(const SubmitSettings& s, const std::string& from, const std::vector<std::string>& rcpts,
                      const std::string& path)
 {
-    Fd in;
-    in.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in.fd < 0)
+    UniqueFd in(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (in.get() < 0)
         throw Failure(ex_ioerr, "cannot open " + path + ": " + std::strerror(errno));
     std::vector<std::string> args = {s.sendmail_path, "-oi", "-f", from, "--"};
     args.insert(args.end(), rcpts.begin(), rcpts.end());
@@ -212,7 +203,7 @@ void submit_sendmail(const SubmitSettings& s, const std::string& from, const std
         throw Failure(ex_tempfail, "cannot start " + s.sendmail_path + ": " + std::strerror(errno));
     if (pid == 0) {
         // The message file is the program's standard input: no pipe to feed.
-        if (dup2(in.fd, STDIN_FILENO) < 0)
+        if (dup2(in.get(), STDIN_FILENO) < 0)
             _exit(71);
         execv(s.sendmail_path.c_str(), argv.data());
         _exit(127);
@@ -287,41 +278,32 @@ SubmitTarget parse_submit_target(const std::string& value)
 std::string read_password(const std::string& file, const std::string& user)
 {
     if (!file.empty()) {
-        FILE* f = std::fopen(file.c_str(), "re");
-        if (!f)
-            throw Failure(ex_config, "mmsend.password_file " + file + ": " + std::strerror(errno));
-        char buf[1024];
-        bool ok = std::fgets(buf, sizeof buf, f) != nullptr;
-        std::fclose(f);
-        if (!ok)
-            throw Failure(ex_config, "mmsend.password_file " + file + " is empty");
-        std::string pw = buf;
-        while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r'))
-            pw.pop_back();
+        std::string pw, err;
+        if (!read_secret_line(file, 1023, pw, err))
+            throw Failure(ex_config, "mmsend.password_file: " + err);
         return pw;
     }
     if (const char* env = std::getenv("MMSEND_PASSWORD"))
         return env;
     // A prompt on the terminal even when standard input is the message (-t).
-    Fd tty;
-    tty.fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
-    if (tty.fd < 0)
+    UniqueFd tty(open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY));
+    if (tty.get() < 0)
         throw Failure(ex_config, "mmsend.user is " + printable(user, 80) +
                                      " but no password: set mmsend.password_file or MMSEND_PASSWORD");
     std::string prompt = "SMTP password for " + printable(user, 80) + ": ";
-    if (write(tty.fd, prompt.data(), prompt.size()) < 0)
+    if (write(tty.get(), prompt.data(), prompt.size()) < 0)
         throw Failure(ex_config, "cannot prompt for the password on /dev/tty");
     struct termios old{}, quiet{};
-    bool have_termios = tcgetattr(tty.fd, &old) == 0;
+    bool have_termios = tcgetattr(tty.get(), &old) == 0;
     if (have_termios) {
         quiet = old;
         quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-        tcsetattr(tty.fd, TCSAFLUSH, &quiet);
+        tcsetattr(tty.get(), TCSAFLUSH, &quiet);
     }
     std::string pw;
     char c;
     while (pw.size() < 1024) {
-        ssize_t n = read(tty.fd, &c, 1);
+        ssize_t n = read(tty.get(), &c, 1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0 || c == '\n')
@@ -329,8 +311,8 @@ std::string read_password(const std::string& file, const std::string& user)
         pw += c;
     }
     if (have_termios)
-        tcsetattr(tty.fd, TCSAFLUSH, &old);
-    (void)!write(tty.fd, "\n", 1);
+        tcsetattr(tty.get(), TCSAFLUSH, &old);
+    (void)!write(tty.get(), "\n", 1);
     return pw;
 }
 

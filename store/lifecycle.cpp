@@ -7,6 +7,8 @@
 // removed while another process is recording an item that needs it.
 #include "store/lifecycle.h"
 
+#include "core/address.h"
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -26,7 +28,6 @@ namespace mm {
 
 namespace {
 
-constexpr size_t kMaxAddress = 320;            // RFC 5321 path limits, with room
 constexpr time_t kOrphanAge = 3600;            // an unregistered object younger than this may be mid-commit
 constexpr time_t kTmpAge = 24 * 3600;          // a writer's temp file older than this is abandoned
 
@@ -81,27 +82,6 @@ bool is_hex_prefix(const std::string& s)
 
 } // namespace
 
-std::string normalize_address(std::string_view a)
-{
-    while (!a.empty() && (a.front() == ' ' || a.front() == '\t'))
-        a.remove_prefix(1);
-    while (!a.empty() && (a.back() == ' ' || a.back() == '\t'))
-        a.remove_suffix(1);
-    if (a.size() >= 2 && a.front() == '<' && a.back() == '>')
-        a = a.substr(1, a.size() - 2);
-    if (a.empty() || a.size() > kMaxAddress || a.find('@') == std::string_view::npos)
-        return "";
-    std::string out;
-    out.reserve(a.size());
-    for (char c : a) {
-        unsigned char u = static_cast<unsigned char>(c);
-        // Control characters, blanks and brackets never belong in an envelope address.
-        if (u < 0x21 || u == 0x7f || c == '<' || c == '>')
-            return "";
-        out += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    }
-    return out;
-}
 
 struct Lifecycle::Impl {
     std::string dir, policy, archive_dir;

@@ -79,8 +79,5 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-/// An envelope address as receipts compare it: surrounding <> and blanks
-/// removed, ASCII letters lowered. Empty when it is not a plausible address.
-std::string normalize_address(std::string_view addr);
 
 } // namespace mm

@@ -4,6 +4,7 @@
 #include "store/store.h"
 
 #include "mime/segments.h"
+#include "core/fileio.h"
 #include "core/util.h"
 
 #include <sqlite3.h>
@@ -49,7 +50,6 @@ void make_dirs(const std::string& path, mode_t mode)
 }
 
 // An id or token from a URL: exactly 32 lowercase hex digits (128 bits).
-bool is_hex32(const std::string& s) { return is_lower_hex(s, 32); }
 
 // A small RAII wrapper around a prepared statement.
 struct Stmt {
@@ -391,7 +391,7 @@ std::unique_ptr<Store::Writer> Store::create()
 std::optional<Item> Store::authorize(const std::string& id, const std::string& token)
 {
     // Lexical check first: nothing malformed reaches SQL or the file system.
-    if (!is_hex32(id) || !is_hex32(token))
+    if (!is_lower_hex(id, 32) || !is_lower_hex(token, 32))
         return std::nullopt;
     std::string want = sha256_hex(token);
     Item it;
@@ -476,14 +476,6 @@ std::string hash_fd(int fd, const std::string& path, uint64_t total,
     return sha.hex_digest();
 }
 
-struct Fd {
-    int fd = -1;
-    ~Fd()
-    {
-        if (fd >= 0)
-            close(fd);
-    }
-};
 
 } // namespace
 
@@ -498,21 +490,20 @@ NewItem Store::link_file(const std::string& path, const ItemMeta& meta,
     Link link;
     link.path = real;
     free(real);
-    Fd f;
-    f.fd = open(link.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.fd < 0)
+    UniqueFd f(open(link.path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (f.get() < 0)
         throw StoreError("cannot open " + link.path + ": " + errno_text(errno));
     struct stat before, after;
-    if (fstat(f.fd, &before) != 0)
+    if (fstat(f.get(), &before) != 0)
         throw StoreError("cannot stat " + link.path + ": " + errno_text(errno));
     if (!S_ISREG(before.st_mode))
         throw StoreError(link.path + " is not a regular file");
     NewItem item;
     item.size = static_cast<uint64_t>(before.st_size);
     SegmentHasher segments;
-    item.sha256 = hash_fd(f.fd, link.path, item.size, progress, &segments);
+    item.sha256 = hash_fd(f.get(), link.path, item.size, progress, &segments);
     item.seg_sha256 = segments.finish(item.seg_size);
-    if (fstat(f.fd, &after) != 0 || after.st_size != before.st_size || mtime_ns(after) != mtime_ns(before))
+    if (fstat(f.get(), &after) != 0 || after.st_size != before.st_size || mtime_ns(after) != mtime_ns(before))
         throw StoreError(link.path + " changed while it was hashed");
     link.size = item.size;
     link.mtime_ns = mtime_ns(before);
@@ -529,10 +520,9 @@ bool Store::linked_file_intact(const Item& item, std::string& why) const
 {
     if (item.link_path.empty())
         return true;
-    Fd f;
-    f.fd = open(item.link_path.c_str(), O_RDONLY | O_CLOEXEC);
+    UniqueFd f(open(item.link_path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st;
-    if (f.fd < 0 || fstat(f.fd, &st) != 0) {
+    if (f.get() < 0 || fstat(f.get(), &st) != 0) {
         why = "linked file " + item.link_path + " is gone: " + errno_text(errno);
         return false;
     }
@@ -545,7 +535,7 @@ bool Store::linked_file_intact(const Item& item, std::string& why) const
         return false;
     }
     try {
-        if (hash_fd(f.fd, item.link_path, item.link_size, {}) != item.sha256) {
+        if (hash_fd(f.get(), item.link_path, item.link_size, {}) != item.sha256) {
             why = "linked file " + item.link_path + " changed content";
             return false;
         }
@@ -558,7 +548,7 @@ bool Store::linked_file_intact(const Item& item, std::string& why) const
 
 bool Store::remove_item(const std::string& id)
 {
-    if (!is_hex32(id))
+    if (!is_lower_hex(id, 32))
         return false;
     Impl& s = *impl_;
     std::lock_guard<std::mutex> lock(s.mu);

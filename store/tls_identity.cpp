@@ -4,6 +4,7 @@
 // (EC P-256, self-signed for the host of gateway.public_url).
 #include "store/store.h"
 
+#include "core/fileio.h"
 #include "core/util.h"
 
 #include <openssl/evp.h>

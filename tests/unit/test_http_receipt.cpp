@@ -103,22 +103,6 @@ TEST_CASE("parse_media_target: tail and query")
     CHECK_FALSE(query_wants_download(""));
 }
 
-TEST_CASE("html_escape and json_quote")
-{
-    CHECK(html_escape("<a href=\"x\">&'</a>") == "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
-    CHECK(html_escape("line\nnext\ttab") == "line\nnext\ttab");
-    CHECK(html_escape(std::string("a\x01" "b\x1b", 4)) == "a&#xFFFD;b&#xFFFD;");
-    CHECK(html_escape("Ferien ü.mp4") == "Ferien ü.mp4");
-
-    CHECK(json_quote("plain") == "\"plain\"");
-    CHECK(json_quote("a\"b\\c") == "\"a\\\"b\\\\c\"");
-    CHECK(json_quote("\n\x01\x7f") == "\"\\u000a\\u0001\\u007f\"");
-    CHECK(json_quote("ü€😀") == "\"ü€😀\"");
-    CHECK(json_quote("\xff") == "\"\xef\xbf\xbd\"");            // not UTF-8
-    CHECK(json_quote("\xc3") == "\"\xef\xbf\xbd\"");            // truncated sequence
-    CHECK(json_quote("\xc0\xaf") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");   // overlong '/'
-    CHECK(json_quote("\xed\xa0\x80") == "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");   // surrogate
-}
 
 TEST_CASE("render_item_page: everything escaped, player by type")
 {
@@ -158,37 +142,4 @@ TEST_CASE("render_item_page: everything escaped, player by type")
     CHECK(h.find("<h1>&lt;img") != std::string::npos);   // no title: the file name is the heading
 }
 
-TEST_CASE("human_size")
-{
-    CHECK(human_size(0) == "0 bytes");
-    CHECK(human_size(1) == "1 byte");
-    CHECK(human_size(1023) == "1023 bytes");
-    CHECK(human_size(1024) == "1.0 KiB");
-    CHECK(human_size(1536) == "1.5 KiB");
-    CHECK(human_size(300000) == "293 KiB");
-    CHECK(human_size(1ULL << 30) == "1.0 GiB");
-    CHECK(human_size(UINT64_MAX) == "16777216 TiB");
-}
 
-TEST_CASE("normalize_address")
-{
-    struct Case {
-        std::string in, out;
-    } cases[] = {
-        {"bob@example.org", "bob@example.org"},
-        {"Bob@Example.ORG", "bob@example.org"},
-        {"<bob@example.org>", "bob@example.org"},
-        {"  <Bob@x>\t", "bob@x"},
-        {"", ""},
-        {"<>", ""},
-        {"no-at-sign", ""},
-        {"bob @x", ""},
-        {"bob@x\n", ""},        // only blanks are trimmed; a newline makes it no address
-        {"<<bob@x>>", ""},
-        {std::string(321, 'a') + "@x", ""},
-    };
-    for (const auto& c : cases) {
-        CAPTURE(c.in);
-        CHECK(normalize_address(c.in) == c.out);
-    }
-}

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "store/store.h"
+#include "core/text.h"
 #include "mmsend/address.h"
 #include "mmsend/compose.h"
 #include "mmsend/mmsend.h"
@@ -240,7 +241,7 @@ TEST_CASE("progress text and JSON strings")
     CHECK(half.find("ETA 0:10") != std::string::npos);
     CHECK(Progress::render("x", 5, 0, 1.0).find("MB/s") != std::string::npos);   // size unknown
     CHECK(Progress::render("x", 200, 100, 1.0).find("100%") != std::string::npos);
-    CHECK(json_string("a\"b\\c\n\x01") == "\"a\\\"b\\\\c\\n\\u0001\"");
+    CHECK(json_quote("a\"b\\c\n\x01") == "\"a\\\"b\\\\c\\u000a\\u0001\"");
 }
 
 TEST_CASE("store: linked items, change detection, removal")
