@@ -6,7 +6,7 @@
 // only cut a RETR short, never show a wrong byte. Reads no config keys.
 #pragma once
 
-#include "mime/rewrite.h"
+#include "mime/reinsert.h"
 
 #include <atomic>
 #include <chrono>

@@ -8,7 +8,7 @@
 #pragma once
 
 #include "fetcher/download.h"
-#include "mime/rewrite.h"
+#include "mime/media_input.h"
 #include "mime/segments.h"
 #include "core/util.h"
 

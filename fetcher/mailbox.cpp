@@ -11,7 +11,8 @@
 #include "core/config.h"
 #include "fetcher/follow.h"
 #include "core/log.h"
-#include "mime/rewrite.h"
+#include "mime/find_handles.h"
+#include "mime/reinsert.h"
 #include "core/util.h"
 
 #include <cerrno>

@@ -3,7 +3,7 @@
 // media sinks that stand in for the sender's store.
 #pragma once
 
-#include "mime/rewrite.h"
+#include "mime/detach.h"
 #include "core/util.h"
 
 #include <openssl/evp.h>

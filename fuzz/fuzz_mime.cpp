@@ -1,9 +1,13 @@
-// fuzz_mime.cpp - libFuzzer target for the MIME engine (mime/rewrite.h): detach,
-// find_handles and reinsert_media over a message file on tmpfs. Oracle: when the
-// engine reports a regular layout, re-inserting gives back the original exactly;
-// and reinsert_layout() foretells every re-insertion's size and line ends.
+// fuzz_mime.cpp - libFuzzer target for the MIME engine: detach_message
+// (mime/detach.h), find_handles (find_handles.h) and reinsert_media (reinsert.h)
+// over a message file on tmpfs. Oracle: when the engine reports a regular
+// layout, re-inserting gives back the original exactly; and reinsert_layout()
+// foretells every re-insertion's size and line ends.
 // MM_FUZZ_ROUNDTRIP=0 turns that check off (then only crashes count).
 #include "fuzz_common.h"
+
+#include "mime/find_handles.h"
+#include "mime/reinsert.h"
 
 #include <cstdint>
 #include <cstdlib>

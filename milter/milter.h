@@ -4,7 +4,7 @@
 
 #include "store/store.h"
 #include "milter/policy.h"
-#include "mime/rewrite.h"
+#include "mime/detach.h"
 
 #include <chrono>
 #include <memory>

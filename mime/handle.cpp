@@ -906,4 +906,13 @@ std::string build_location_part(const Handle& h, std::string_view eol)
     return out;
 }
 
+uint64_t base64_encoded_size(uint64_t size, unsigned line_len, size_t eol_len, bool final_eol)
+{
+    uint64_t chars = 4 * ((size + 2) / 3);
+    if (chars == 0)
+        return 0;
+    uint64_t lines = (chars + line_len - 1) / line_len;
+    return chars + eol_len * (final_eol ? lines : lines - 1);
+}
+
 } // namespace mm

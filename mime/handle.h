@@ -30,7 +30,8 @@ struct Handle {
     unsigned line_len = 76;     // encoded characters per line
     std::string eol = "\r\n";   // line ending of the encoded body: "\r\n" or "\n"
     bool final_eol = false;     // whether the encoded body ends with eol (before the boundary's own)
-    uint64_t part_size = 0;     // exact octets of the rebuilt part (headers + encoded body)
+    uint64_t part_size = 0;     // exact octets of the rebuilt part: headers.size() +
+                                // base64_encoded_size(size, line_len, eol.size(), final_eol)
     // Optional: per-segment digests (segments.h), so that a receiver can pass
     // on verified pieces while the rest downloads. 0 and "" when absent.
     uint64_t seg_size = 0;      // "segsize": bytes per segment
@@ -78,5 +79,10 @@ std::string build_location_part(const Handle& h, std::string_view eol);
 HandleError validate_handle(const Handle& h, std::string& detail);
 
 const char* handle_error_name(HandleError e);
+
+/// Octets of `size` bytes encoded as base64 in lines of line_len characters
+/// separated by an eol of eol_len octets (and ended by one when final_eol):
+/// the encoded body a handle's layout fields describe.
+uint64_t base64_encoded_size(uint64_t size, unsigned line_len, size_t eol_len, bool final_eol);
 
 } // namespace mm

@@ -2,6 +2,7 @@
 #include "mime/prescan.h"
 
 #include "mime/base64_body.h"
+#include "mime/sniff.h"
 #include "core/util.h"
 
 #include <cstring>

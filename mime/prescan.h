@@ -12,7 +12,7 @@
 // sooner. A wrong guess costs the work done for it, nothing else.
 #pragma once
 
-#include "mime/rewrite.h"
+#include "mime/detach.h"
 
 #include <cstdint>
 #include <memory>

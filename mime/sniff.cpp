@@ -1,9 +1,9 @@
-// sniff.cpp - recognise audio and video containers from their first bytes, so that
-// media sent as application/octet-stream (or mislabelled) is still detached.
+// sniff.cpp - which attachments count as media (sniff.h): type patterns, and audio
+// and video containers recognised from their first bytes.
 //
 // Signatures are the containers' own magic numbers (ISO BMFF "ftyp", EBML, RIFF,
 // MPEG pack and transport-stream sync, ID3 and MPEG audio frame sync, OggS, fLaC).
-#include "mime/rewrite.h"
+#include "mime/sniff.h"
 
 #include <cstring>
 
@@ -25,6 +25,24 @@ bool contains(const unsigned char* p, size_t n, const char* needle)
     return false;
 }
 } // namespace
+
+bool type_matches(const std::string& type, const std::vector<std::string>& patterns)
+{
+    for (const auto& pat : patterns) {
+        std::string p = pat;
+        for (auto& c : p)
+            c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+        if (p == "*/*" || p == "*")
+            return true;
+        if (p.size() >= 2 && p.compare(p.size() - 2, 2, "/*") == 0) {
+            if (type.compare(0, p.size() - 1, p, 0, p.size() - 1) == 0)
+                return true;
+        } else if (p == type) {
+            return true;
+        }
+    }
+    return false;
+}
 
 std::string sniff_media(const unsigned char* p, size_t n)
 {

@@ -3,7 +3,7 @@
 // lines, so the detach engine sees a regular layout it can rebuild exactly.
 #include "mmsend/compose.h"
 
-#include "mime/rewrite.h"
+#include "mime/sniff.h"
 #include "core/fileio.h"
 #include "core/util.h"
 #include "mime/gmime_init.h"

@@ -15,7 +15,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/text.h"
-#include "mime/rewrite.h"
+#include "mime/detach.h"
 
 #include <cerrno>
 #include <cstdio>

@@ -4,7 +4,7 @@
 #pragma once
 
 #include "store/store.h"
-#include "mime/rewrite.h"
+#include "mime/detach.h"
 
 #include <functional>
 

@@ -6,7 +6,7 @@
 #include "fetcher/pop3_parse.h"
 #include "fetcher/upstream.h"
 #include "loopback_upstream.h"
-#include "rewrite_fixtures.h"
+#include "mime_fixtures.h"
 
 #include <doctest/doctest.h>
 

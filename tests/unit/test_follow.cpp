@@ -8,7 +8,7 @@
 #include "fetcher/building.h"
 #include "fetcher/download.h"
 #include "fetcher/follow.h"
-#include "rewrite_fixtures.h"
+#include "mime_fixtures.h"
 #include "mime/segments.h"
 
 #include <atomic>

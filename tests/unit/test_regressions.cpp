@@ -7,7 +7,8 @@
 #include "gateway/http.h"
 #include "gateway/range.h"
 #include "mime/handle.h"
-#include "mime/rewrite.h"
+#include "mime/detach.h"
+#include "mime/find_handles.h"
 #include "core/util.h"
 
 #include <cstdint>

@@ -1,9 +1,8 @@
 // test_segments.cpp - segment digests (mime/segments.h) against a reference
-// written out the slow way, their place in the handle (strict both ways), and
-// reinsert_layout(), which lets mm-fetcher list a message before its media are in.
+// written out the slow way, and their place in the handle (strict both ways).
+#include "mime/detach.h"
 #include "mime/handle.h"
-#include "mime/rewrite.h"
-#include "rewrite_fixtures.h"
+#include "mime_fixtures.h"
 #include "mime/segments.h"
 
 #include <cstring>
@@ -177,50 +176,4 @@ TEST_CASE("segments: in the handle they round-trip, and come as a pair or not at
     HandleParse z = parse_handle(format_handle_field(wrong, "\r\n").substr(15));
     CHECK(z.error == HandleError::bad_value);
     CHECK(z.detail == "segsha256");
-}
-
-TEST_CASE("reinsert_layout: the size, the first media octet and the line ends, before any media")
-{
-    for (std::string eol : {"\r\n", "\n"}) {
-        CAPTURE(eol.size());
-        TempDir t;
-        std::string video = fake_mp4(300000), video2 = fake_mp4(250001);
-        std::string msg = media_message(eol, video);
-        // A second video part before the closing boundary.
-        size_t close = msg.rfind("--b1--");
-        REQUIRE(close != std::string::npos);
-        msg.insert(close, "--b1" + eol + "Content-Type: video/webm" + eol + "Content-Transfer-Encoding: base64" + eol +
-                              eol + b64_lines(video2, 76, eol) + eol);
-        write_file(t.path + "/in.eml", msg);
-        FileSink sink(t.path);
-        DetachPolicy p;
-        p.min_size = 100000;
-        DetachResult r = detach_message(t.path + "/in.eml", t.path + "/out.eml", p, sink);
-        REQUIRE(r.detached == 2);
-        for (std::vector<bool> replace : {std::vector<bool>{true, true}, {true, false}, {false, true}, {false, false}}) {
-            std::vector<std::string> media;
-            for (size_t i = 0; i < 2; ++i)
-                media.push_back(replace[i] ? sink.files[i] : "");
-            std::string err;
-            REQUIRE_MESSAGE(reinsert_media(t.path + "/out.eml", media, t.path + "/back.eml", err), err);
-            std::string back = read_file(t.path + "/back.eml");
-            ReinsertLayout lay;
-            REQUIRE_MESSAGE(reinsert_layout(t.path + "/out.eml", replace, lay, err), err);
-            CHECK(lay.size == back.size());
-            CHECK(lay.crlf_clean == (eol == "\r\n"));
-            if (!replace[0] && !replace[1]) {
-                CHECK(lay.first_media == UINT64_MAX);
-            } else {
-                const std::string& first = replace[0] ? video : video2;
-                CHECK(back.compare(lay.first_media, 76, base64_encode(first).substr(0, 76)) == 0);
-            }
-        }
-        // Wrong count, and a message that is not there.
-        ReinsertLayout lay;
-        std::string err;
-        CHECK(!reinsert_layout(t.path + "/out.eml", {true}, lay, err));
-        CHECK(err.find("2 location parts") != std::string::npos);
-        CHECK(!reinsert_layout(t.path + "/nothing.eml", {true}, lay, err));
-        CHECK(!err.empty());
-    }
 }

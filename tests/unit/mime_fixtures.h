@@ -1,19 +1,24 @@
-// rewrite_fixtures.h - what the engine's tests and the fetcher's re-insertion
-// tests share: a temporary directory, whole-file reads and writes, a media sink
-// that keeps files, and a made-up video mail in any layout.
+// mime_fixtures.h - what the MIME engine's tests (detach, reinsert, prescan) and
+// the milter's and fetcher's tests of it share: a temporary directory, whole-file
+// reads and writes, the shared corpus, a media sink that keeps files, and a
+// made-up video mail in any layout.
 #pragma once
 
-#include "mime/rewrite.h"
+#include "mime/detach.h"
+#include "mime/find_handles.h"
+#include "mime/reinsert.h"
 #include "core/util.h"
 
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <dirent.h>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -43,6 +48,42 @@ struct TempDir {
     }
     ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
 };
+
+/// The shared corpus of real-world and adversarial messages (MM_CORPUS_DIR).
+inline std::string corpus_dir()
+{
+    const char* env = getenv("MM_CORPUS_DIR");
+    return env ? env : MM_CORPUS_DIR;
+}
+
+/// Every message file under the corpus directory (README and index left out).
+inline std::vector<std::string> corpus_files()
+{
+    std::vector<std::string> files;
+    std::vector<std::string> dirs{corpus_dir()};
+    while (!dirs.empty()) {
+        std::string d = dirs.back();
+        dirs.pop_back();
+        DIR* dp = opendir(d.c_str());
+        if (!dp)
+            continue;
+        while (dirent* e = readdir(dp)) {
+            std::string n = e->d_name;
+            if (n == "." || n == ".." || n == "README.md" || n == "INDEX.tsv")
+                continue;
+            std::string p = d + "/" + n;
+            struct stat st;
+            if (stat(p.c_str(), &st) != 0)
+                continue;
+            if (S_ISDIR(st.st_mode))
+                dirs.push_back(p);
+            else if (S_ISREG(st.st_mode))
+                files.push_back(p);
+        }
+        closedir(dp);
+    }
+    return files;
+}
 
 /// A sink that keeps each detached attachment in a file, as the store would.
 class FileSink : public MediaSink {

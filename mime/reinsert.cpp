@@ -1,0 +1,223 @@
+// reinsert.cpp - rebuild attachments from media files in place of their location
+// parts (reinsert.h): the message's own bytes are copied as they are, each media
+// is base64-encoded in the layout its handle records, so the result is the
+// original message byte for byte.
+#include "mime/reinsert.h"
+
+#include "mime/walk.h"
+
+#include <algorithm>
+#include <cstring>
+#include <openssl/evp.h>
+#include <stdexcept>
+
+namespace mm {
+
+using walk::InFile;
+using walk::kIoBuffer;
+using walk::Located;
+using walk::OutFile;
+using walk::locate;
+using walk::parse_file;
+
+namespace {
+
+/// Base64 of n bytes into out, 4 * ceil(n / 3) characters: whole groups of three
+/// bytes through a table of character pairs (12 bits each, half the lookups of
+/// one per character), the padded tail by OpenSSL, which also writes a NUL after
+/// it (out must have room for one more byte).
+size_t encode_base64(const unsigned char* p, size_t n, char* out)
+{
+    static const std::vector<char> pairs = [] {
+        static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        std::vector<char> t(2 * 4096);
+        for (size_t i = 0; i < 4096; ++i) {
+            t[2 * i] = alphabet[i >> 6];
+            t[2 * i + 1] = alphabet[i & 63];
+        }
+        return t;
+    }();
+    const size_t whole = n / 3 * 3;
+    char* o = out;
+    for (size_t i = 0; i < whole; i += 3) {
+        uint32_t v = static_cast<uint32_t>(p[i]) << 16 | static_cast<uint32_t>(p[i + 1]) << 8 | p[i + 2];
+        memcpy(o, &pairs[2 * (v >> 12)], 2);
+        memcpy(o + 2, &pairs[2 * (v & 0xfff)], 2);
+        o += 4;
+    }
+    if (whole < n)
+        o += EVP_EncodeBlock(reinterpret_cast<unsigned char*>(o), p + whole, static_cast<int>(n - whole));
+    return static_cast<size_t>(o - out);
+}
+
+/// Writes h.size bytes of media as base64 in the handle's layout. Whole lines are
+/// encoded into one buffer and written at once: this runs while a login waits.
+void encode_media(MediaInput& media, const Handle& h, OutFile& out)
+{
+    if (h.line_len < 4 || h.line_len % 4 != 0)
+        throw std::runtime_error("handle line length " + std::to_string(h.line_len) + " is not a multiple of 4");
+    const size_t line_bytes = h.line_len / 4 * 3;
+    constexpr size_t kLines = 1024;
+    std::string buf(line_bytes * kLines, '\0');
+    std::string enc(kLines * (h.line_len + h.eol.size()) + 8, '\0');
+    uint64_t left = h.size;
+    bool first = true;
+    while (left > 0) {
+        size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), left));
+        size_t have = 0;
+        while (have < want)
+            have += media.read(buf.data() + have, want - have);
+        left -= have;
+        size_t o = 0;
+        for (size_t off = 0; off < have; off += line_bytes) {
+            if (!first) {
+                memcpy(&enc[o], h.eol.data(), h.eol.size());
+                o += h.eol.size();
+            }
+            first = false;
+            o += encode_base64(reinterpret_cast<const unsigned char*>(buf.data() + off), std::min(line_bytes, have - off),
+                               &enc[o]);
+        }
+        out.write(enc.data(), o);
+    }
+    media.finish();
+    if (!first && h.final_eol)
+        out.write(h.eol);
+}
+
+/// Whether bytes written so far have a bare LF, and the last one: for crlf_clean.
+struct LineEnds {
+    bool bare = false;
+    int last = -1;
+    void see(std::string_view s)
+    {
+        for (size_t i = 0; !bare && (i = s.find('\n', i)) != std::string_view::npos; ++i)
+            bare = (i == 0 ? last : static_cast<unsigned char>(s[i - 1])) != '\r';
+        if (!s.empty())
+            last = static_cast<unsigned char>(s.back());
+    }
+};
+
+/// The one walk behind reinsert_media and reinsert_layout: copies the message,
+/// replacing location part i when replace[i], with its media from media[i]
+/// into `out`; with `out` null it only works out the layout.
+bool reinsert(const std::string& in_path, const std::vector<bool>& replace, const std::vector<MediaInput*>& media,
+              OutFile* out, ReinsertLayout& layout, std::string& err)
+{
+    InFile in(in_path);
+    auto parsed = parse_file(in_path);
+    std::vector<Located> found = locate(in, *parsed);
+    if (replace.size() != found.size()) {
+        err = "message has " + std::to_string(found.size()) + " location parts, " +
+              std::to_string(replace.size()) + " media files given";
+        return false;
+    }
+    LineEnds ends;
+    layout = {};
+    // The message's own bytes are scanned as they are copied; the media's
+    // line ends are the handle's.
+    auto copy = [&](uint64_t from, uint64_t to) {
+        char buf[kIoBuffer];
+        layout.size += to - from;
+        while (from < to) {
+            size_t n = in.pread_some(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, to - from)), from);
+            if (n == 0)
+                throw std::runtime_error("unexpected end of " + in.path());
+            if (out)
+                out->write(buf, n);
+            ends.see(std::string_view(buf, n));
+            from += n;
+        }
+    };
+    uint64_t pos = 0;
+    for (size_t i = 0; i < found.size(); ++i) {
+        if (!replace[i])
+            continue;
+        const Located& l = found[i];
+        if (l.parsed.error != HandleError::none) {
+            err = "location part " + std::to_string(i + 1) + " has a bad handle";
+            return false;
+        }
+        const Handle& h = l.parsed.handle;
+        copy(pos, l.leaf.hdr_start);
+        layout.first_media = std::min(layout.first_media, layout.size + h.headers.size());
+        if (out) {
+            uint64_t before = out->written();
+            out->write(h.headers);
+            encode_media(*media[i], h, *out);
+            if (out->written() - before != h.part_size) {
+                err = "rebuilt part " + std::to_string(i + 1) + " is not the size the handle promises";
+                return false;
+            }
+        } else if (h.part_size != h.headers.size() + base64_encoded_size(h.size, h.line_len, h.eol.size(),
+                                                                          h.final_eol)) {
+            err = "location part " + std::to_string(i + 1) + " promises a size its layout does not give";
+            return false;
+        }
+        layout.size += h.part_size;
+        ends.see(h.headers);
+        if (h.size > 0) {
+            ends.see(h.eol);
+            if (!h.final_eol)
+                ends.last = 'A';   // a base64 character ends the part
+        }
+        pos = l.leaf.body_end;
+    }
+    copy(pos, in.size());
+    if (out)
+        out->close_checked();
+    layout.crlf_clean = !ends.bare && (ends.last == '\n' || ends.last == -1);
+    return true;
+}
+
+} // namespace
+
+bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media, const std::string& out_path,
+                    std::string& err, bool* crlf_clean)
+{
+    try {
+        std::vector<bool> replace;
+        for (MediaInput* m : media)
+            replace.push_back(m != nullptr);
+        OutFile out(out_path);
+        ReinsertLayout layout;
+        if (!reinsert(in_path, replace, media, &out, layout, err))
+            return false;
+        if (crlf_clean)
+            *crlf_clean = layout.crlf_clean;
+        return true;
+    } catch (const std::exception& e) {
+        err = e.what();
+        return false;
+    }
+}
+
+bool reinsert_media(const std::string& in_path, const std::vector<std::string>& media, const std::string& out_path,
+                    std::string& err)
+{
+    std::vector<std::unique_ptr<MediaInput>> files;
+    std::vector<MediaInput*> inputs;
+    try {
+        for (const auto& m : media) {
+            files.push_back(m.empty() ? nullptr : open_media_file(m));
+            inputs.push_back(files.back().get());
+        }
+    } catch (const std::exception& e) {
+        err = e.what();
+        return false;
+    }
+    return reinsert_media(in_path, inputs, out_path, err);
+}
+
+bool reinsert_layout(const std::string& in_path, const std::vector<bool>& replace, ReinsertLayout& layout,
+                     std::string& err)
+{
+    try {
+        return reinsert(in_path, replace, {}, nullptr, layout, err);
+    } catch (const std::exception& e) {
+        err = e.what();
+        return false;
+    }
+}
+
+} // namespace mm
