@@ -19,8 +19,9 @@ namespace {
 constexpr int kBusyTimeoutMs = 10000;   // writers wait for each other this long
 constexpr int kSetupAttempts = 200;     // x 50 ms: see exec_retrying()
 
-// The latest schema in one piece, for a new index. An older index reaches the
-// same shape through kMigrations (ALTER TABLE appends columns, as here).
+// The latest items and recipients, for a new index (with kReceiptsTable). An
+// older index reaches the same shape through kMigrations (ALTER TABLE appends
+// columns, as here); test_index.cpp compares the two.
 const char* const kSchema =
     "CREATE TABLE IF NOT EXISTS items ("
     " id TEXT PRIMARY KEY,"
@@ -38,13 +39,16 @@ const char* const kSchema =
     "CREATE TABLE IF NOT EXISTS recipients ("
     " item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,"
     " address TEXT NOT NULL,"
-    " PRIMARY KEY (item_id, address));"
-    // Receipts are keyed by the normalized address, so a repeated receipt is a no-op.
+    " PRIMARY KEY (item_id, address));";
+
+// Version 3's table, in a new index and in the migration alike. Receipts are
+// keyed by the normalized address, so a repeated receipt is a no-op.
+const char* const kReceiptsTable =
     "CREATE TABLE IF NOT EXISTS receipts ("
     " item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,"
     " address TEXT NOT NULL,"
     " received TEXT NOT NULL,"
-    " PRIMARY KEY (item_id, address));";
+    " PRIMARY KEY (item_id, address))";
 
 StoreError index_error(const std::string& path, const std::string& what)
 {
@@ -182,15 +186,8 @@ void add_link_columns(sqlite3* db, const std::string& path)
             exec(db, path, c.sql);
 }
 
-void add_receipts(sqlite3* db, const std::string& path)
-{
-    exec(db, path,
-         "CREATE TABLE IF NOT EXISTS receipts ("
-         " item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,"
-         " address TEXT NOT NULL,"
-         " received TEXT NOT NULL,"
-         " PRIMARY KEY (item_id, address))");
-}
+// Lifecycle created this table on open before user_version was kept.
+void add_receipts(sqlite3* db, const std::string& path) { exec(db, path, kReceiptsTable); }
 
 const struct Migration {
     int to;
@@ -285,6 +282,7 @@ void Index::migrate()
         refuse_newer(path_, v);
         if (v == 0 && !table_exists(db_, path_, "items")) {
             exec(db_, path_, kSchema);   // a new index: straight to the latest
+            exec(db_, path_, kReceiptsTable);
         } else {
             if (v == 0)
                 v = 1;   // written before user_version was kept: at least version 1
