@@ -408,28 +408,25 @@ private:
         std::string path = store_.item_path(item);
         UniqueFd file(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         int fd = file.get();
-        if (fd < 0 && item.link_path.empty()) {
-            log_error("item " + id_prefix + ": cannot open " + path + ": " + std::strerror(errno));
-            return small(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
-        }
-        struct stat st;
-        bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) == item.size;
-        if (ok && !item.link_path.empty()) {
+        if (!item.link_path.empty()) {
             // A linked file (mmsend --link) must still be what was sent. Size and
             // mtime are checked on every request; re-hashing the whole file for
             // each Range request of a player would cost more than the transfer.
-            int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-            ok = mtime == item.link_mtime_ns && static_cast<uint64_t>(st.st_size) == item.link_size;
-            if (!ok) {
-                log_warning("item " + id_prefix + ": the linked file changed since it was sent; refusing it");
+            std::string why;
+            if (!store_.linked_file_intact(item, fd, Store::LinkCheck::stat, why)) {
+                log_warning("item " + id_prefix + ": " + why + "; refusing it (410)");
                 return small(resp, HTTPResponse::HTTP_GONE, "gone: the sender changed or removed the file\n");
             }
-        }
-        if (!ok) {
-            if (!item.link_path.empty())
-                return small(resp, HTTPResponse::HTTP_GONE, "gone: the sender changed or removed the file\n");
-            log_error("item " + id_prefix + ": object " + path + " is not a regular file of the recorded size");
-            return small(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
+        } else {
+            if (fd < 0) {
+                log_error("item " + id_prefix + ": cannot open " + path + ": " + std::strerror(errno));
+                return small(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+            struct stat st;
+            if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != item.size) {
+                log_error("item " + id_prefix + ": object " + path + " is not a regular file of the recorded size");
+                return small(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
+            }
         }
         const uint64_t size = item.size;
         const std::string etag = "\"" + item.sha256 + "\"";

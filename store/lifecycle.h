@@ -35,7 +35,7 @@ struct ItemDetail {
 struct GcReport {
     uint64_t expired_items = 0;    // rows removed because their expiry passed
     uint64_t delivered_items = 0;  // items finished by the after-delivery policy
-    uint64_t objects_removed = 0;  // media files no active item needs any more
+    uint64_t objects_removed = 0;  // media files no item needs any more (Index::object_needed)
     uint64_t bytes_freed = 0;
     uint64_t tmp_removed = 0;      // temp files of writers that died long ago
 };
@@ -45,12 +45,12 @@ struct StoreStats {
     uint64_t items = 0, receipts = 0, objects = 0, object_bytes = 0, archived_files = 0;
 };
 
-/// Works on the same index.sqlite as Store, through its own connection (the
-/// index is shared by several processes anyway; SQLite's locks order them).
+/// Works on the same index as Store, through its own Index (the index is
+/// shared by several processes anyway; SQLite's locks order them).
 class Lifecycle {
 public:
-    /// Opens the index under store.dir (made by Store) and adds the receipts
-    /// table if missing. Throws StoreError / ConfigError.
+    /// Opens the index under store.dir (made by Store), bringing its schema up
+    /// to date like any opener (index.h). Throws StoreError / ConfigError.
     explicit Lifecycle(const Config& cfg);
     ~Lifecycle();
 

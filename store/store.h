@@ -2,9 +2,10 @@
 // index of items, shared by every program on the sending host (mm-milter writes,
 // mm-gateway serves).
 //
-// Layout under store.dir: objects/ab/<sha256> (the media, read-only once in
-// place), tmp/ (files being written), index.sqlite (items), tls/ (the gateway's
-// key and self-signed certificate when none is configured).
+// Layout under store.dir (layout.h): objects/ab/<sha256> (the media, read-only
+// once in place), tmp/ (files being written), index.sqlite (items, recipients,
+// receipts; index.h), tls/ (the gateway's key and self-signed certificate when
+// none is configured).
 // Reads store.dir, gateway.public_url, gateway.retention, gateway.tls_cert, gateway.tls_key.
 #pragma once
 
@@ -88,13 +89,26 @@ public:
     /// Where the item's bytes are: link_path for a linked item, else the object.
     std::string item_path(const Item& item) const;
 
+    /// How much of a linked file linked_file_intact() checks.
+    enum class LinkCheck {
+        stat,      // size and mtime: cheap enough for every request
+        content,   // also the SHA-256: reads the whole file
+    };
+
     /// For a linked item: whether the file still has the recorded size, mtime
     /// and SHA-256 (reads the whole file). `why` says what changed. Objects
-    /// (not linked) are always intact. A server must refuse (410) when false.
+    /// (not linked) are always intact.
     bool linked_file_intact(const Item& item, std::string& why) const;
+    /// The same on `fd`, the file the caller opened from item_path() and will
+    /// serve (-1 if it could not be opened), to the depth `how`. mm-gateway
+    /// checks LinkCheck::stat on every request and answers 410 Gone when false;
+    /// a same-size, same-mtime rewrite gets past that, and only
+    /// LinkCheck::content catches it.
+    bool linked_file_intact(const Item& item, int fd, LinkCheck how, std::string& why) const;
 
-    /// Removes an item (a mail that was never sent): its row and recipients,
-    /// and its object when no other item shares it. False if there was no such item.
+    /// Removes an item (a mail that was never sent): its row, recipients and
+    /// receipts, and its object unless another item still needs it (the rule
+    /// is Index::object_needed). False if there was no such item.
     bool remove_item(const std::string& id);
 
     /// The public-key pin of the gateway's TLS key, for handles.

@@ -4,6 +4,7 @@
 // (EC P-256, self-signed for the host of gateway.public_url).
 #include "store/store.h"
 
+#include "store/layout.h"
 #include "core/fileio.h"
 #include "core/util.h"
 
@@ -227,14 +228,12 @@ TlsIdentity tls_identity(const Config& cfg)
         return load_pair(key, cert);
     }
 
-    std::string dir = cfg.str("store.dir");
-    while (dir.size() > 1 && dir.back() == '/')
-        dir.pop_back();
+    std::string dir = layout::store_dir(cfg);
     // store.dir may not exist yet when the gateway starts before any Store.
     for (size_t pos = 1; pos <= dir.size(); ++pos)
         if ((pos == dir.size() || dir[pos] == '/') && mkdir(dir.substr(0, pos).c_str(), 0750) != 0 && errno != EEXIST)
             throw StoreError("cannot create directory " + dir.substr(0, pos) + ": " + std::strerror(errno));
-    dir += "/tls";
+    dir = layout::tls_dir(dir);
     if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
         throw StoreError("cannot create directory " + dir + ": " + std::strerror(errno));
     std::string key_path = dir + "/key.pem", cert_path = dir + "/cert.pem";

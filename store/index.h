@@ -1,0 +1,135 @@
+// index.h - the media store's SQLite index (store.dir/index.sqlite): the one owner
+// of the connection, the whole schema (items, recipients, receipts), its versioned
+// migrations (PRAGMA user_version) and every query Store and Lifecycle make. No SQL
+// lives outside index.cpp. Shared by mm-milter, mm-gateway and mmsend at once.
+#pragma once
+
+#include "store/lifecycle.h"
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+struct sqlite3;
+
+namespace mm {
+
+/// An item's row: what the gateway serves plus what only the index needs.
+struct ItemRecord {
+    Item item;
+    std::string token_sha256;   // the token itself is never stored
+    int64_t expires_unix = 0;
+};
+
+/// An item by id and media, as the lifecycle walks them.
+struct ItemRef {
+    std::string id, sha256;
+    bool linked = false;   // served from the sender's own file, not from objects/
+};
+
+class Index {
+public:
+    /// The schema this program writes. 1: items and recipients; 2: items'
+    /// link_path, link_size, link_mtime_ns (mmsend --link); 3: receipts.
+    static constexpr int kVersion = 3;
+
+    enum class Open {
+        create,     // make the file if it is missing (Store: the first program to run)
+        existing,   // the file must exist (Lifecycle: Store made it)
+    };
+
+    /// Opens the index at path and brings its schema to kVersion, creating it
+    /// when the file is new. Throws StoreError naming the path: cannot open,
+    /// or a schema newer than kVersion (a newer MediaMail wrote it; an older
+    /// one must not guess at it).
+    Index(const std::string& path, Open how);
+    ~Index();
+    Index(const Index&) = delete;
+    Index& operator=(const Index&) = delete;
+
+    /// Runs body inside BEGIN IMMEDIATE, the write lock every process takes
+    /// before changing the index, and commits when body returns; rolls back
+    /// and rethrows when it throws. Holds this connection's mutex throughout,
+    /// so the gateway's threads take turns. Not nested.
+    template <class F>
+    auto write(F&& body)
+    {
+        std::lock_guard<std::recursive_mutex> lock(mu_);
+        begin();
+        try {
+            if constexpr (std::is_void_v<decltype(body())>) {
+                body();
+                commit();
+            } else {
+                auto r = body();
+                commit();
+                return r;
+            }
+        } catch (...) {
+            rollback();
+            throw;
+        }
+    }
+
+    /// PRAGMA user_version: kVersion once opened.
+    int version();
+
+    // ---- items (the write methods belong inside write()) ----
+
+    /// Records an item and its envelope recipients (as given; duplicates ignored).
+    void insert_item(const ItemRecord& rec, const std::vector<std::string>& recipients);
+    std::optional<ItemRecord> find_item(const std::string& id);
+    /// Deletes the row; its recipients and receipts go with it. False if none.
+    bool delete_item(const std::string& id);
+    /// Moves an active item to `state` (revoked, deleted, archived). False when
+    /// it was not active: every other state is final.
+    bool retire_item(const std::string& id, const std::string& state);
+    /// Up to `limit` ids that start with `prefix`.
+    std::vector<std::string> ids_with_prefix(const std::string& prefix, size_t limit);
+    std::vector<ItemRef> active_items();
+    /// Items whose expiry (unix time) is at or before now, in any state.
+    std::vector<ItemRef> expired_items(int64_t now);
+    /// The media digests of items that are no longer active.
+    std::set<std::string> retired_digests();
+    /// Every digest any row names, in any state.
+    std::set<std::string> all_digests();
+
+    /// Whether the object (objects/ab/<sha256>) is still needed: true when an
+    /// active item that is not linked names it. The one rule for every removal
+    /// (layout::drop_object_if_unneeded); see index.cpp for why it is this one.
+    bool object_needed(const std::string& sha256);
+
+    // ---- recipients and receipts ----
+
+    /// The item's envelope recipients as the sending program gave them, sorted.
+    std::vector<std::string> recipients(const std::string& id);
+    /// Receipts by normalized address: address -> RFC 3339 time received.
+    std::map<std::string, std::string> receipts(const std::string& id);
+    /// Records a receipt; a repeated one is a no-op.
+    void add_receipt(const std::string& id, const std::string& address, const std::string& received);
+
+    // ---- admin views ----
+
+    /// Every item, oldest first, with its recipient and receipt counts.
+    std::vector<ItemSummary> summaries();
+    std::optional<ItemSummary> summary(const std::string& id);
+    std::map<std::string, uint64_t> items_by_state();
+    uint64_t receipt_count();
+
+private:
+    void begin();
+    void commit();
+    void rollback();
+    void migrate();
+
+    std::string path_;
+    sqlite3* db_ = nullptr;
+    std::recursive_mutex mu_;   // one connection, shared by the gateway's threads
+};
+
+} // namespace mm

@@ -1,0 +1,426 @@
+// test_index.cpp - the media store's index (store/index.h): older index files,
+// made here with raw SQL as older MediaMail wrote them, migrated by
+// PRAGMA user_version and still served; a newer schema refused untouched;
+// several processes opening one file at once; and one rule for when an object
+// is still needed, the same through Store::remove_item and Lifecycle::gc.
+#include <doctest/doctest.h>
+
+#include "store/index.h"
+#include "store/layout.h"
+#include "store/lifecycle.h"
+#include "store/store.h"
+#include "core/util.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace mm;
+
+namespace {
+
+struct TempDir {
+    std::string dir;
+    TempDir()
+    {
+        char tmpl[] = "/tmp/mm-index-test-XXXXXX";
+        REQUIRE(mkdtemp(tmpl) != nullptr);
+        dir = tmpl;
+    }
+    ~TempDir() { std::filesystem::remove_all(dir); }
+    std::string store() const { return dir + "/store"; }
+    std::string index() const { return store() + "/index.sqlite"; }
+    Config cfg(const std::vector<std::string>& extra = {}) const
+    {
+        std::vector<std::string> o = {"store.dir=" + store(), "gateway.public_url=https://media.example/"};
+        o.insert(o.end(), extra.begin(), extra.end());
+        return Config::load("", o);
+    }
+};
+
+// Raw SQL on the file, as another (older or newer) program would run it.
+void raw_exec(const std::string& path, const std::string& sql)
+{
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    char* err = nullptr;
+    int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    std::string msg = err ? err : "";
+    sqlite3_free(err);
+    sqlite3_close(db);
+    INFO(sql);
+    INFO(msg);
+    REQUIRE(rc == SQLITE_OK);
+}
+
+// The rows of a query, each as its columns joined by '|'.
+std::vector<std::string> raw_rows(const std::string& path, const std::string& sql)
+{
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+    std::vector<std::string> out;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        std::string row;
+        for (int i = 0; i < sqlite3_column_count(st); ++i) {
+            const unsigned char* p = sqlite3_column_text(st, i);
+            row += (i ? "|" : "") + std::string(p ? reinterpret_cast<const char*>(p) : "");
+        }
+        out.push_back(row);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+}
+
+std::string raw_one(const std::string& path, const std::string& sql)
+{
+    auto rows = raw_rows(path, sql);
+    return rows.empty() ? "" : rows[0];
+}
+
+// Version 1 as the first MediaMail made it: items and recipients, no link
+// columns, no receipts, WAL.
+const char* const kVersion1 =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE items (id TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL, sha256 TEXT NOT NULL,"
+    " size INTEGER NOT NULL, type TEXT NOT NULL, name TEXT NOT NULL, title TEXT NOT NULL, note TEXT NOT NULL,"
+    " copyright TEXT NOT NULL, date TEXT NOT NULL, created TEXT NOT NULL, expires TEXT NOT NULL,"
+    " expires_unix INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'active');"
+    "CREATE INDEX items_sha256 ON items(sha256);"
+    "CREATE TABLE recipients (item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,"
+    " address TEXT NOT NULL, PRIMARY KEY (item_id, address));";
+const char* const kLinkColumns =
+    "ALTER TABLE items ADD COLUMN link_path TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE items ADD COLUMN link_size INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE items ADD COLUMN link_mtime_ns INTEGER NOT NULL DEFAULT 0;";
+const char* const kReceipts =
+    "CREATE TABLE receipts (item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,"
+    " address TEXT NOT NULL, received TEXT NOT NULL, PRIMARY KEY (item_id, address));";
+
+struct OldItem {
+    std::string id = std::string(30, 'a') + "01";
+    std::string token = std::string(30, 'b') + "02";
+    std::string content = "media from an older store\n";
+    std::string sha256 = sha256_hex(content);
+};
+
+// An older store: its index in the given shape, one item with two recipients,
+// the item's object in place (and a receipt when the shape has receipts).
+void make_old_store(const TempDir& t, const OldItem& it, int user_version, bool link_columns, bool receipts)
+{
+    std::filesystem::create_directories(t.store() + "/objects/" + it.sha256.substr(0, 2));
+    std::filesystem::create_directories(t.store() + "/tmp");
+    std::ofstream(t.store() + "/objects/" + it.sha256.substr(0, 2) + "/" + it.sha256) << it.content;
+    std::string sql = kVersion1;
+    if (link_columns)
+        sql += kLinkColumns;
+    if (receipts)
+        sql += kReceipts;
+    int64_t expires = time(nullptr) + 86400;
+    sql += "INSERT INTO items (id, token_sha256, sha256, size, type, name, title, note, copyright, date, created,"
+           " expires, expires_unix) VALUES ('" + it.id + "', '" + sha256_hex(it.token) + "', '" + it.sha256 + "', " +
+           std::to_string(it.content.size()) + ", 'video/mp4', 'old.mp4', 'Old', '', '', '', '" +
+           rfc3339(time(nullptr)) + "', '" + rfc3339(expires) + "', " + std::to_string(expires) + ");";
+    sql += "INSERT INTO recipients VALUES ('" + it.id + "', 'a@example.org'), ('" + it.id + "', 'b@example.org');";
+    if (receipts)
+        sql += "INSERT INTO receipts VALUES ('" + it.id + "', 'a@example.org', '2026-01-01T00:00:00Z');";
+    sql += "PRAGMA user_version = " + std::to_string(user_version) + ";";
+    raw_exec(t.index(), sql);
+}
+
+std::vector<std::string> items_columns(const std::string& path)
+{
+    return raw_rows(path, "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('items') ORDER BY cid");
+}
+
+std::vector<std::string> tables(const std::string& path)
+{
+    return raw_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+}
+
+bool exists(const std::string& path)
+{
+    struct stat st;
+    return stat(path.c_str(), &st) == 0;
+}
+
+NewItem put(Store& s, const std::string& data)
+{
+    auto w = s.create();
+    w->write(data.data(), data.size());
+    ItemMeta m;
+    m.type = "video/mp4";
+    m.name = "clip.mp4";
+    m.recipients = {"a@example.org"};
+    return w->commit(m);
+}
+
+} // namespace
+
+TEST_CASE("index: a new index is created at the latest version in one go")
+{
+    TempDir t;
+    std::filesystem::create_directories(t.store());
+    {
+        Index ix(t.index(), Index::Open::create);
+        CHECK(ix.version() == Index::kVersion);
+    }
+    CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
+    CHECK(raw_one(t.index(), "PRAGMA journal_mode") == "wal");
+    CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients"});
+    // Opening again changes nothing.
+    auto before = items_columns(t.index());
+    { Index again(t.index(), Index::Open::existing); }
+    CHECK(items_columns(t.index()) == before);
+
+    // Lifecycle never creates an index: Store makes it.
+    TempDir empty;
+    std::filesystem::create_directories(empty.store());
+    CHECK_THROWS_AS(Index(empty.index(), Index::Open::existing), StoreError);
+    CHECK_THROWS_AS(Lifecycle(empty.cfg()), StoreError);
+    CHECK_FALSE(exists(empty.index()));
+}
+
+TEST_CASE("index: an older index is migrated and keeps serving its items")
+{
+    // The latest shape, for comparison: a migrated index must end up the same.
+    TempDir fresh;
+    std::filesystem::create_directories(fresh.store());
+    { Index ix(fresh.index(), Index::Open::create); }
+    const auto latest_columns = items_columns(fresh.index());
+
+    struct Case {
+        const char* what;
+        int user_version;
+        bool link_columns, receipts;
+        bool lifecycle_first;   // the first opener is Lifecycle, not Store
+    } cases[] = {
+        {"version 1: items and recipients only", 1, false, false, false},
+        {"version 1, opened first by the lifecycle", 1, false, false, true},
+        {"version 2: with link columns", 2, true, false, false},
+        {"unversioned, as stores before user_version were", 0, false, false, false},
+        {"unversioned with link columns", 0, true, false, false},
+        {"unversioned with link columns and receipts", 0, true, true, true},
+    };
+    for (const auto& c : cases) {
+        std::string what = c.what;
+        CAPTURE(what);
+        TempDir t;
+        OldItem old;
+        make_old_store(t, old, c.user_version, c.link_columns, c.receipts);
+        Config cfg = t.cfg({"gateway.after_delivery=delete"});
+        std::unique_ptr<Lifecycle> life;
+        if (c.lifecycle_first)
+            life = std::make_unique<Lifecycle>(cfg);
+        Store s(cfg);
+        if (!life)
+            life = std::make_unique<Lifecycle>(cfg);
+
+        CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
+        CHECK(items_columns(t.index()) == latest_columns);
+        CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients"});
+
+        // The old item is served as before: same token, same bytes, not linked.
+        auto item = s.authorize(old.id, old.token);
+        REQUIRE(item);
+        CHECK(item->name == "old.mp4");
+        CHECK(item->sha256 == old.sha256);
+        CHECK(item->link_path.empty());
+        CHECK(s.item_path(*item) == layout::object_path(t.store(), old.sha256));
+        std::string why;
+        CHECK(s.linked_file_intact(*item, why));
+        ItemDetail d = life->show(old.id);
+        CHECK(d.recipients.size() == 2);
+        CHECK(d.item.receipts == (c.receipts ? 1u : 0u));
+
+        // Receipts work on the migrated index and finish the item as configured.
+        if (!c.receipts)
+            REQUIRE(life->receipt(*item, "a@example.org", old.sha256));
+        REQUIRE(life->receipt(*item, "b@example.org", old.sha256));
+        CHECK_FALSE(s.authorize(old.id, old.token));
+        CHECK(life->show(old.id).item.state == "deleted");
+        CHECK_FALSE(exists(layout::object_path(t.store(), old.sha256)));
+
+        // New items, linked ones too, go into the migrated index.
+        NewItem n = put(s, "new media");
+        CHECK(s.authorize(n.id, n.token));
+        std::string file = t.dir + "/own.bin";
+        std::ofstream(file) << "the sender's own file";
+        NewItem l = s.link_file(file, ItemMeta{});
+        auto linked = s.authorize(l.id, l.url.substr(l.url.rfind('/') + 1));
+        REQUIRE(linked);
+        CHECK(linked->link_path == file);
+    }
+}
+
+TEST_CASE("index: a schema newer than this program is refused untouched")
+{
+    const int versions[] = {Index::kVersion + 1, 99, -1};
+    for (int v : versions) {
+        CAPTURE(v);
+        TempDir t;
+        std::filesystem::create_directories(t.store());
+        // A future program's index: its own tables, none of ours.
+        raw_exec(t.index(), "CREATE TABLE future_things (x TEXT); PRAGMA user_version = " + std::to_string(v) + ";");
+        for (auto open : {Index::Open::create, Index::Open::existing}) {
+            try {
+                Index ix(t.index(), open);
+                FAIL("expected StoreError");
+            } catch (const StoreError& e) {
+                std::string msg = e.what();
+                CHECK(msg.find(t.index()) != std::string::npos);
+                CHECK(msg.find("schema version " + std::to_string(v)) != std::string::npos);
+            }
+        }
+        CHECK_THROWS_AS(Store(t.cfg()), StoreError);
+        CHECK_THROWS_AS(Lifecycle(t.cfg()), StoreError);
+        CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(v));
+        CHECK(tables(t.index()) == std::vector<std::string>{"future_things"});
+        CHECK(raw_one(t.index(), "PRAGMA journal_mode") == "delete");
+    }
+}
+
+TEST_CASE("index: several processes opening one index at once all migrate it safely")
+{
+    struct Case {
+        const char* what;
+        bool old;   // a version-1 index with an item, else no file yet
+    } cases[] = {
+        {"no index yet", false},
+        {"a version-1 index", true},
+    };
+    constexpr int kOpeners = 4;
+    for (const auto& c : cases) {
+        std::string what = c.what;
+        CAPTURE(what);
+        for (int round = 0; round < 3; ++round) {
+            CAPTURE(round);
+            TempDir t;
+            OldItem old;
+            std::filesystem::create_directories(t.store());
+            if (c.old)
+                make_old_store(t, old, 1, false, false);
+            // The openers wait on a pipe, so that they start together, as
+            // mm-milter and mm-gateway do when the host boots.
+            int go[2];
+            REQUIRE(pipe(go) == 0);
+            std::vector<pid_t> kids;
+            for (int i = 0; i < kOpeners; ++i) {
+                pid_t pid = fork();
+                REQUIRE(pid >= 0);
+                if (pid == 0) {
+                    close(go[1]);
+                    char b;
+                    if (read(go[0], &b, 1) < 0) {
+                    }
+                    int rc = 0;
+                    try {
+                        Index ix(t.index(), Index::Open::create);
+                        rc = ix.version() == Index::kVersion ? 0 : 2;
+                    } catch (...) {
+                        rc = 1;
+                    }
+                    _exit(rc);
+                }
+                kids.push_back(pid);
+            }
+            close(go[0]);
+            close(go[1]);   // go
+            for (pid_t pid : kids) {
+                int status = 0;
+                REQUIRE(waitpid(pid, &status, 0) == pid);
+                CHECK(WIFEXITED(status));
+                CHECK(WEXITSTATUS(status) == 0);
+            }
+            CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
+            CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients"});
+            CHECK(raw_one(t.index(), "SELECT count(*) FROM pragma_table_info('items') WHERE name LIKE 'link_%'") ==
+                  "3");
+            CHECK(raw_one(t.index(), "SELECT count(*) FROM items") == (c.old ? "1" : "0"));
+        }
+    }
+
+    // Two Index objects on one file in one process: each sees the other's writes.
+    TempDir t;
+    std::filesystem::create_directories(t.store());
+    Index a(t.index(), Index::Open::create), b(t.index(), Index::Open::existing);
+    ItemRecord rec;
+    rec.item.id = std::string(32, 'c');
+    rec.item.sha256 = sha256_hex("x");
+    rec.expires_unix = time(nullptr) + 60;
+    a.write([&] { a.insert_item(rec, {"a@example.org"}); });
+    auto got = b.find_item(rec.item.id);
+    REQUIRE(got);
+    CHECK(got->item.state == "active");
+    CHECK(b.recipients(rec.item.id) == std::vector<std::string>{"a@example.org"});
+    CHECK(b.write([&] { return b.retire_item(rec.item.id, "revoked"); }));
+    CHECK(a.find_item(rec.item.id)->item.state == "revoked");
+    // A failed transaction leaves nothing behind.
+    CHECK_THROWS_AS(a.write([&] {
+                        a.delete_item(rec.item.id);
+                        throw StoreError("abandon");
+                    }),
+                    StoreError);
+    CHECK(b.find_item(rec.item.id));
+}
+
+TEST_CASE("index: remove_item and gc agree on when an object is still needed")
+{
+    // Item A goes (removed, or expired and collected); another item B with the
+    // same bytes is in some state. The object stays only while B may still be
+    // served from it: active and not linked.
+    struct Case {
+        const char* what;
+        const char* other_state;   // nullptr: no other item
+        bool other_linked;
+        bool kept;
+    } cases[] = {
+        {"no other item", nullptr, false, false},
+        {"another active item", "active", false, true},
+        {"another revoked item", "revoked", false, false},
+        {"another delivered and deleted item", "deleted", false, false},
+        {"another archived item", "archived", false, false},
+        {"an active linked item with the same bytes", "active", true, false},
+    };
+    const std::string bytes = "shared media bytes";
+    for (const auto& c : cases) {
+        for (bool by_gc : {false, true}) {
+            std::string what = c.what;
+            CAPTURE(what);
+            CAPTURE(by_gc);
+            TempDir t;
+            Store live(t.cfg());
+            Store dying(t.cfg({"gateway.retention=0s"}));
+            Lifecycle life(t.cfg());
+            NewItem a = put(by_gc ? dying : live, bytes);
+            std::string obj = layout::object_path(t.store(), a.sha256);
+            if (c.other_state) {
+                std::string other_id;
+                if (c.other_linked) {
+                    std::string file = t.dir + "/own.bin";
+                    std::ofstream(file) << bytes;
+                    other_id = live.link_file(file, ItemMeta{}).id;
+                } else {
+                    other_id = put(live, bytes).id;
+                }
+                raw_exec(t.index(), std::string("UPDATE items SET state = '") + c.other_state + "' WHERE id = '" +
+                                        other_id + "'");
+            }
+            if (by_gc) {
+                GcReport r = life.gc();
+                CHECK(r.expired_items == 1);
+            } else {
+                CHECK(live.remove_item(a.id));
+            }
+            CHECK(exists(obj) == c.kept);
+            Index ix(t.index(), Index::Open::existing);
+            CHECK(ix.object_needed(a.sha256) == c.kept);
+        }
+    }
+}
