@@ -350,7 +350,7 @@ std::string config_help(std::initializer_list<std::string_view> prefixes)
             wanted = wanted || std::string_view(k.key).substr(0, p.size()) == p;
         if (!wanted)
             continue;
-        out += "  " + std::string(k.key) + " = " + k.def + "  (" + syntax_of(k) + ")\n";
+        out += "  " + std::string(k.key) + " (" + syntax_of(k) + "; default " + (*k.def ? k.def : "empty") + ")\n";
         out += "      " + std::string(k.help) + "\n";
     }
     return out;

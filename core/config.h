@@ -89,7 +89,8 @@ std::vector<KeyInfo> config_keys();
 
 /// --help text for the keys a program reads: every table key that starts with
 /// one of `prefixes` ("fetcher." for a section, "store.dir" for one key), with
-/// its syntax, default and description.
+/// its syntax, default and description:
+///   "  fetcher.parallel (integer, from 1 to 64; default 4)\n      downloads at once\n"
 std::string config_help(std::initializer_list<std::string_view> prefixes);
 
 /// Parses the common command line of every program: -c/--config FILE and

@@ -272,18 +272,19 @@ TEST_CASE("inline comments after a blank; ';' and '#' inside a value stay")
 TEST_CASE("config_help lists a program's keys from the table")
 {
     std::string h = config_help({"fetcher.", "log."});
-    CHECK(h.find("fetcher.parallel = 4  (integer, from 1 to 64)\n      downloads at once\n") != std::string::npos);
-    CHECK(h.find("log.level = info  (one of error|warning|info|debug)") != std::string::npos);
+    CHECK(h.find("  fetcher.parallel (integer, from 1 to 64; default 4)\n      downloads at once\n") != std::string::npos);
+    CHECK(h.find("  log.level (one of error|warning|info|debug; default info)") != std::string::npos);
     CHECK(h.find("gateway.") == std::string::npos);
     CHECK(h.find("milter.") == std::string::npos);
+    CHECK(h.find("  fetcher.address (address or empty; default empty)\n") != std::string::npos);
     for (const auto& k : config_keys()) {
         CAPTURE(k.key);
         CHECK(!k.description.empty());
-        CHECK((h.find("  " + k.key + " = ") != std::string::npos) ==
+        CHECK((h.find("  " + k.key + " (") != std::string::npos) ==
               (k.key.rfind("fetcher.", 0) == 0 || k.key.rfind("log.", 0) == 0));
     }
     std::string one = config_help({"store.dir"});
-    CHECK(one.find("store.dir = /var/lib/mediamail/store  (absolute path)") != std::string::npos);
+    CHECK(one.find("  store.dir (absolute path; default /var/lib/mediamail/store)") != std::string::npos);
 }
 
 // The sample file's convention, for every key: comment lines describing it, then
