@@ -1,9 +1,9 @@
 // main.cpp - mm-fetcher: the receiver's local POP3 proxy (RFC 1939) that resolves
 // MediaMail handles before the mail client sees a message, its background downloader
 // and prefetch poller, and the "fetch" command of fetcher.mode = ask. Reads fetcher.*
-// and log.level; --help lists them. Exit 78 (EX_CONFIG) on a bad configuration.
+// and log.level; their bounds are core/config.cpp's, --help lists them. Exit 78
+// (EX_CONFIG) on a bad configuration.
 #include "core/fileio.h"
-#include "core/address.h"
 #include "core/config.h"
 #include "fetcher/download.h"
 #include "core/log.h"
@@ -36,36 +36,7 @@ const char kUsage[] =
     "\n"
     "Local POP3 proxy: point the mail client at fetcher.listen; messages are\n"
     "fetched from fetcher.upstream, their media downloaded and verified, and\n"
-    "presented with the original attachments put back.\n"
-    "\n"
-    "keys read (see conf/mediamail.conf):\n"
-    "  fetcher.listen         host:port to listen on (default 127.0.0.1:1110)\n"
-    "  fetcher.upstream       pop3://host:port or pop3s://host:port\n"
-    "  fetcher.upstream_tls   required|none: pop3:// must use STLS unless none\n"
-    "  fetcher.upstream_ca    CA file for a private upstream server\n"
-    "  fetcher.upstream_pin   sha256//BASE64 key pin of the upstream server\n"
-    "  fetcher.tls_listen     host:port of the implicit-TLS listener for clients\n"
-    "  fetcher.tls_cert, fetcher.tls_key  its PEM certificate and key (also STLS)\n"
-    "  fetcher.cache_dir      cache of presented messages and media\n"
-    "  fetcher.allow_private  download media from private/loopback addresses\n"
-    "  fetcher.allow_insecure allow http:// media URLs\n"
-    "  fetcher.max_size       largest message read, and largest media downloaded\n"
-    "  fetcher.timeout        upstream and download timeout\n"
-    "  fetcher.max_sessions   concurrent client sessions\n"
-    "  fetcher.address        mailbox owner's address, for download receipts\n"
-    "  fetcher.hold_max       longest a mail waits for its media before shown as is\n"
-    "  fetcher.login_wait     how long a login waits for media already downloading\n"
-    "  fetcher.stream         send a mail while its media still download, checked piece by piece\n"
-    "  fetcher.mode           auto|ask: download at once, or only when asked\n"
-    "  fetcher.priority_senders  senders whose media is downloaded first\n"
-    "  fetcher.ignore_senders    senders whose media is never downloaded\n"
-    "  fetcher.cache_quota    most bytes of media kept in the cache\n"
-    "  fetcher.parallel       downloads at once\n"
-    "  fetcher.retry_max      longest wait between retries\n"
-    "  fetcher.prefetch_interval  background mailbox poll (0: off)\n"
-    "  fetcher.prefetch_user, fetcher.prefetch_password_file  its login\n"
-    "  log.level              error|warning|info|debug\n";
-
+    "presented with the original attachments put back.\n";
 
 // "mm-fetcher fetch SHA256|URL": fetcher.mode = ask's way of asking. The running
 // fetcher sees the marker within a second or two; we wait for the verified file.
@@ -108,7 +79,7 @@ int main(int argc, char** argv)
     try {
         CommonArgs args = parse_common_args(argc, argv);
         if (args.help) {
-            std::cout << kUsage;
+            std::cout << kUsage << "\n" << config_help({"fetcher.", "log."});
             return 0;
         }
         command = args.rest;
@@ -117,51 +88,31 @@ int main(int argc, char** argv)
         if (!command.empty() && command[0] != "fetch")
             throw ConfigError("unexpected argument: " + command.front() + " (see --help)");
         Config cfg = Config::load(args.config_path, args.overrides);
-        level = cfg.str("log.level");
+        cfg.verify("fetcher");
+        level = cfg.word("log.level");
         HostPort listen = cfg.hostport("fetcher.listen");
         sc.host = listen.host;
         sc.port = listen.port;
-        int64_t max_sessions = cfg.integer("fetcher.max_sessions");
-        if (max_sessions < 1 || max_sessions > 10000)
-            throw ConfigError("fetcher.max_sessions: must be 1..10000, not " + std::to_string(max_sessions));
-        sc.max_sessions = static_cast<unsigned>(max_sessions);
+        sc.max_sessions = static_cast<unsigned>(cfg.integer("fetcher.max_sessions"));
         UpstreamConfig& up = sc.session.upstream;
-        const std::string& url = cfg.str("fetcher.upstream");
-        if (!parse_upstream_url(url, up))
-            throw ConfigError("fetcher.upstream: not pop3://host:port or pop3s://host:port: " + url);
-        up.tls_required = cfg.str("fetcher.upstream_tls") != "none";
+        if (!parse_upstream_url(cfg.str("fetcher.upstream"), up))
+            throw cfg.invalid("fetcher.upstream", "expected pop3://HOST[:PORT] or pop3s://HOST[:PORT]");
+        up.tls_required = cfg.is("fetcher.upstream_tls", "required");
         up.timeout = cfg.duration("fetcher.timeout");
         upstream_ca = cfg.str("fetcher.upstream_ca");
         up.pin = cfg.str("fetcher.upstream_pin");
-        if (!up.pin.empty()) {
-            std::string raw;
-            if (up.pin.rfind("sha256//", 0) != 0 || !base64_decode(up.pin.substr(8), raw) || raw.size() != 32)
-                throw ConfigError("fetcher.upstream_pin: expected sha256//BASE64 of the server's public key: " + up.pin);
-        }
         tls_cert = cfg.str("fetcher.tls_cert");
         tls_key = cfg.str("fetcher.tls_key");
-        const std::string& tl = cfg.str("fetcher.tls_listen");
-        if (!tl.empty() && !parse_hostport(tl, tls_listen))
-            throw ConfigError("fetcher.tls_listen: expected host:port, not " + tl);
-        if (tls_cert.empty() != tls_key.empty())
-            throw ConfigError("fetcher.tls_cert and fetcher.tls_key: set both or neither");
-        if (!tls_listen.host.empty() && tls_cert.empty())
-            throw ConfigError("fetcher.tls_listen needs fetcher.tls_cert and fetcher.tls_key");
-        if (up.timeout.count() < 1)
-            throw ConfigError("fetcher.timeout: must be at least 1s");
+        tls_listen = cfg.hostport("fetcher.tls_listen");   // port 0: empty, no TLS listener
         SyncOptions& so = sc.session.sync;
         so.cache_dir = cfg.str("fetcher.cache_dir");
         so.upstream_id = up.host + ":" + std::to_string(up.port);
         so.max_size = cfg.size("fetcher.max_size");
         so.hold_max = cfg.duration("fetcher.hold_max");
         so.login_wait = cfg.duration("fetcher.login_wait");
-        if (so.login_wait > std::chrono::seconds(60))
-            throw ConfigError("fetcher.login_wait: at most 60s, or mail clients time out");
         so.stream = cfg.boolean("fetcher.stream");
-        so.ask = cfg.str("fetcher.mode") == "ask";
+        so.ask = cfg.is("fetcher.mode", "ask");
         so.address = cfg.str("fetcher.address");
-        if (!so.address.empty() && normalize_address(so.address) != so.address)
-            throw ConfigError("fetcher.address: not a plain lowercase address local@domain: " + so.address);
         so.priority_senders = cfg.list("fetcher.priority_senders");
         so.ignore_senders = cfg.list("fetcher.ignore_senders");
         so.stop = &g_stop;
@@ -170,25 +121,16 @@ int main(int argc, char** argv)
         dl.allow_private = cfg.boolean("fetcher.allow_private");
         dl.allow_insecure = cfg.boolean("fetcher.allow_insecure");
         dl.timeout = up.timeout;
-        int64_t parallel = cfg.integer("fetcher.parallel");
-        if (parallel < 1 || parallel > 64)
-            throw ConfigError("fetcher.parallel: must be 1..64, not " + std::to_string(parallel));
-        dl.parallel = static_cast<unsigned>(parallel);
+        dl.parallel = static_cast<unsigned>(cfg.integer("fetcher.parallel"));
         dl.quota = cfg.size("fetcher.cache_quota");
-        if (dl.quota == 0)
-            throw ConfigError("fetcher.cache_quota: must be more than 0");
         dl.retry_max = cfg.duration("fetcher.retry_max");
-        if (dl.retry_max < dl.retry_min)
-            throw ConfigError("fetcher.retry_max: must be at least 10s");
         prefetch_interval = cfg.duration("fetcher.prefetch_interval");
         if (prefetch_interval.count() > 0) {
             prefetch_user = cfg.str("fetcher.prefetch_user");
-            if (prefetch_user.empty())
-                throw ConfigError("fetcher.prefetch_interval is set but fetcher.prefetch_user is empty");
             std::string err;
             // 255: the longest PASS argument a POP3 command line leaves room for (RFC 2449).
             if (!read_secret_line(cfg.str("fetcher.prefetch_password_file"), 255, prefetch_password, err))
-                throw ConfigError("fetcher.prefetch_password_file: " + err);
+                throw cfg.invalid("fetcher.prefetch_password_file", err);
         }
     } catch (const ConfigError& e) {
         std::cerr << "mm-fetcher: " << e.what() << "\n";

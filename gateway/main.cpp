@@ -1,6 +1,6 @@
 // main.cpp - mm-gateway: the sender's peer HTTPS server (serve) and admin
 // commands on the media store (put, list, show, revoke, gc, stats). Reads mediamail.conf via -c and --set:
-// store.dir, gateway.* and log.level.
+// store.dir, gateway.* and log.level; their bounds are core/config.cpp's, --help lists them.
 #include "gateway/admin.h"
 #include "gateway/server.h"
 #include "store/store.h"
@@ -45,12 +45,7 @@ const char* const kUsage =
     "options:\n"
     "  -c, --config FILE   read mediamail.conf from FILE\n"
     "  --set k=v           override a key, e.g. --set gateway.listen=127.0.0.1:8443\n"
-    "  -h, --help          this text\n"
-    "\n"
-    "keys read: store.dir, gateway.listen, gateway.public_url, gateway.tls_cert,\n"
-    "  gateway.tls_key, gateway.retention, gateway.threads, gateway.max_connections,\n"
-    "  gateway.timeout, gateway.header_timeout, gateway.after_delivery,\n"
-    "  gateway.archive_dir, gateway.gc_interval, log.level\n"
+    "  -h, --help          this text, and the keys read\n"
     "\n"
     "The server answers GET and HEAD for <public_url>/m/<id>/<token>[/<name>]\n"
     "and takes receipts as POST <public_url>/m/<id>/<token>/receipt (docs/gateway-api.md).\n"
@@ -163,12 +158,14 @@ int main(int argc, char** argv)
     }
     if (args.help) {
         std::fputs(kUsage, stdout);
+        std::fputs(("\n" + mm::config_help({"store.dir", "gateway.", "log."})).c_str(), stdout);
         return 0;
     }
     std::string command = args.rest.empty() ? "serve" : args.rest[0];
     try {
         mm::Config cfg = mm::Config::load(args.config_path, args.overrides);
-        mm::log_init("mm-gateway", cfg.str("log.level"));
+        cfg.verify("gateway");
+        mm::log_init("mm-gateway", cfg.word("log.level"));
         if (command == "serve") {
             if (args.rest.size() > 1)
                 return usage_error("serve takes no arguments");

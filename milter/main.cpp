@@ -1,5 +1,7 @@
 // main.cpp - mm-milter: detaches media attachments from outgoing mail inside
-// Postfix (smtpd_milters / non_smtpd_milters). See docs/postfix.md.
+// Postfix (smtpd_milters / non_smtpd_milters). See docs/postfix.md. Reads milter.*,
+// store.dir, gateway.public_url, gateway.retention, gateway.tls_* and log.level;
+// their bounds are core/config.cpp's, --help lists them.
 #include "milter/milter.h"
 #include "milter/proxy.h"
 
@@ -27,13 +29,7 @@ const char kUsage[] =
     "\n"
     "  -c, --config FILE   configuration file (INI), see mediamail.conf(5)\n"
     "      --set K=V       override one key, e.g. --set milter.min_size=5M\n"
-    "  -h, --help          this text\n"
-    "\n"
-    "Keys read: store.dir, gateway.public_url, gateway.retention, gateway.tls_cert,\n"
-    "gateway.tls_key, milter.socket, milter.min_size, milter.types, milter.on_error,\n"
-    "milter.max_message_size, milter.apply_to, milter.trusted_networks, milter.max_size,\n"
-    "milter.over_max_size, milter.rewrite_signed_dkim, milter.proxy_listen,\n"
-    "milter.proxy_next, milter.proxy_timeout, milter.proxy_max_clients, log.level.\n";
+    "  -h, --help          this text, and the keys read\n";
 
 } // namespace
 
@@ -44,6 +40,10 @@ int main(int argc, char** argv)
         mm::CommonArgs args = mm::parse_common_args(argc, argv);
         if (args.help) {
             fputs(kUsage, stdout);
+            fputs(("\n" + mm::config_help({"store.dir", "gateway.public_url", "gateway.retention", "gateway.tls_",
+                                            "milter.", "log."}))
+                      .c_str(),
+                  stdout);
             return 0;
         }
         if (!args.rest.empty()) {
@@ -51,34 +51,27 @@ int main(int argc, char** argv)
             return 64;
         }
         mm::Config cfg = mm::Config::load(args.config_path, args.overrides);
-        mm::log_init("mm-milter", cfg.str("log.level"));
+        cfg.verify("milter");
+        mm::log_init("mm-milter", cfg.word("log.level"));
         s.socket = cfg.str("milter.socket");
-        s.on_error = cfg.str("milter.on_error");
+        s.on_error = cfg.is("milter.on_error", "accept") ? mm::OnError::accept : mm::OnError::tempfail;
         s.max_message_size = cfg.size("milter.max_message_size");
         s.policy.min_size = cfg.size("milter.min_size");
         s.policy.types = cfg.list("milter.types");
         s.policy.max_size = cfg.size("milter.max_size");
-        s.policy.reject_over_max = cfg.str("milter.over_max_size") == "reject";
-        s.apply_to_all = cfg.str("milter.apply_to") == "all";
+        s.policy.reject_over_max = cfg.is("milter.over_max_size", "reject");
+        s.apply_to_all = cfg.is("milter.apply_to", "all");
         s.rewrite_signed_dkim = cfg.boolean("milter.rewrite_signed_dkim");
         for (const std::string& net : cfg.list("milter.trusted_networks")) {
             mm::Cidr c;
             if (!mm::parse_cidr(net, c))
-                throw mm::ConfigError("milter.trusted_networks: '" + net + "' is not an address or ADDRESS/PREFIX");
+                throw cfg.invalid("milter.trusted_networks", "'" + net + "' is not an address or ADDRESS/PREFIX");
             s.trusted.push_back(c);
         }
-        std::string proxy_listen = cfg.str("milter.proxy_listen");
-        if (!proxy_listen.empty() && !mm::parse_hostport(proxy_listen, s.proxy_listen))
-            throw mm::ConfigError("milter.proxy_listen: '" + proxy_listen + "' is not ADDRESS:PORT");
+        s.proxy_listen = cfg.hostport("milter.proxy_listen");   // port 0: empty, the filter is off
         s.proxy_next = cfg.hostport("milter.proxy_next");
         s.proxy_timeout = cfg.duration("milter.proxy_timeout");
-        if (s.proxy_timeout.count() < 1)
-            throw mm::ConfigError("milter.proxy_timeout: '" + cfg.str("milter.proxy_timeout") + "' must be at least 1s");
         s.proxy_max_clients = static_cast<unsigned>(cfg.integer("milter.proxy_max_clients"));
-        if (s.proxy_max_clients == 0)
-            throw mm::ConfigError("milter.proxy_max_clients: '0' must be at least 1");
-        if (s.socket.empty() && proxy_listen.empty())
-            throw mm::ConfigError("milter.socket and milter.proxy_listen are both empty: nothing to listen on");
         s.store = std::make_unique<mm::Store>(cfg);
         s.spool_dir = cfg.str("store.dir") + "/spool";
         if (mkdir(s.spool_dir.c_str(), 0700) != 0 && errno != EEXIST) {

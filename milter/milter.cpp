@@ -58,10 +58,11 @@ void log_outcome(SMFICTX* ctx, const Intake& m, const std::string& action, const
 sfsistat on_internal_error(SMFICTX* ctx, const std::string& why)
 {
     Connection* c = conn_of(ctx);
-    log_error("queue " + queue_id(ctx) + ": " + why + "; answering " + g_settings->on_error);
+    bool accept = g_settings->on_error == OnError::accept;
+    log_error("queue " + queue_id(ctx) + ": " + why + "; answering " + (accept ? "accept" : "tempfail"));
     if (c)
         c->msg.reset();
-    if (g_settings->on_error == "accept")
+    if (accept)
         return SMFIS_ACCEPT;
     smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
                   const_cast<char*>("MediaMail could not store an attachment, try again later"));

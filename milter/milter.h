@@ -12,9 +12,12 @@
 
 namespace mm {
 
+/// milter.on_error: the verdict for a message the milter could not work on.
+enum class OnError { tempfail, accept };
+
 struct MilterSettings {
     std::string socket;          // milter.socket, libmilter form
-    std::string on_error;        // milter.on_error: tempfail | accept
+    OnError on_error = OnError::tempfail;   // milter.on_error
     bool apply_to_all = false;   // milter.apply_to = all (else outgoing only)
     std::vector<Cidr> trusted;   // milter.trusted_networks
     bool rewrite_signed_dkim = false;   // milter.rewrite_signed_dkim

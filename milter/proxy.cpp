@@ -210,7 +210,7 @@ bool Session::data()
     std::string path;
     switch (v.kind) {
     case Verdict::Kind::fail:
-        if (s_.on_error == "accept" && intake_.failed_why().empty()) {
+        if (s_.on_error == OnError::accept && intake_.failed_why().empty()) {
             // The spool is whole (the rewrite failed, not the spool): on it goes unchanged.
             log_error("filter: " + v.text + "; passing the message unchanged (milter.on_error = accept)");
             v.action = "passed (error)";

@@ -2,6 +2,8 @@
 // a private spool directory, detach media with the milter's engine and policy
 // into the store (copied, or linked in place), submit, and on a failed
 // submission take the stored media out again so nothing unreachable stays.
+// Reads mmsend.*, milter.max_message_size, milter.min_size, milter.types, the
+// store's keys and log.level; --help lists them from core/config.cpp's table.
 #include "mmsend/mmsend.h"
 
 #include "mmsend/address.h"
@@ -259,13 +261,18 @@ int run_checked(const Options& o)
             throw Failure(ex_config, e.what());
         }
     }();
-    log_init("mmsend", cfg.str("log.level"));
+    try {
+        cfg.verify("mmsend");
+    } catch (const ConfigError& e) {
+        throw Failure(ex_config, e.what());
+    }
+    log_init("mmsend", cfg.word("log.level"));
 
     SubmitSettings ss;
     ss.target = parse_submit_target(cfg.str("mmsend.smtp"));
     ss.sendmail_path = cfg.str("mmsend.sendmail");
     ss.user = cfg.str("mmsend.user");
-    ss.auth = cfg.str("mmsend.auth");
+    ss.auth = cfg.word("mmsend.auth");
     ss.ca_file = cfg.str("mmsend.ca_file");
     ss.timeout = cfg.duration("mmsend.timeout");
     ss.insecure = o.insecure;
@@ -381,6 +388,11 @@ int run(const std::vector<std::string>& args)
     }
     if (o.help) {
         std::fputs(usage_text(), stdout);
+        std::fputs(("\n" + config_help({"mmsend.", "milter.max_message_size", "milter.min_size", "milter.types",
+                                        "store.dir", "gateway.public_url", "gateway.retention", "gateway.tls_",
+                                        "log."}))
+                       .c_str(),
+                   stdout);
         return ex_ok;
     }
     try {

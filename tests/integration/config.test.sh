@@ -12,6 +12,9 @@ for prog in mm-gateway mm-milter mm-fetcher; do
   bin=$(mm_bin "$prog")
   "$bin" --help >"$MM_TMP/help.out" 2>&1 || mm_fail "$prog --help failed"
   grep -q "usage: $prog" "$MM_TMP/help.out" || mm_fail "$prog --help prints no usage"
+  # The keys come from the table in core/config.cpp, with syntax and default.
+  grep -qF "log.level (one of error|warning|info|debug; default info)" "$MM_TMP/help.out" ||
+    mm_fail "$prog --help does not list its keys from the table"
 
   # Each case: arguments, and a text the error must contain.
   while IFS='|' read -r args want; do
@@ -26,6 +29,9 @@ for prog in mm-gateway mm-milter mm-fetcher; do
 --set fetcher.listen=127.0.0.1:99999|fetcher.listen = '127.0.0.1:99999'
 --set gateway.public_url=http://plain.example|gateway.public_url = 'http://plain.example'
 --set store.speling=1|unknown key 'store.speling'
+--set fetcher.parallel=65|--set: bad value for fetcher.parallel = '65': must be from 1 to 64
+--set gateway.timeout=0|--set: bad value for gateway.timeout = '0': must be at least 1s
+--set milter.on_error=drop|--set: bad value for milter.on_error = 'drop': expected one of tempfail|accept
 -c $MM_TMP/does-not-exist.conf|$MM_TMP/does-not-exist.conf
 EOF2
   mm_log "$prog: --help, and bad configuration refused (exit 78) naming key and value"
@@ -37,6 +43,13 @@ rc=0
 [ $rc -ne 0 ] && grep -qF "bad.conf:2: bad value for fetcher.allow_private = 'perhaps'" "$MM_TMP/err.out" ||
   mm_fail "a bad value in a file is not reported with file and line: $(head -c 300 "$MM_TMP/err.out")"
 mm_log "a bad value in the file is reported with file, line, key and value"
+
+# A check between two keys of one program (Config::verify), in the same form.
+rc=0
+"$(mm_bin mm-milter)" --set milter.socket= >"$MM_TMP/err.out" 2>&1 || rc=$?
+[ $rc -eq 78 ] && grep -qF "bad value for milter.socket = '': milter.proxy_listen is empty too" "$MM_TMP/err.out" ||
+  mm_fail "mm-milter with nothing to listen on: exit $rc: $(head -c 300 "$MM_TMP/err.out")"
+mm_log "a check between keys names the key, its value and the other key"
 
 cmake --install "$MM_BUILD_DIR" --prefix "$MM_TMP/prefix" >/dev/null
 for f in bin/mm-gateway bin/mm-milter bin/mm-fetcher etc/mediamail/mediamail.conf; do
