@@ -1,6 +1,6 @@
 // fuzz_pop3.cpp - libFuzzer target for mm-fetcher's POP3 pieces: the command
 // parser (fetcher/pop3_parse.h, RFC 1939/2449), TOP's cut and the dot-stuffing
-// of RETR (mime/stream.h). Checks the promises the session relies on: an
+// of RETR (core/stream.h). Checks the promises the session relies on: an
 // accepted line is within the caps, message numbers are in range, the cut and
 // the stuffing do not depend on where the message is split into chunks, and
 // stuffing is undone by removing one dot at each line start.

@@ -116,7 +116,7 @@ std::vector<FoundHandle> find_handles(const std::string& path);
 
 /// The bytes of one media file, read front to back by reinsert_media. The
 /// plain one reads a finished file; the fetcher's follows a download still
-/// being written and checks the SHA-256 itself (fetcher/follow.h).
+/// being written and checks the SHA-256 itself (fetcher/growing_media.h).
 class MediaInput {
 public:
     virtual ~MediaInput() = default;
