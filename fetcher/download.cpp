@@ -4,6 +4,8 @@
 // incremental SHA-256, backoff with jitter, receipts. Config keys: see download.h.
 #include "fetcher/download.h"
 
+#include "fetcher/address_policy.h"
+#include "fetcher/receipt.h"
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -11,15 +13,12 @@
 #include <curl/curl.h>
 
 #include <algorithm>
-#include <arpa/inet.h>
 #include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <random>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -27,103 +26,6 @@
 
 
 namespace mm {
-
-namespace {
-
-bool v4_allowed(uint32_t a /* host order */)
-{
-    auto in = [a](uint32_t net, int bits) {
-        uint32_t mask = bits == 0 ? 0 : ~uint32_t(0) << (32 - bits);
-        return (a & mask) == (net & mask);
-    };
-    return !(in(0x00000000, 8)        // 0/8 "this network", includes 0.0.0.0
-             || in(0x7f000000, 8)     // loopback
-             || in(0x0a000000, 8)     // RFC 1918
-             || in(0xac100000, 12)    // RFC 1918
-             || in(0xc0a80000, 16)    // RFC 1918
-             || in(0x64400000, 10)    // RFC 6598 shared (CGNAT)
-             || in(0xa9fe0000, 16)    // link-local
-             || in(0xe0000000, 4)     // multicast
-             || in(0xf0000000, 4));   // reserved and broadcast
-}
-
-} // namespace
-
-bool address_allowed(const sockaddr* sa, bool allow_private)
-{
-    if (!sa)
-        return false;
-    if (sa->sa_family == AF_INET) {
-        if (allow_private)
-            return true;
-        const auto* s4 = reinterpret_cast<const sockaddr_in*>(sa);
-        return v4_allowed(ntohl(s4->sin_addr.s_addr));
-    }
-    if (sa->sa_family == AF_INET6) {
-        if (allow_private)
-            return true;
-        const auto* s6 = reinterpret_cast<const sockaddr_in6*>(sa);
-        const uint8_t* b = s6->sin6_addr.s6_addr;
-        bool zero10 = true;
-        for (int i = 0; i < 10; ++i)
-            zero10 = zero10 && b[i] == 0;
-        uint32_t tail = (uint32_t(b[12]) << 24) | (uint32_t(b[13]) << 16) | (uint32_t(b[14]) << 8) | b[15];
-        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, also :: and ::1) carry
-        // an IPv4 address the kernel may route to; judge that address.
-        if (zero10 && b[10] == 0xff && b[11] == 0xff)
-            return v4_allowed(tail);
-        if (zero10 && b[10] == 0 && b[11] == 0)
-            return tail > 1 && v4_allowed(tail);
-        if ((b[0] & 0xfe) == 0xfc)                 // fc00::/7 unique local
-            return false;
-        if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) // fe80::/10 link-local
-            return false;
-        if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) // fec0::/10 old site-local
-            return false;
-        if (b[0] == 0xff)                          // multicast
-            return false;
-        // 64:ff9b::/96 NAT64 embeds an IPv4 address as well.
-        static const uint8_t nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
-        if (std::memcmp(b, nat64, 12) == 0)
-            return v4_allowed(tail);
-        return true;
-    }
-    return false;   // AF_UNIX and anything else
-}
-
-
-bool url_scheme_allowed(const std::string& url, bool allow_insecure)
-{
-    if (url.rfind("https://", 0) == 0)
-        return true;
-    return allow_insecure && url.rfind("http://", 0) == 0;
-}
-
-std::string receipt_url(const std::string& handle_url)
-{
-    std::string u = handle_url;
-    while (!u.empty() && u.back() == '/')
-        u.pop_back();
-    return u + "/receipt";
-}
-
-std::string receipt_body(const std::string& recipient, const std::string& sha256)
-{
-    // application/x-www-form-urlencoded: unreserved bytes as they are, all else %XX.
-    static const char hex[] = "0123456789ABCDEF";
-    std::string out = "recipient=";
-    for (unsigned char c : recipient) {
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '.' || c == '_' || c == '~') {
-            out.push_back(static_cast<char>(c));
-        } else {
-            out.push_back('%');
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 15]);
-        }
-    }
-    return out + "&sha256=" + sha256;
-}
 
 std::chrono::seconds backoff(unsigned attempts, std::chrono::seconds retry_min, std::chrono::seconds retry_max,
                              double jitter)
@@ -137,34 +39,6 @@ std::chrono::seconds backoff(unsigned attempts, std::chrono::seconds retry_min, 
 }
 
 namespace {
-
-const char* state_name(Job::State s)
-{
-    switch (s) {
-    case Job::State::asked: return "asked";
-    case Job::State::download: return "download";
-    case Job::State::receipt: return "receipt";
-    case Job::State::refused: return "refused";
-    }
-    return "?";
-}
-
-bool clean_value(std::string_view v)
-{
-    for (unsigned char c : v)
-        if (c < 0x20 || c == 0x7f)
-            return false;
-    return true;
-}
-
-template <class T> bool parse_num(std::string_view s, T& out)
-{
-    if (s.empty())
-        return false;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc() && p == s.data() + s.size();
-}
-
 
 bool hash_into(const std::string& path, Sha256& h)
 {
@@ -192,9 +66,6 @@ double jitter()
     return std::uniform_real_distribution<double>(0.0, 1.0)(gen);
 }
 
-constexpr size_t kMaxJobFile = 64 * 1024;
-constexpr size_t kMaxRecipients = 64;
-
 } // namespace
 
 bool runs_before(const Job& a, const Job& b)
@@ -202,85 +73,6 @@ bool runs_before(const Job& a, const Job& b)
     if (a.priority != b.priority)
         return a.priority;
     return a.attempts < b.attempts;
-}
-
-std::string format_job(const Job& j)
-{
-    std::string s;
-    s += "sha256=" + j.handle.sha256 + "\n";
-    s += "size=" + std::to_string(j.handle.size) + "\n";
-    s += "url=" + j.handle.url + "\n";
-    s += "pin=" + j.handle.pin + "\n";
-    s += std::string("state=") + state_name(j.state) + "\n";
-    s += std::string("priority=") + (j.priority ? "1" : "0") + "\n";
-    s += "attempts=" + std::to_string(j.attempts) + "\n";
-    s += "next=" + std::to_string(j.next_try) + "\n";
-    for (const auto& r : j.recipients)
-        s += "rcpt=" + r + "\n";
-    return s;
-}
-
-bool parse_job(std::string_view text, Job& out)
-{
-    Job j;
-    bool have_sha = false, have_size = false, have_url = false, have_state = false;
-    if (text.size() > kMaxJobFile || text.empty() || text.back() != '\n')
-        return false;
-    while (!text.empty()) {
-        size_t nl = text.find('\n');
-        std::string_view line = text.substr(0, nl);
-        text.remove_prefix(nl + 1);
-        size_t eq = line.find('=');
-        if (eq == std::string_view::npos)
-            return false;
-        std::string_view k = line.substr(0, eq), v = line.substr(eq + 1);
-        if (!clean_value(v))
-            return false;
-        if (k == "sha256") {
-            if (!is_hex_digest(v))
-                return false;
-            j.handle.sha256 = v;
-            have_sha = true;
-        } else if (k == "size") {
-            have_size = parse_num(v, j.handle.size);
-            if (!have_size)
-                return false;
-        } else if (k == "url") {
-            if (v.empty())
-                return false;
-            j.handle.url = v;
-            have_url = true;
-        } else if (k == "pin") {
-            j.handle.pin = v;
-        } else if (k == "state") {
-            have_state = true;
-            if (v == "asked") j.state = Job::State::asked;
-            else if (v == "download") j.state = Job::State::download;
-            else if (v == "receipt") j.state = Job::State::receipt;
-            else if (v == "refused") j.state = Job::State::refused;
-            else return false;
-        } else if (k == "priority") {
-            if (v != "0" && v != "1")
-                return false;
-            j.priority = v == "1";
-        } else if (k == "attempts") {
-            if (!parse_num(v, j.attempts))
-                return false;
-        } else if (k == "next") {
-            if (!parse_num(v, j.next_try))
-                return false;
-        } else if (k == "rcpt") {
-            if (v.empty() || v.size() > 254 || j.recipients.size() >= kMaxRecipients)
-                return false;
-            j.recipients.insert(std::string(v));
-        } else {
-            return false;
-        }
-    }
-    if (!have_sha || !have_size || !have_url || !have_state)
-        return false;
-    out = std::move(j);
-    return true;
 }
 
 // One running transfer: a download into <sha256>.part or a receipt POST.
@@ -358,32 +150,6 @@ void configure(CURL* c, Downloader::Transfer& t, const Handle& h, const Download
     }
 }
 
-bool write_durably(const std::string& path, const std::string& data)
-{
-    const std::string tmp = path + ".tmp";
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return false;
-    bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()) && fsync(fd) == 0;
-    close(fd);
-    ok = ok && rename(tmp.c_str(), path.c_str()) == 0;
-    if (!ok)
-        unlink(tmp.c_str());
-    return ok;
-}
-
-bool read_small(const std::string& path, std::string& out, size_t cap)
-{
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f)
-        return false;
-    out.assign(cap + 1, '\0');
-    size_t n = fread(out.data(), 1, cap + 1, f);
-    fclose(f);
-    out.resize(n);
-    return n <= cap;
-}
-
 } // namespace
 
 void download_global_init()
@@ -404,13 +170,12 @@ bool Downloader::start(std::string& err)
     }
     unsigned loaded = 0, bad = 0;
     while (dirent* e = readdir(d)) {
-        std::string name = e->d_name;
-        if (name.size() != 68 || name.compare(64, 4, ".job") != 0 || !is_hex_digest(name.substr(0, 64)))
+        std::string sha;
+        if (!job_file_name(e->d_name, sha))
             continue;
-        std::string text;
         Job j;
-        const std::string path = opt_.jobs_dir + "/" + name;
-        if (!read_small(path, text, kMaxJobFile) || !parse_job(text, j) || j.handle.sha256 != name.substr(0, 64)) {
+        const std::string path = job_path(opt_.jobs_dir, sha);
+        if (!load_job(path, j) || j.handle.sha256 != sha) {
             // Keep it for a human to look at, out of the way of the queue.
             rename(path.c_str(), (path + ".bad").c_str());
             ++bad;
@@ -452,13 +217,13 @@ void Downloader::stop()
 
 void Downloader::save(const Job& j)
 {
-    if (!write_durably(opt_.jobs_dir + "/" + j.handle.sha256 + ".job", format_job(j)))
+    if (!save_job(opt_.jobs_dir, j))
         log_warning("cannot write download job " + j.handle.sha256.substr(0, 16) + " to " + opt_.jobs_dir);
 }
 
 void Downloader::drop(const std::string& sha)
 {
-    unlink((opt_.jobs_dir + "/" + sha + ".job").c_str());
+    unlink(job_path(opt_.jobs_dir, sha).c_str());
     jobs_.erase(sha);
 }
 
@@ -467,7 +232,7 @@ MediaState Downloader::want(const Handle& h, bool priority, bool schedule, const
 {
     // The file name is the digest, checked lexically: nothing else from the mail
     // (least of all h.name) ever becomes part of a path.
-    if (!is_hex_digest(h.sha256) || !clean_value(h.url) || !clean_value(h.pin))
+    if (!is_hex_digest(h.sha256) || !job_value_clean(h.url) || !job_value_clean(h.pin))
         return MediaState::refused;
     const std::string final_path = opt_.media_dir + "/" + h.sha256;
     std::lock_guard<std::mutex> lock(mu_);
@@ -478,7 +243,7 @@ MediaState Downloader::want(const Handle& h, bool priority, bool schedule, const
         // the least recently used first.
         utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0);
         path = final_path;
-        if (!recipient.empty() && it != jobs_.end() && it->second.recipients.size() < kMaxRecipients &&
+        if (!recipient.empty() && it != jobs_.end() && it->second.recipients.size() < kMaxJobRecipients &&
             it->second.recipients.insert(recipient).second)
             save(it->second);
         return MediaState::ready;
@@ -512,7 +277,7 @@ MediaState Downloader::want(const Handle& h, bool priority, bool schedule, const
         j.priority = true;
         changed = true;
     }
-    if (!recipient.empty() && j.recipients.size() < kMaxRecipients && j.recipients.insert(recipient).second)
+    if (!recipient.empty() && j.recipients.size() < kMaxJobRecipients && j.recipients.insert(recipient).second)
         changed = true;
     if (changed) {
         save(j);
@@ -539,22 +304,22 @@ std::string Downloader::request_fetch(const std::string& jobs_dir, const std::st
             return "";
         }
         while (dirent* e = readdir(d)) {
-            std::string name = e->d_name, text;
+            std::string name_sha;
             Job j;
-            if (name.size() == 68 && name.compare(64, 4, ".job") == 0 &&
-                read_small(jobs_dir + "/" + name, text, kMaxJobFile) && parse_job(text, j) && j.handle.url == key) {
+            if (job_file_name(e->d_name, name_sha) && load_job(job_path(jobs_dir, name_sha), j) &&
+                j.handle.url == key) {
                 sha = j.handle.sha256;
                 break;
             }
         }
         closedir(d);
     }
-    if (sha.empty() || access((jobs_dir + "/" + sha + ".job").c_str(), F_OK) != 0) {
+    if (sha.empty() || access(job_path(jobs_dir, sha).c_str(), F_OK) != 0) {
         err = "no such media in the queue (the mail must have been seen by mm-fetcher first)";
         return "";
     }
-    if (!write_durably(jobs_dir + "/" + sha + ".want", "")) {
-        err = "cannot write " + jobs_dir + "/" + sha + ".want";
+    if (!write_want_marker(jobs_dir, sha)) {
+        err = "cannot write " + want_path(jobs_dir, sha);
         return "";
     }
     return sha;
@@ -567,13 +332,13 @@ void Downloader::rescan_markers()
         return;
     std::vector<std::string> wanted;
     while (dirent* e = readdir(d)) {
-        std::string name = e->d_name;
-        if (name.size() == 69 && name.compare(64, 5, ".want") == 0 && is_hex_digest(name.substr(0, 64)))
-            wanted.push_back(name.substr(0, 64));
+        std::string sha;
+        if (want_marker_name(e->d_name, sha))
+            wanted.push_back(sha);
     }
     closedir(d);
     for (const auto& sha : wanted) {
-        unlink((opt_.jobs_dir + "/" + sha + ".want").c_str());
+        unlink(want_path(opt_.jobs_dir, sha).c_str());
         auto it = jobs_.find(sha);
         if (it == jobs_.end())
             continue;
@@ -632,7 +397,7 @@ void Downloader::retry(Job& j, const std::string& why, int64_t now)
     ++j.attempts;
     auto wait = backoff(j.attempts, opt_.retry_min, opt_.retry_max, jitter());
     j.next_try = now + wait.count();
-    log_warning("media " + j.handle.sha256.substr(0, 16) + " (" + state_name(j.state) + "): " + printable(why) +
+    log_warning("media " + j.handle.sha256.substr(0, 16) + " (" + job_state_name(j.state) + "): " + printable(why) +
                 "; attempt " + std::to_string(j.attempts) + ", next in " + std::to_string(wait.count()) + "s");
     save(j);
 }

@@ -2,10 +2,13 @@
 // libcurl's multi interface (parallel HTTPS transfers, Range resume, pinned keys,
 // SHA-256 and size verification, backoff with jitter, receipts to the sender's
 // gateway), its queue kept on disk under cache_dir/jobs so that a restart resumes.
+// Beside it: which addresses it may fetch from (address_policy.h), the job files
+// (job_file.h), what a receipt says (receipt.h).
 // Config keys (via DownloadOptions): fetcher.allow_private, fetcher.allow_insecure,
 // fetcher.timeout, fetcher.parallel, fetcher.cache_quota, fetcher.retry_max.
 #pragma once
 
+#include "fetcher/job_file.h"
 #include "mime/handle.h"
 
 #include <chrono>
@@ -18,8 +21,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-struct sockaddr;
 
 namespace mm {
 
@@ -35,47 +36,15 @@ struct DownloadOptions {
     std::chrono::seconds retry_max{3600};   // fetcher.retry_max
 };
 
-/// Whether the downloader may connect to this address. Loopback, private,
-/// shared (CGNAT), link-local, unspecified, multicast and broadcast addresses,
-/// also in IPv4-mapped/compatible IPv6 form, are refused unless allow_private:
-/// a hostile mail must not make the receiver probe its own network.
-bool address_allowed(const sockaddr* sa, bool allow_private);
-
-/// Whether a handle URL may be fetched at all: https://, or http:// with
-/// allow_insecure. Nothing else (file:, ftp:, gopher:, ...) ever.
-bool url_scheme_allowed(const std::string& url, bool allow_insecure);
-
-/// The receipt request for a verified download: its URL (<handle url>/receipt)
-/// and its form body "recipient=<escaped>&sha256=<hex>".
-std::string receipt_url(const std::string& handle_url);
-std::string receipt_body(const std::string& recipient, const std::string& sha256);
-
 /// Wait before attempt number `attempts` (1 = first retry): retry_min doubled
 /// per attempt, capped at retry_max, then scaled by jitter in [0.5, 1.0) so
 /// that many receivers do not hammer one gateway in step.
 std::chrono::seconds backoff(unsigned attempts, std::chrono::seconds retry_min,
                              std::chrono::seconds retry_max, double jitter);
 
-/// One queued media file as it is kept in jobs/<sha256>.job.
-struct Job {
-    enum class State { asked, download, receipt, refused };
-    Handle handle;                  // url, sha256, size, pin are what matter here
-    State state = State::download;
-    bool priority = false;
-    unsigned attempts = 0;
-    int64_t next_try = 0;           // unix seconds
-    std::set<std::string> recipients;   // receipts still to send
-    std::string last_error;
-};
-
 /// The order in which due jobs start: fetcher.priority_senders' media first, then
 /// the job that has failed least often (fresh mail before mail that keeps failing).
 bool runs_before(const Job& a, const Job& b);
-
-/// Serialises a job as "key=value" lines; parse_job is strict (every line known,
-/// no control bytes, numbers with from_chars, sha256 hex) and returns false on any doubt.
-std::string format_job(const Job& j);
-bool parse_job(std::string_view text, Job& out);
 
 /// What want() says about a media file right now.
 enum class MediaState {
@@ -109,7 +78,7 @@ public:
 
     /// Counters that move when transfers have written bytes (`written`) and when
     /// a download has ended, verified or not (`ended`). A login waiting for its
-    /// media, and re-insertion following a download (follow.h), wait on them
+    /// media, and re-insertion following a download (growing_media.h), wait on them
     /// instead of polling.
     struct Progress {
         uint64_t written = 0, ended = 0;

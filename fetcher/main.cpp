@@ -7,7 +7,7 @@
 #include "core/config.h"
 #include "fetcher/download.h"
 #include "core/log.h"
-#include "fetcher/mailbox.h"
+#include "fetcher/sync.h"
 #include "fetcher/server.h"
 #include "fetcher/upstream.h"
 #include "core/util.h"

@@ -1,23 +1,21 @@
 // session.cpp - the POP3 server side of mm-fetcher (RFC 1939 incl. APOP, CAPA and
 // RESP-CODES from RFC 2449, AUTH PLAIN/LOGIN passed through per RFC 5034, STLS per
 // RFC 2595): an explicit state machine with a command table, strict numbers, capped
-// lines and a bad-command limit. Config keys come in through SessionConfig.
+// lines and a bad-command limit. Where a message's octets come from is retrieve.h's
+// business; this file only sends them. Config keys come in through SessionConfig.
 #include "fetcher/session.h"
 
-#include "fetcher/cache.h"
-#include "core/log.h"
 #include "fetcher/pop3_parse.h"
+#include "fetcher/retrieve.h"
+#include "core/log.h"
 #include "core/util.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <chrono>
-#include <fcntl.h>
-#include <functional>
-#include <sys/stat.h>
-#include <thread>
+#include <memory>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <thread>
 #include <unistd.h>
 
 namespace mm {
@@ -68,12 +66,7 @@ constexpr unsigned kMaxBadCommands = 10;
 class Session {
 public:
     Session(int fd, const SessionConfig& cfg, const std::atomic<bool>& stop, bool implicit_tls)
-        : client_(fd), cfg_(cfg), stop_(stop), implicit_tls_(implicit_tls) {}
-    ~Session()
-    {
-        if (pack_fd_ >= 0)
-            ::close(pack_fd_);
-    }
+        : client_(fd), cfg_(cfg), stop_(stop), implicit_tls_(implicit_tls), retrieve_(up_, cfg_.sync) {}
     void run();
 
 private:
@@ -91,10 +84,7 @@ private:
     void do_quit();
     const ShownMessage* message(const std::string& arg);
     void send_file(const ShownMessage& m, bool top, uint64_t body_lines);
-    void send_building(const ShownMessage& m, const std::string& status, bool top, uint64_t body_lines);
-    /// Reads up to n octets at offset `at` of a message: > 0 octets, 0 at its end, < 0 on failure.
-    using Reader = std::function<ssize_t(char* buf, size_t n, uint64_t at)>;
-    int64_t send_octets(const Reader& read, bool top, uint64_t body_lines, uint64_t limit, bool exact);
+    int64_t send_octets(MessageReader& reader, bool top, uint64_t body_lines);
 
     Stream client_;
     const SessionConfig& cfg_;
@@ -110,9 +100,7 @@ private:
     uint64_t sent_bytes_ = 0;
     unsigned deleted_upstream_ = 0;
     std::string result_ = "disconnected";
-    std::string pack_path_;   // the pack pack_fd_ reads, pack_size_ octets long
-    int pack_fd_ = -1;
-    uint64_t pack_size_ = 0;
+    Retriever retrieve_;   // the octets of shown_ messages, wherever they are kept
 };
 
 bool Session::bad(const std::string& why)
@@ -161,96 +149,40 @@ void Session::send_file(const ShownMessage& m, bool top, uint64_t body_lines)
         }
         return;
     }
-    if (m.building) {
-        send_building(m, status, top, body_lines);
-        return;
-    }
-    int fd = -1;
-    bool owned = true;
-    off_t pos = 0;
     std::string why;
-    if (m.source == ShownMessage::Source::copy) {
-        // A session's copies are mostly in one pack: it stays open between RETRs.
-        if (m.path != pack_path_) {
-            if (pack_fd_ >= 0)
-                ::close(pack_fd_);
-            pack_fd_ = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
-            struct stat st;
-            if (pack_fd_ >= 0 && fstat(pack_fd_, &st) != 0) {
-                ::close(pack_fd_);
-                pack_fd_ = -1;
-            }
-            pack_size_ = pack_fd_ >= 0 ? static_cast<uint64_t>(st.st_size) : 0;
-            pack_path_ = pack_fd_ >= 0 ? m.path : std::string();
-        }
-        if (pack_fd_ >= 0 && check_entry(pack_fd_, pack_size_, m.offset, m.key, m.size, why)) {
-            fd = pack_fd_;
-            owned = false;
-            pos = static_cast<off_t>(m.offset + kCacheHeaderLen);
-        } else {
-            fd = open_copy(up_, m, user_, cfg_.sync, why);   // checks again; fetches again if it must
-            pos = fd >= 0 ? lseek(fd, 0, SEEK_CUR) : 0;
-        }
-    } else {
-        fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
-    }
-    if (fd < 0) {
+    std::unique_ptr<MessageReader> reader = retrieve_.open(m, user_, why);
+    if (!reader) {
         if (!why.empty())
             log_warning("message " + std::to_string(m.upstream_num) + ": " + printable(why));
         reply("-ERR [SYS/TEMP] message unavailable");
         return;
     }
     client_.put(status);
-    // The presented file has CRLF line ends; only dot-stuffing is added here.
-    // A copy is one entry of a pack: exactly m.size octets from pos.
-    const uint64_t limit = m.source == ShownMessage::Source::copy ? m.size : UINT64_MAX;
-    send_octets([fd, pos](char* buf, size_t n, uint64_t at) {
-        ssize_t got = pread(fd, buf, n, pos + static_cast<off_t>(at));
-        return got < 0 ? 0 : got;   // as the end: the file was checked before use
-    }, top, body_lines, limit, false);
-    if (owned)
-        ::close(fd);
-}
-
-/// RETR/TOP of a message whose presented file is still being built
-/// (fetcher.stream): it goes out as it grows. Until its first media segment has
-/// passed its check the client can still get a clean -ERR; after that a failed
-/// check can only cut the answer short, like a connection lost, so that the
-/// client keeps nothing and the message stays where it is.
-void Session::send_building(const ShownMessage& m, const std::string& status, bool top, uint64_t body_lines)
-{
-    std::string why;
-    if (!m.building->wait_started(why)) {
-        log_warning("message " + std::to_string(m.upstream_num) + ": " + printable(why));
-        reply("-ERR [SYS/TEMP] message unavailable");
-        return;
-    }
-    client_.put(status);
-    Building& b = *m.building;
-    if (send_octets([&b, &why](char* buf, size_t n, uint64_t at) { return b.read(buf, n, at, why); }, top, body_lines,
-                    m.size, true) < 0) {
-        // Half an answer already went out: only hanging up tells the client.
+    if (send_octets(*reader, top, body_lines) < 0) {
+        // Half an answer already went out (a growing message whose media failed
+        // a check): only hanging up tells the client.
         log_warning("message " + std::to_string(m.upstream_num) + " cut short: " +
-                    printable(why.empty() ? "rebuilt file shorter than listed" : why));
+                    printable(reader->why().empty() ? "rebuilt file shorter than listed" : reader->why()));
         client_.flush();
         result_ = "media failed";
         state_ = State::closed;
     }
 }
 
-/// Sends a message's octets from `read`, dot-stuffed, at most `limit` of them
+/// Sends a message's octets from `reader`, dot-stuffed, at most its limit()
 /// (TOP: the headers and body_lines lines), then the final dot. Returns how
-/// many it read, or -1 when `read` failed, or (`exact`) ended before `limit`:
-/// then the final dot is not sent, and the caller hangs up.
-int64_t Session::send_octets(const Reader& read, bool top, uint64_t body_lines, uint64_t limit, bool exact)
+/// many it read, or -1 when the reader failed, or (exact()) ended before its
+/// limit: then the final dot is not sent, and the caller hangs up.
+int64_t Session::send_octets(MessageReader& reader, bool top, uint64_t body_lines)
 {
+    const uint64_t limit = reader.limit();
     DotEncoder dots;
     pop3::TopCut cut(body_lines);
     auto emit = [this](const char* q, size_t k) { client_.put(q, k); };
     char buf[65536];
     uint64_t pos = 0;
     while (pos < limit && !cut.done()) {
-        ssize_t got = read(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, limit - pos)), pos);
+        ssize_t got = reader.read(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, limit - pos)), pos);
         if (got < 0)
             return -1;
         if (got == 0)
@@ -262,7 +194,7 @@ int64_t Session::send_octets(const Reader& read, bool top, uint64_t body_lines, 
         dots.feed(buf, n, emit);
         sent_bytes_ += n;
     }
-    if (exact && pos < limit && !cut.done())
+    if (reader.exact() && pos < limit && !cut.done())
         return -1;
     std::string end;
     dots.finish(end);

@@ -3,7 +3,7 @@
 // Config keys: those of UpstreamConfig and SyncOptions, passed in SessionConfig.
 #pragma once
 
-#include "fetcher/mailbox.h"
+#include "fetcher/sync.h"
 #include "fetcher/upstream.h"
 
 #include <atomic>

@@ -64,6 +64,10 @@ private:
 /// header fields (folded lines joined). Each field comes out with its raw
 /// bytes; the blank line ends the block. A field over kMaxHeaderLine bytes is
 /// reported with an empty name (too long to look at, still kept as is).
+/// Not mm::parse_header_block (mime/header_block.h), on purpose: that one needs
+/// the whole block in memory and leaves malformed lines out, while this one
+/// sees the block in chunks as Postfix streams it and must pass every byte on
+/// (the mail goes on to its recipients whatever its headers look like).
 class HeaderSplitter {
 public:
     struct Field {

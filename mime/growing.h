@@ -2,7 +2,9 @@
 // Postfix sends the body), and a GMime stream over it whose reads wait for bytes
 // that have not arrived yet. With it GMime parses a message while it arrives,
 // so at end of message the parse is already (nearly) done. The parse sees
-// exactly the bytes of the finished file, only earlier.
+// exactly the bytes of the finished file, only earlier. "Growing" is the tree's
+// one word for a file read while it is still written (mm-fetcher has two more:
+// fetcher/growing_media.h and fetcher/growing_message.h).
 #pragma once
 
 #include <condition_variable>

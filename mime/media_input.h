@@ -1,6 +1,6 @@
 // media_input.h - the bytes of one media file as re-insertion reads them, front
 // to back: a finished file here, a download still being written in the fetcher
-// (fetcher/follow.h).
+// (fetcher/growing_media.h).
 //
 // Errors: exceptions. A MediaInput throws when its bytes are missing or are not
 // the ones promised; reinsert_media (reinsert.h) catches that and reports it.
@@ -14,7 +14,7 @@ namespace mm {
 
 /// The bytes of one media file, read front to back by reinsert_media. The
 /// plain one reads a finished file; the fetcher's follows a download still
-/// being written and checks the SHA-256 itself (fetcher/follow.h).
+/// being written and checks the SHA-256 itself (fetcher/growing_media.h).
 class MediaInput {
 public:
     virtual ~MediaInput() = default;

@@ -67,56 +67,23 @@ void collect(InternetAddressList* list, std::vector<std::string>& out, const std
 
 HeaderBlock parse_header_block(std::string_view data, bool at_eof)
 {
-    HeaderBlock hb;
-    size_t pos = 0, line_no = 0;
-    for (;;) {
-        if (pos >= kMaxHeaderBytes)
-            data_error("header block longer than " + std::to_string(kMaxHeaderBytes) + " bytes");
-        size_t nl = data.find('\n', pos);
-        if (nl == std::string_view::npos) {
-            if (!at_eof)
-                data_error("header block longer than " + std::to_string(kMaxHeaderBytes) + " bytes");
-            if (pos < data.size())
-                data_error("header line " + std::to_string(line_no + 1) + " does not end with a line break");
-            hb.size = pos;   // headers only, no body
-            return hb;
-        }
-        ++line_no;
-        std::string_view line = data.substr(pos, nl - pos);
-        if (!line.empty() && line.back() == '\r')
-            line.remove_suffix(1);
-        size_t next = nl + 1;
-        if (line.empty()) {
-            hb.size = next;
-            return hb;
-        }
-        if (line[0] == ' ' || line[0] == '\t') {
-            if (hb.fields.empty())
-                data_error("header line 1 is a continuation line");
-            hb.fields.back().value.append(line.begin(), line.end());
-            hb.fields.back().end = next;
-            pos = next;
-            continue;
-        }
-        size_t colon = line.find(':');
-        if (colon == std::string_view::npos || colon == 0)
-            data_error("header line " + std::to_string(line_no) + " is not a header field");
-        for (size_t k = 0; k < colon; ++k) {
-            unsigned char c = static_cast<unsigned char>(line[k]);
-            if (c < 33 || c > 126)
-                data_error("header line " + std::to_string(line_no) + " has a bad field name");
-        }
-        HeaderField f;
-        f.name = std::string(line.substr(0, colon));
-        std::string_view v = line.substr(colon + 1);
-        while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-            v.remove_prefix(1);
-        f.value = std::string(v);
-        f.begin = pos;
-        f.end = next;
-        hb.fields.push_back(std::move(f));
-        pos = next;
+    HeaderBlock hb = mm::parse_header_block(data, at_eof, kMaxHeaderBytes);
+    const std::string line = "header line " + std::to_string(hb.error_line);
+    switch (hb.error) {
+    case HeaderError::none:
+        return hb;
+    case HeaderError::too_long:
+        data_error("header block longer than " + std::to_string(kMaxHeaderBytes) + " bytes");
+    case HeaderError::no_line_break:
+        data_error(line + " does not end with a line break");
+    case HeaderError::continuation_first:
+        data_error(line + " is a continuation line");
+    case HeaderError::not_a_field:
+        data_error(line + " is not a header field");
+    case HeaderError::bad_name:
+        data_error(line + " has a bad field name");
     }
+    data_error(line + " is malformed");
 }
 
 std::vector<std::string> parse_address_list(const std::string& value, const std::string& what)

@@ -3,6 +3,8 @@
 // RFC 5322 address lists (by GMime), and the copy of the message without Bcc.
 #pragma once
 
+#include "mime/header_block.h"
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -14,20 +16,10 @@ constexpr size_t kMaxHeaderBytes = 1 << 20;   // whole header block
 constexpr size_t kMaxRecipients = 1000;
 constexpr size_t kMaxAddressLength = 320;     // RFC 5321: 64 + 1 + 255
 
-struct HeaderField {
-    std::string name;    // as written
-    std::string value;   // unfolded, without the leading space
-    size_t begin = 0, end = 0;   // raw bytes in the block, continuation lines included
-};
-
-struct HeaderBlock {
-    std::vector<HeaderField> fields;
-    size_t size = 0;   // bytes of the block including the empty line that ends it (if any)
-};
-
-/// Splits the header block at the start of `data`. `at_eof` says whether data
-/// is the whole message (a message may have no body). Throws Failure(65) on a
-/// malformed line or a block longer than kMaxHeaderBytes.
+/// Splits the header block at the start of `data` (mm::parse_header_block,
+/// capped at kMaxHeaderBytes). `at_eof` says whether data is the whole message
+/// (a message may have no body). Throws Failure(65) on a malformed line or a
+/// block longer than kMaxHeaderBytes.
 HeaderBlock parse_header_block(std::string_view data, bool at_eof);
 
 /// The addr-specs of an RFC 5322 address list (groups flattened). Throws

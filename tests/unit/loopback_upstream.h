@@ -1,5 +1,5 @@
 // loopback_upstream.h - the upstream settings the unit tests' fake POP3 servers
-// (test_pop3.cpp, test_fetch.cpp) hand to mm::Upstream: plain POP3 on loopback.
+// (test_pop3.cpp, fetcher_fixtures.h) hand to mm::Upstream: plain POP3 on loopback.
 #pragma once
 
 #include "fetcher/upstream.h"

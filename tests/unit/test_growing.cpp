@@ -1,13 +1,13 @@
-// test_follow.cpp - re-insertion that follows a download still being written
-// (fetcher/follow.h): its result is what the finished file gives, and bytes that
+// test_growing.cpp - re-insertion that follows a download still being written
+// (fetcher/growing_media.h): its result is what the finished file gives, and bytes that
 // are not the handle's, a download that stops, starts over or is not done in
 // time all make it fail, so that nothing unverified is ever shown. Also the
 // engine's report that a rebuilt message is CRLF throughout. With segment
 // digests: no byte leaves the follower before its segment checks out, and a
-// presented file read while it is built (fetcher/building.h) is the same file.
-#include "fetcher/building.h"
+// presented file read while it is built (fetcher/growing_message.h) is the same file.
+#include "fetcher/growing_message.h"
 #include "fetcher/download.h"
-#include "fetcher/follow.h"
+#include "fetcher/growing_media.h"
 #include "mime_fixtures.h"
 #include "mime/segments.h"
 
@@ -75,7 +75,7 @@ struct Detached {
     std::string follow(milliseconds budget, bool* crlf = nullptr, const std::atomic<bool>* stop = nullptr,
                        bool by_segment = false)
     {
-        FollowedMedia fm(*dl, h, steady_clock::now() + budget, stop, by_segment);
+        GrowingMedia fm(*dl, h, steady_clock::now() + budget, stop, by_segment);
         std::string err;
         std::vector<MediaInput*> in{&fm};
         bool ok = reinsert_media(out, in, t.path + "/back.eml", err, crlf);
@@ -209,7 +209,7 @@ TEST_CASE("with segment digests, no byte leaves the follower before its segment 
         std::string bad = d.video;
         bad[d.h.seg_size + 777] ^= 0x01;
         std::thread writer([&] { write_slowly(d.part(), bad, 1 << 20); });
-        FollowedMedia fm(*d.dl, d.h, steady_clock::now() + milliseconds(60000), nullptr, true);
+        GrowingMedia fm(*d.dl, d.h, steady_clock::now() + milliseconds(60000), nullptr, true);
         std::string got, err;
         std::vector<char> buf(300000);
         try {
@@ -229,7 +229,7 @@ namespace {
 
 /// A build of the presented file following the download, as mm-fetcher starts
 /// one with fetcher.stream: the result goes to `presented` when done.
-std::shared_ptr<Building> start_build(Detached& d, std::shared_ptr<std::atomic<bool>>& cancel, uint64_t& first_media,
+std::shared_ptr<GrowingMessage> start_build(Detached& d, std::shared_ptr<std::atomic<bool>>& cancel, uint64_t& first_media,
                                       const std::atomic<bool>* stop = nullptr)
 {
     ReinsertLayout lay;
@@ -238,21 +238,21 @@ std::shared_ptr<Building> start_build(Detached& d, std::shared_ptr<std::atomic<b
     first_media = lay.first_media;
     cancel = std::make_shared<std::atomic<bool>>(false);
     std::vector<std::unique_ptr<MediaInput>> media;
-    media.push_back(std::make_unique<FollowedMedia>(*d.dl, d.h, steady_clock::now() + milliseconds(60000), stop,
+    media.push_back(std::make_unique<GrowingMedia>(*d.dl, d.h, steady_clock::now() + milliseconds(60000), stop,
                                                     true, cancel.get()));
     const std::string presented = d.t.path + "/presented.eml";
     auto finish = [presented](const std::string& rebuilt, std::string& why) {
         why = "rename";
         return rename(rebuilt.c_str(), presented.c_str()) == 0;
     };
-    auto b = Building::start(d.out, d.t.path + "/rebuilt.eml", presented, std::move(media), cancel, lay, finish, err);
+    auto b = GrowingMessage::start(d.out, d.t.path + "/rebuilt.eml", presented, std::move(media), cancel, lay, finish, err);
     REQUIRE_MESSAGE(b, err);
     CHECK(b->size() == lay.size);
     return b;
 }
 
 /// Reads a build front to back as RETR does; `why` set if it failed.
-std::string read_build(Building& b, std::string& why)
+std::string read_build(GrowingMessage& b, std::string& why)
 {
     std::string got;
     char buf[65536];
@@ -278,7 +278,7 @@ TEST_CASE("a presented file read while it is built is the finished file")
         REQUIRE(rename(d.part().c_str(), d.final_path().c_str()) == 0);
     });
     auto b = start_build(d, cancel, first_media);
-    CHECK(Building::find(d.t.path + "/presented.eml") == b);
+    CHECK(GrowingMessage::find(d.t.path + "/presented.eml") == b);
     std::string why;
     CHECK(b->wait_started(why));
     std::string got = read_build(*b, why);
@@ -288,7 +288,7 @@ TEST_CASE("a presented file read while it is built is the finished file")
     CHECK(got == want);
     CHECK(read_file(d.t.path + "/presented.eml") == want);
     b.reset();
-    CHECK(Building::find(d.t.path + "/presented.eml") == nullptr);
+    CHECK(GrowingMessage::find(d.t.path + "/presented.eml") == nullptr);
 }
 
 TEST_CASE("a build whose media fail a check: a clean refusal, or an answer cut short of the bad bytes")
@@ -308,7 +308,7 @@ TEST_CASE("a build whose media fail a check: a clean refusal, or an answer cut s
         CHECK(!b->wait_started(why));
         CHECK(why.find("segment 1 differs") != std::string::npos);
         // A new login does not get the failed build, though its reader still holds it.
-        CHECK(Building::find(d.t.path + "/presented.eml") == nullptr);
+        CHECK(GrowingMessage::find(d.t.path + "/presented.eml") == nullptr);
         writer.join();
         b.reset();
         CHECK(access((d.t.path + "/presented.eml").c_str(), F_OK) != 0);

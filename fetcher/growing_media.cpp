@@ -1,5 +1,5 @@
-// follow.cpp - FollowedMedia: re-insertion's reader of a download in progress.
-#include "fetcher/follow.h"
+// growing_media.cpp - GrowingMedia: re-insertion's reader of a download in progress.
+#include "fetcher/growing_media.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -11,14 +11,14 @@
 
 namespace mm {
 
-FollowedMedia::FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
+GrowingMedia::GrowingMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
                              const std::atomic<bool>* stop, bool by_segment, const std::atomic<bool>* cancel)
     : dl_(dl), sha_(h.sha256), size_(h.size), until_(until), stop_(stop), cancel_(cancel),
       seg_size_(by_segment ? h.seg_size : 0), seg_sha256_(by_segment ? h.seg_sha256 : std::string())
 {
 }
 
-FollowedMedia::~FollowedMedia()
+GrowingMedia::~GrowingMedia()
 {
     if (fd_ >= 0)
         ::close(fd_);
@@ -26,7 +26,7 @@ FollowedMedia::~FollowedMedia()
 
 /// Opens the verified file if it is there, else the download's .part file.
 /// False when neither exists yet (a download about to start).
-bool FollowedMedia::open_file()
+bool GrowingMedia::open_file()
 {
     for (const std::string& path : {dl_.final_path(sha_), dl_.part_path(sha_)}) {
         fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -39,7 +39,7 @@ bool FollowedMedia::open_file()
 }
 
 /// Whether path is the file fd_ reads (the .part renamed to its final name is).
-bool FollowedMedia::same_file(const std::string& path) const
+bool GrowingMedia::same_file(const std::string& path) const
 {
     struct stat a, b;
     return fstat(fd_, &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
@@ -47,7 +47,7 @@ bool FollowedMedia::same_file(const std::string& path) const
 
 /// Waits until the file being followed holds `end` bytes. Throws once the
 /// download this file belongs to stops, starts over or runs out of time.
-void FollowedMedia::wait_for(uint64_t end)
+void GrowingMedia::wait_for(uint64_t end)
 {
     for (;;) {
         // The counters before looking: a write that lands after the look wakes the wait.
@@ -84,7 +84,7 @@ void FollowedMedia::wait_for(uint64_t end)
 /// Checks the segment starting at checked_ once all of it is written. The
 /// downloader only ever appends to a file (a download that starts over does so
 /// in a new one), so the bytes checked here are the ones read afterwards.
-void FollowedMedia::check_segment()
+void GrowingMedia::check_segment()
 {
     const uint64_t index = checked_ / seg_size_;
     const uint64_t end = std::min(size_, checked_ + seg_size_);
@@ -107,7 +107,7 @@ void FollowedMedia::check_segment()
     checked_ = end;
 }
 
-size_t FollowedMedia::read(char* buf, size_t n)
+size_t GrowingMedia::read(char* buf, size_t n)
 {
     if (pos_ >= size_)
         throw std::runtime_error("media " + sha_.substr(0, 16) + ": more bytes wanted than the handle's size");
@@ -133,7 +133,7 @@ size_t FollowedMedia::read(char* buf, size_t n)
     }
 }
 
-void FollowedMedia::finish()
+void GrowingMedia::finish()
 {
     if (pos_ != size_)
         throw std::runtime_error("media " + sha_.substr(0, 16) + ": fewer bytes than the handle's size");

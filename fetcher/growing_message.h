@@ -1,8 +1,9 @@
-// building.h - a presented file still being built (fetcher.stream). The media's
+// growing_message.h - a presented message still being built (fetcher.stream); one of
+// the "growing" files: see also growing_media.h and mime/growing.h. The media's
 // re-insertion runs in a thread of its own, following the downloads, while the
 // client already sees the message with the size it will have and reads it as it
 // grows. Only for media whose handles carry segment digests: every media byte
-// in the file was checked before it was written (follow.h), so a failure can
+// in the file was checked before it was written (growing_media.h), so a failure can
 // only cut a RETR short, never show a wrong byte. Reads no config keys.
 #pragma once
 
@@ -22,7 +23,7 @@
 
 namespace mm {
 
-class Building {
+class GrowingMessage {
 public:
     /// Called by the build's thread with the finished file (CRLF throughout):
     /// puts it in place. False with `why` set if it could not.
@@ -33,21 +34,21 @@ public:
     /// come out. `cancel` is what the media inputs watch: set when the last
     /// reader lets go. The build is known by `presented` (find()) until then.
     /// Returns nullptr with `err` set if it cannot start.
-    static std::shared_ptr<Building> start(const std::string& raw, const std::string& rebuilt,
-                                           const std::string& presented,
-                                           std::vector<std::unique_ptr<MediaInput>> media,
-                                           std::shared_ptr<std::atomic<bool>> cancel, const ReinsertLayout& layout,
-                                           Finish finish, std::string& err);
+    static std::shared_ptr<GrowingMessage> start(const std::string& raw, const std::string& rebuilt,
+                                                 const std::string& presented,
+                                                 std::vector<std::unique_ptr<MediaInput>> media,
+                                                 std::shared_ptr<std::atomic<bool>> cancel, const ReinsertLayout& layout,
+                                                 Finish finish, std::string& err);
 
     /// The build of `presented` under way (or just finished) in this process,
     /// if any that has not failed.
-    static std::shared_ptr<Building> find(const std::string& presented);
+    static std::shared_ptr<GrowingMessage> find(const std::string& presented);
 
     /// Cancels a build still running and waits for its thread: a build nobody
     /// reads is done again by the next login, from the downloaded files.
-    ~Building();
-    Building(const Building&) = delete;
-    Building& operator=(const Building&) = delete;
+    ~GrowingMessage();
+    GrowingMessage(const GrowingMessage&) = delete;
+    GrowingMessage& operator=(const GrowingMessage&) = delete;
 
     uint64_t size() const { return layout_.size; }
 
@@ -63,7 +64,7 @@ public:
     ssize_t read(char* buf, size_t n, uint64_t pos, std::string& why);
 
 private:
-    Building() = default;
+    GrowingMessage() = default;
     void run();
     enum class State { running, done, failed };
 

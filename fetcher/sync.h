@@ -1,10 +1,12 @@
-// mailbox.h - synchronising the upstream mailbox into the local cache and deciding
-// what the client sees: each message's presented file (media re-inserted) or held back.
+// sync.h - synchronising the upstream mailbox into the local cache at each login
+// (and each background poll), and deciding what the client sees: for each message
+// its cache copy (cache.h), its presented file (media re-inserted, present.h), the
+// message as upstream has it, or nothing yet (held back). RFC 1939 UIDL/LIST/RETR.
 // Config keys (via SyncOptions): fetcher.cache_dir, fetcher.max_size, fetcher.hold_max,
 // fetcher.mode, fetcher.address, fetcher.priority_senders, fetcher.ignore_senders.
 #pragma once
 
-#include "fetcher/building.h"
+#include "fetcher/growing_message.h"
 #include "fetcher/download.h"
 #include "fetcher/upstream.h"
 
@@ -33,7 +35,7 @@ struct ShownMessage {
     bool deleted = false;
     /// Set while the presented file is still being built (fetcher.stream):
     /// RETR reads it through this as it grows. Shared with the build's thread.
-    std::shared_ptr<Building> building;
+    std::shared_ptr<GrowingMessage> growing;
 };
 
 struct SyncOptions {
@@ -49,23 +51,11 @@ struct SyncOptions {
     std::vector<std::string> priority_senders, ignore_senders;
     const std::atomic<bool>* stop = nullptr;
     /// A login sets this to the end of its fetcher.login_wait: a message whose
-    /// media are downloading is then re-inserted while they arrive (follow.h),
+    /// media are downloading is then re-inserted while they arrive (growing_media.h),
     /// and shown as soon as they are verified. Default: never (the poller).
     std::chrono::steady_clock::time_point follow_until{};
 };
 
-/// The first field `name` (case-insensitive) in a raw header block, unfolded,
-/// trimmed; "" if absent. The block ends at the first empty line.
-std::string header_value(std::string_view headers, std::string_view name);
-
-
-/// Whether `address` matches a fetcher.priority_senders / ignore_senders entry:
-/// "a@b.org" the address, "@b.org" or "b.org" the domain (case-insensitive).
-bool sender_matches(const std::string& address, const std::vector<std::string>& list);
-
-/// Whose receipt this is: fetcher.address, else Delivered-To / X-Original-To as
-/// Postfix writes them, else the POP3 user if it has an '@'; "" if none.
-std::string receipt_recipient(const std::string& configured, std::string_view headers, const std::string& user);
 
 struct SyncStats {
     unsigned shown = 0, held = 0;
@@ -79,21 +69,22 @@ std::string cache_key(const std::string& upstream_id, const std::string& user, c
 /// Whether a UIDL from upstream is acceptable (RFC 1939 7: 1..70 chars 0x21..0x7E).
 bool valid_uidl(const std::string& s);
 
+/// The index of one user's cache copies and the common start of their packs' names
+/// (cache.h): cache_dir/msg/<user key>.idx and cache_dir/msg/<user key>-<tag>.pack.
+struct UserCache {
+    std::string index_path, pack_prefix;
+    UserCache(const SyncOptions& opt, const std::string& user);
+};
+
 /// After login: UIDL and LIST upstream, then for each message make sure its
 /// presented file or cache copy exists (RETR, resolve handles, re-insert). Messages
 /// whose media cannot be fetched and verified are held back: not in `shown`.
 /// Messages over fetcher.max_size are shown as they are (Source::as_is).
 /// Returns false (err set) only if the upstream dialogue itself failed.
+/// In phases (sync.cpp): list_upstream, classify, fetch_missing, update_index,
+/// build_shown_list.
 bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
                  std::vector<ShownMessage>& shown, SyncStats& stats, std::string& err);
-
-/// Opens the octets of a `copy` message for RETR: its cache copy if that passes
-/// open_entry(), else (a crash left it damaged, or it is gone) the message
-/// RETR'd again from upstream into a new copy, used only if it is as long as the
-/// size the client was told. Returns the descriptor positioned at the first
-/// octet, or -1 with `why` set.
-int open_copy(Upstream& up, const ShownMessage& m, const std::string& user, const SyncOptions& opt,
-              std::string& why);
 
 /// One background poll (fetcher.prefetch_interval): log in, synchronise so that
 /// media downloads start, QUIT without deleting. Returns false with err set.

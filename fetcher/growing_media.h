@@ -1,5 +1,5 @@
-// follow.h - reading a media file while mm-fetcher's downloader is still writing
-// it, so that a login's re-insertion runs alongside the download rather than after
+// growing_media.h - reading a media file while mm-fetcher's downloader is still writing
+// it (a "growing" file, like growing_message.h and mime/growing.h), so that a login's re-insertion runs alongside the download rather than after
 // it (a 200 MiB video: about half a second less before the client sees its mail).
 // It trusts nothing the downloader has not verified: it hashes what it reads, and
 // re-insertion fails unless the SHA-256 and size are the handle's. With the
@@ -18,7 +18,7 @@
 
 namespace mm {
 
-class FollowedMedia : public MediaInput {
+class GrowingMedia : public MediaInput {
 public:
     /// Follows the download of h (h.sha256, h.size) until `until`; read() throws
     /// once that passes, when the download stops or starts over, or when `stop`
@@ -28,12 +28,12 @@ public:
     /// go out as they are written, and finish() checks the whole file's SHA-256
     /// (nothing is shown before that, and the lag is smaller).
     /// `cancel`, if given, ends the following like `stop` (a build nobody reads).
-    FollowedMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
+    GrowingMedia(Downloader& dl, const Handle& h, std::chrono::steady_clock::time_point until,
                   const std::atomic<bool>* stop = nullptr, bool by_segment = false,
                   const std::atomic<bool>* cancel = nullptr);
-    ~FollowedMedia() override;
-    FollowedMedia(const FollowedMedia&) = delete;
-    FollowedMedia& operator=(const FollowedMedia&) = delete;
+    ~GrowingMedia() override;
+    GrowingMedia(const GrowingMedia&) = delete;
+    GrowingMedia& operator=(const GrowingMedia&) = delete;
 
     size_t read(char* buf, size_t n) override;
     void finish() override;   // throws unless all h.size bytes were read and their SHA-256 is h's

@@ -1,5 +1,5 @@
-// building.cpp - Building: a presented file read while it is built (building.h).
-#include "fetcher/building.h"
+// growing_message.cpp - GrowingMessage: a presented message read while it is built (growing_message.h).
+#include "fetcher/growing_message.h"
 
 #include "core/log.h"
 
@@ -26,17 +26,17 @@ uint64_t file_size_of(int fd)
 }
 
 std::mutex g_mu;
-std::map<std::string, std::weak_ptr<Building>> g_builds;   // by presented path
+std::map<std::string, std::weak_ptr<GrowingMessage>> g_builds;   // by presented path
 
 } // namespace
 
-std::shared_ptr<Building> Building::start(const std::string& raw, const std::string& rebuilt,
-                                          const std::string& presented,
-                                          std::vector<std::unique_ptr<MediaInput>> media,
-                                          std::shared_ptr<std::atomic<bool>> cancel, const ReinsertLayout& layout,
-                                          Finish finish, std::string& err)
-{
-    std::shared_ptr<Building> b(new Building);
+std::shared_ptr<GrowingMessage> GrowingMessage::start(const std::string& raw, const std::string& rebuilt,
+                                                      const std::string& presented,
+                                                      std::vector<std::unique_ptr<MediaInput>> media,
+                                                      std::shared_ptr<std::atomic<bool>> cancel, const ReinsertLayout& layout,
+                                                      Finish finish, std::string& err)
+                                                      {
+    std::shared_ptr<GrowingMessage> b(new GrowingMessage);
     b->raw_ = raw;
     b->rebuilt_ = rebuilt;
     b->presented_ = presented;
@@ -59,7 +59,7 @@ std::shared_ptr<Building> Building::start(const std::string& raw, const std::str
     return b;
 }
 
-std::shared_ptr<Building> Building::find(const std::string& presented)
+std::shared_ptr<GrowingMessage> GrowingMessage::find(const std::string& presented)
 {
     std::lock_guard<std::mutex> lock(g_mu);
     auto it = g_builds.find(presented);
@@ -76,7 +76,7 @@ std::shared_ptr<Building> Building::find(const std::string& presented)
     return b->state_ == State::failed ? nullptr : b;
 }
 
-Building::~Building()
+GrowingMessage::~GrowingMessage()
 {
     cancel_->store(true);
     if (thread_.joinable())
@@ -89,7 +89,7 @@ Building::~Building()
         g_builds.erase(it);
 }
 
-void Building::run()
+void GrowingMessage::run()
 {
     std::vector<MediaInput*> inputs;
     for (const auto& m : media_)
@@ -116,7 +116,7 @@ void Building::run()
     cv_.notify_all();
 }
 
-bool Building::wait_started(std::string& why, std::chrono::steady_clock::time_point until)
+bool GrowingMessage::wait_started(std::string& why, std::chrono::steady_clock::time_point until)
 {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
@@ -134,7 +134,7 @@ bool Building::wait_started(std::string& why, std::chrono::steady_clock::time_po
     }
 }
 
-ssize_t Building::read(char* buf, size_t n, uint64_t pos, std::string& why)
+ssize_t GrowingMessage::read(char* buf, size_t n, uint64_t pos, std::string& why)
 {
     for (;;) {
         State st;
