@@ -23,6 +23,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+TCP_ESTABLISHED = 1   # tcpi_state in struct tcp_info
 PARTIAL_HELLO = b"\x16\x03\x01\x02\x00" + b"\x01\x00\x01\xfc\x03\x03" + b"\x00" * 90   # 512 bytes announced, 101 sent
 
 
@@ -137,9 +138,13 @@ def slow(port, url, n, addrs, cap, ready, stop, secs):
                     got = None   # nothing yet: not a cut
                 if got == b"":
                     raise OSError("closed")
-                for _ in range(50):   # 5 s, in steps that notice STOP
+                for _ in range(50):   # 5 s, in steps that notice STOP and a cut
                     if os.path.exists(stop) or time.monotonic() >= end:
                         break
+                    # The kernel's TCP state tells at once; the bytes already
+                    # received would hide a reset from recv() for a while.
+                    if s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_ESTABLISHED:
+                        raise OSError("closed by the server")
                     time.sleep(0.1)
         except (OSError, ssl.SSLError):
             with lock:
