@@ -35,6 +35,7 @@
 #include <cstring>
 #include <deque>
 #include <list>
+#include <malloc.h>
 #include <mutex>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -167,6 +168,7 @@ struct Frontend {
     std::vector<Conn*> graveyard;
     Clock::time_point accept_paused_until{};
     bool accept_paused = false;
+    bool trim_pending = false;
     uint64_t cut_head = 0, cut_rate = 0, cut_stall = 0, refused_addr = 0, evicted = 0;
     Clock::time_point last_log{};
 
@@ -635,6 +637,14 @@ struct Frontend {
         for (Conn* c : cut) {
             log_line(c, true);
             close_conn(c, false);
+        }
+        // Once the last connection is gone, give the workers' malloc arenas
+        // back: an attack's buffers must not stay resident after it.
+        if (all.empty() && trim_pending) {
+            malloc_trim(0);
+            trim_pending = false;
+        } else if (!all.empty()) {
+            trim_pending = true;
         }
         // One summary line a minute at most: an attack must not flood the log.
         uint64_t total = cut_head + cut_rate + cut_stall + refused_addr + evicted;
