@@ -362,8 +362,9 @@ NetLimits net_limits(const Config& cfg)
     NetLimits l;
     l.threads = static_cast<int>(in_range(cfg, "gateway.threads", 1, 1024));
     l.max_connections = static_cast<int>(in_range(cfg, "gateway.max_connections", 1, 1000000));
-    l.max_connections_per_ip =
-        static_cast<int>(in_range(cfg, "gateway.max_connections_per_ip", 1, l.max_connections));
+    // Above gateway.max_connections the per-address cap is simply never reached.
+    l.max_connections_per_ip = static_cast<int>(
+        std::min<int64_t>(in_range(cfg, "gateway.max_connections_per_ip", 1, 1000000), l.max_connections));
     l.max_transfers_per_ip = static_cast<int>(in_range(cfg, "gateway.max_transfers_per_ip", 1, 1000000));
     l.timeout = at_least_1s(cfg, "gateway.timeout");
     l.header_timeout = at_least_1s(cfg, "gateway.header_timeout");

@@ -102,6 +102,61 @@ std::string address_key(const sockaddr_storage& ss)
     return std::string(buf) + "/64";
 }
 
+int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = static_cast<char>(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+enum class Chunked { more, done, too_big, bad };
+
+// Decodes a chunked body (RFC 9112 7.1) from the start of `raw` into `out`,
+// keeping at most max + 1 bytes. `consumed` is set when done. Parsed again
+// from the start as bytes arrive: the raw body is capped, so that stays cheap.
+Chunked dechunk(std::string_view raw, size_t max, std::string& out, size_t& consumed)
+{
+    out.clear();
+    size_t pos = 0;
+    for (;;) {
+        size_t eol = raw.find("\r\n", pos);
+        if (eol == std::string_view::npos)
+            return raw.size() - pos > 256 ? Chunked::bad : Chunked::more;
+        uint64_t n = 0;
+        size_t i = pos;
+        for (; i < eol && hex_digit(raw[i]) >= 0; ++i) {
+            if (n > (uint64_t{1} << 40))
+                return Chunked::bad;
+            n = n * 16 + static_cast<uint64_t>(hex_digit(raw[i]));
+        }
+        if (i == pos || (i < eol && raw[i] != ';' && raw[i] != ' ' && raw[i] != '\t'))
+            return Chunked::bad;
+        pos = eol + 2;
+        if (n == 0) {   // trailer fields up to an empty line
+            for (;;) {
+                size_t e = raw.find("\r\n", pos);
+                if (e == std::string_view::npos)
+                    return Chunked::more;
+                if (e == pos) {
+                    consumed = e + 2;
+                    return Chunked::done;
+                }
+                pos = e + 2;
+            }
+        }
+        uint64_t have = std::min<uint64_t>(n, raw.size() - pos);
+        out.append(raw.substr(pos, std::min<uint64_t>(have, max + 1 - out.size())));
+        if (out.size() > max)
+            return Chunked::too_big;
+        if (have < n || raw.size() - pos - n < 2)
+            return Chunked::more;
+        if (raw.compare(pos + n, 2, "\r\n") != 0)
+            return Chunked::bad;
+        pos += n + 2;
+    }
+}
+
 } // namespace
 
 struct Conn {
@@ -119,7 +174,8 @@ struct Conn {
     std::string in;
     size_t head_len = 0, body_len = 0;
     size_t scanned = 0;   // bytes of `in` already searched for the end of the head
-    bool bad_request = false, body_unread = false, sent_continue = false;
+    bool bad_request = false, body_unread = false, sent_continue = false, chunked = false;
+    std::string body;   // the request body, decoded
     std::unique_ptr<Request> req;
     int requests = 0;
 
@@ -349,7 +405,6 @@ struct Frontend {
                 std::lock_guard<std::mutex> l(amu);
                 PerAddress& a = addrs[key];
                 if (a.connections >= lim.max_connections_per_ip) {
-                    reset_on_close(fd);
                     ::close(fd);
                     ++refused_addr;
                     continue;
@@ -423,16 +478,12 @@ struct Frontend {
     }
 
     // Loop side only: the connection must not be in a worker's hands.
-    // A cut connection (graceful false) is reset: whatever it had not read
-    // yet is dropped at once instead of trickling out of the kernel's buffers.
     void close_conn(Conn* c, bool graceful)
     {
         if (c->phase == Phase::closed)
             return;
         if (graceful && c->ssl)
             SSL_shutdown(c->ssl);   // one try at close_notify; never waits
-        if (!graceful)
-            reset_on_close(c->fd);
         set_events(c, 0);
         mark_ready(c);
         all.erase(c);
@@ -537,10 +588,8 @@ struct Frontend {
                 return true;
             }
             c->body_len = 0;
-            if (c->req->getChunkedTransferEncoding()) {
-                c->body_unread = true;
-                return true;
-            }
+            c->body.clear();
+            c->chunked = c->req->getChunkedTransferEncoding();
             if (c->req->hasContentLength()) {
                 Poco::Int64 n = c->req->getContentLength64();
                 if (n < 0 || static_cast<uint64_t>(n) > lim.max_body) {
@@ -551,8 +600,28 @@ struct Frontend {
             }
             c->phase = Phase::body;
         }
-        if (c->in.size() >= c->head_len + c->body_len)
+        if (c->chunked) {
+            std::string_view raw(c->in);
+            raw.remove_prefix(c->head_len);
+            switch (dechunk(raw, lim.max_body, c->body, c->body_len)) {
+            case Chunked::done: return true;
+            case Chunked::too_big:   // the handler refuses it; the connection closes after
+                c->body_unread = true;
+                return true;
+            case Chunked::bad:
+                c->bad_request = true;
+                return true;
+            case Chunked::more:
+                if (raw.size() > 4 * lim.max_body + 1024) {   // framing out of all proportion
+                    c->bad_request = true;
+                    return true;
+                }
+                break;
+            }
+        } else if (c->in.size() >= c->head_len + c->body_len) {
+            c->body = c->in.substr(c->head_len, c->body_len);
             return true;
+        }
         if (c->req->getExpectContinue() && !c->sent_continue) {
             static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
             c->sent_continue = true;
@@ -634,8 +703,11 @@ struct Frontend {
                 }
             }
         }
+        // A cut transfer is reset: what it had not read yet is dropped at once
+        // instead of trickling out of the kernel's buffers to the slow reader.
         for (Conn* c : cut) {
             log_line(c, true);
+            reset_on_close(c->fd);
             close_conn(c, false);
         }
         // Once the last connection is gone, give the workers' malloc arenas
@@ -747,12 +819,13 @@ struct Frontend {
             resp.setVersion(req.getVersion());
             resp.setKeepAlive(req.getKeepAlive() && !c->body_unread && c->requests < kMaxRequestsPerConnection);
             req.peer_ = c->peer;
-            req.body_.str(c->in.substr(c->head_len, c->body_len));
+            req.body_.str(c->body);
             resp.take_transfer_ = [this, c] { return take_transfer(c); };
             status = handler(req, resp);
             c->log_id = resp.log_id;
         }
-        c->in.erase(0, c->bad_request ? c->in.size() : c->head_len + c->body_len);
+        c->in.erase(0, c->bad_request || c->body_unread ? c->in.size() : c->head_len + c->body_len);
+        c->body.clear();
         c->req.reset();
         if (status < 0) {
             c->status = -1;
