@@ -1,16 +1,18 @@
 // server.cpp - mm-gateway's HTTPS request handling: capability URLs checked
 // against the store, every refusal an identical 404, media streamed in fixed
 // buffers with single byte ranges (RFC 9110 14, RFC 6266 for the file name),
-// receipts (POST .../receipt, docs/gateway-api.md), the browser page, and the
-// connection guard that cuts clients too slow to send their request head.
-// Reads gateway.listen, gateway.threads, gateway.max_connections, gateway.timeout,
-// gateway.header_timeout, gateway.gc_interval (and the store's and lifecycle's keys).
+// receipts (POST .../receipt, docs/gateway-api.md) and the browser page; the
+// connections themselves are server_net.cpp's. Reads gateway.listen, gateway.threads,
+// gateway.max_connections, gateway.max_connections_per_ip, gateway.max_transfers_per_ip,
+// gateway.timeout, gateway.header_timeout, gateway.min_rate, gateway.min_rate_window,
+// gateway.gc_interval (and the store's and lifecycle's keys).
 #include "gateway/server.h"
 
 #include "gateway/http.h"
 #include "store/lifecycle.h"
 #include "gateway/page.h"
 #include "gateway/range.h"
+#include "gateway/server_net.h"
 #include "store/store.h"
 
 #include "core/fileio.h"
@@ -19,20 +21,9 @@
 #include "core/util.h"
 
 #include <Poco/Net/Context.h>
-#include <Poco/Net/HTTPRequestHandler.h>
-#include <Poco/Net/HTTPRequestHandlerFactory.h>
-#include <Poco/Net/HTTPServerConnection.h>
-#include <Poco/Net/HTTPServerParams.h>
-#include <Poco/Net/HTTPServerRequest.h>
-#include <Poco/Net/HTTPServerRequestImpl.h>
-#include <Poco/Net/HTTPServerResponse.h>
 #include <Poco/Net/PrivateKeyPassphraseHandler.h>
 #include <Poco/Net/RejectCertificateHandler.h>
 #include <Poco/Net/SSLManager.h>
-#include <Poco/Net/SecureServerSocket.h>
-#include <Poco/Net/TCPServer.h>
-#include <Poco/Net/TCPServerConnectionFactory.h>
-#include <Poco/ThreadPool.h>
 
 #include <cctype>
 #include <cerrno>
@@ -40,10 +31,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <fcntl.h>
-#include <list>
 #include <mutex>
-#include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -52,165 +40,14 @@ namespace mm {
 
 namespace {
 
-// One read and one TLS write of this size: OpenSSL cuts it into full 16 KiB
-// records, so the per-record and per-syscall costs are as low as they go.
-constexpr size_t kBufferSize = 512 * 1024;
-constexpr uint64_t kMapWindow = 64 * 1024 * 1024;   // mapped at once when sending an object
 constexpr size_t kMaxHeaderBytes = 16 * 1024;   // all request header fields together
 constexpr std::string_view kNotFoundBody = "not found\n";
 
-using Clock = std::chrono::steady_clock;
 using Poco::Net::HTTPResponse;
-using Poco::Net::HTTPServerRequest;
-using Poco::Net::HTTPServerResponse;
-
-// The connection guard: each connection is "reading" (TLS handshake, waiting
-// for or reading a request head) or "busy" (a handler runs). A watchdog shuts
-// down any connection reading for longer than gateway.header_timeout, so a
-// slow-loris client trickling bytes cannot keep a worker thread; Poco's own
-// receive timeout restarts with every byte and would not stop it.
-class ConnectionGuard {
-public:
-    struct Slot {
-        int fd;
-        Clock::time_point since;
-        bool busy = false;
-        bool cut = false;
-    };
-    using Handle = std::list<Slot>::iterator;
-
-    explicit ConnectionGuard(std::chrono::seconds header_timeout) : limit_(header_timeout)
-    {
-        thread_ = std::thread([this] { watch(); });
-    }
-    ~ConnectionGuard()
-    {
-        {
-            std::lock_guard<std::mutex> l(mu_);
-            stop_ = true;
-        }
-        cv_.notify_all();
-        thread_.join();
-    }
-
-    Handle enter(int fd)
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        slots_.push_front(Slot{fd, Clock::now()});
-        return slots_.begin();
-    }
-    // Called before the socket is closed, so the watchdog never touches a reused fd.
-    void leave(Handle h)
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        slots_.erase(h);
-    }
-    void set_busy(Slot* s, bool busy)
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        s->busy = busy;
-        s->since = Clock::now();
-    }
-    // On stop: end every connection, downloads included.
-    void cut_all()
-    {
-        std::lock_guard<std::mutex> l(mu_);
-        for (auto& s : slots_) {
-            ::shutdown(s.fd, SHUT_RDWR);
-            s.cut = true;
-        }
-    }
-
-private:
-    void watch()
-    {
-        std::unique_lock<std::mutex> l(mu_);
-        while (!stop_) {
-            cv_.wait_for(l, std::chrono::milliseconds(250));
-            Clock::time_point now = Clock::now();
-            for (auto& s : slots_) {
-                if (!s.busy && !s.cut && now - s.since > limit_) {
-                    ::shutdown(s.fd, SHUT_RDWR);   // the blocked read returns; Poco ends the connection
-                    s.cut = true;
-                    ++cut_count_;
-                }
-            }
-            // One summary line a minute at most: an attack must not flood the log.
-            if (cut_count_ != cut_logged_ && now - last_log_ >= std::chrono::seconds(60)) {
-                log_info("closed " + std::to_string(cut_count_ - cut_logged_) +
-                         " connection(s) that sent no complete request within gateway.header_timeout");
-                cut_logged_ = cut_count_;
-                last_log_ = now;
-            }
-        }
-    }
-
-    std::chrono::seconds limit_;
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::list<Slot> slots_;
-    std::thread thread_;
-    bool stop_ = false;
-    uint64_t cut_count_ = 0, cut_logged_ = 0;
-    Clock::time_point last_log_{};
-};
-
-// The guard slot of the connection this worker thread is serving, and the
-// gateway's guard (one gateway per process).
-thread_local ConnectionGuard::Slot* t_slot = nullptr;
-ConnectionGuard* g_guard = nullptr;
-
-// Marks this thread's connection as running a handler (busy) or as reading
-// from the client under the header deadline.
-void mark_connection(bool busy)
-{
-    if (t_slot && g_guard)
-        g_guard->set_busy(t_slot, busy);
-}
-
-class GuardedConnection : public Poco::Net::HTTPServerConnection {
-public:
-    GuardedConnection(const Poco::Net::StreamSocket& s, Poco::Net::HTTPServerParams::Ptr params,
-                      Poco::Net::HTTPRequestHandlerFactory::Ptr factory, ConnectionGuard& guard)
-        : HTTPServerConnection(s, params, factory), guard_(guard)
-    {
-    }
-    void run() override
-    {
-        ConnectionGuard::Handle h = guard_.enter(socket().impl()->sockfd());
-        t_slot = &*h;
-        try {
-            HTTPServerConnection::run();
-        } catch (...) {
-            t_slot = nullptr;
-            guard_.leave(h);
-            throw;
-        }
-        t_slot = nullptr;
-        guard_.leave(h);
-    }
-
-private:
-    ConnectionGuard& guard_;
-};
-
-class GuardedConnectionFactory : public Poco::Net::TCPServerConnectionFactory {
-public:
-    GuardedConnectionFactory(Poco::Net::HTTPServerParams::Ptr params, Poco::Net::HTTPRequestHandlerFactory::Ptr f,
-                             ConnectionGuard& guard)
-        : params_(params), factory_(f), guard_(guard)
-    {
-    }
-    Poco::Net::TCPServerConnection* createConnection(const Poco::Net::StreamSocket& s) override
-    {
-        return new GuardedConnection(s, params_, factory_, guard_);
-    }
-
-private:
-    Poco::Net::HTTPServerParams::Ptr params_;
-    Poco::Net::HTTPRequestHandlerFactory::Ptr factory_;
-    ConnectionGuard& guard_;
-};
+// The handler keeps Poco's names for what it reads and writes; both are the
+// front end's (server_net.h), which parses heads with Poco and sends the answers.
+using HTTPServerRequest = Request;
+using HTTPServerResponse = Response;
 
 bool ascii_contains_ci(std::string_view hay, std::string_view needle)
 {
@@ -226,25 +63,25 @@ bool ascii_contains_ci(std::string_view hay, std::string_view needle)
     return false;
 }
 
-class MediaHandler : public Poco::Net::HTTPRequestHandler {
+class MediaHandler {
 public:
     MediaHandler(Store& store, Lifecycle& life) : store_(store), life_(life) {}
 
-    void handleRequest(HTTPServerRequest& req, HTTPServerResponse& resp) override
+    // Runs on a front-end worker; the front end writes the access log line
+    // once the answer is sent (or cut).
+    int handleRequest(HTTPServerRequest& req, HTTPServerResponse& resp)
     {
         std::string method = req.getMethod();
         std::string id_prefix = "-";
         int status = 0;
-        uint64_t sent = 0;
         try {
-            status = handle(req, resp, method, id_prefix, sent);
+            status = handle(req, resp, method, id_prefix);
         } catch (const std::exception& e) {
             log_error("request " + printable(method, 16) + " id=" + id_prefix + " failed: " + printable(e.what()));
             status = -1;
         }
-        log_info(printable(method, 16) + " " + (status < 0 ? std::string("aborted") : std::to_string(status)) +
-                 " bytes=" + std::to_string(sent) + " id=" + id_prefix + " peer=" + req.clientAddress().toString());
-        mark_connection(false);   // back to waiting for the next request head
+        resp.log_id = id_prefix;
+        return status;
     }
 
 private:
@@ -271,8 +108,7 @@ private:
     // no oracle telling an unknown id from a wrong token or an expired item.
     int not_found(HTTPServerResponse& resp) { return small(resp, HTTPResponse::HTTP_NOT_FOUND, kNotFoundBody); }
 
-    int handle(HTTPServerRequest& req, HTTPServerResponse& resp, const std::string& method, std::string& id_prefix,
-               uint64_t& sent)
+    int handle(HTTPServerRequest& req, HTTPServerResponse& resp, const std::string& method, std::string& id_prefix)
     {
         // Poco caps each field (name 256, value 8 KiB) and their number (100);
         // the sum is capped here, well below what 100 large fields would allow.
@@ -311,7 +147,13 @@ private:
         if (!req.has("Range") && !query_wants_download(query) && req.has("Accept") &&
             ascii_contains_ci(req.get("Accept"), "text/html"))
             return page(resp, *item, id, token, head);
-        return media(req, resp, *item, id_prefix, head, sent);
+        // Each address gets gateway.max_transfers_per_ip bodies at once: one
+        // host cannot hold every connection slot with slow downloads.
+        if (!head && !resp.begin_transfer()) {
+            resp.set("Retry-After", "10");
+            return small(resp, HTTPResponse::HTTP_SERVICE_UNAVAILABLE, "too many downloads from your address\n");
+        }
+        return media(req, resp, *item, id_prefix, head);
     }
 
     // The body checks depend only on the request, never on the item, so their
@@ -329,13 +171,11 @@ private:
             base.pop_back();
         for (char& c : base)
             c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        // The front end read the body under the request's deadline, so a
+        // client trickling its receipt never held a worker.
         std::istream& in = req.stream();
         body.resize(kMaxReceiptBody + 1);
-        // The body is part of the request: the guard's deadline applies to it
-        // too, so a client trickling its receipt cannot hold the worker.
-        mark_connection(false);
         in.read(body.data(), static_cast<std::streamsize>(body.size()));
-        mark_connection(true);
         body.resize(static_cast<size_t>(in.gcount()));
         if (body.size() > kMaxReceiptBody) {
             resp.setKeepAlive(false);
@@ -403,7 +243,7 @@ private:
     }
 
     int media(HTTPServerRequest& req, HTTPServerResponse& resp, const Item& item, const std::string& id_prefix,
-              bool head, uint64_t& sent)
+              bool head)
     {
         std::string path = store_.item_path(item);
         UniqueFd file(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
@@ -461,105 +301,20 @@ private:
         resp.setContentType(safe_media_type(item.type));
         resp.set("Content-Disposition", content_disposition(item.name));
         resp.setContentLength64(count);
-        std::ostream& out = resp.send();
-        // Poco buffers the head in the body stream: push it out before the
-        // body bypasses that stream.
-        out.flush();
         if (head)
             return status;
 
-        // The body goes straight to the TLS socket in large writes: Poco's
-        // fixed-length stream would cut it into 4 KiB TLS records. The stream
-        // stays unused, so its byte count is never at odds with ours.
-        auto* impl = dynamic_cast<Poco::Net::HTTPServerRequestImpl*>(&req);
-        if (impl && item.link_path.empty() && count > 0) {
-            send_mapped(impl->socket(), fd, first, count, sent);
-            return status;
-        }
-        thread_local std::unique_ptr<char[]> buf;   // one per worker thread, not per request
-        if (!buf)
-            buf.reset(new char[kBufferSize]);
-        uint64_t off = first, left = count;
-        while (left > 0) {
-            size_t want = left < kBufferSize ? static_cast<size_t>(left) : kBufferSize;
-            ssize_t n = pread(fd, buf.get(), want, static_cast<off_t>(off));
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                throw std::runtime_error("read error or short file at offset " + std::to_string(off) + " of " + path);
-            if (impl) {
-                for (ssize_t done = 0; done < n;) {
-                    int w = impl->socket().sendBytes(buf.get() + done, static_cast<int>(n - done));
-                    if (w <= 0)
-                        throw std::runtime_error("peer went away after " + std::to_string(sent) + " bytes");
-                    done += w;
-                }
-            } else {
-                out.write(buf.get(), n);
-                if (!out)
-                    throw std::runtime_error("peer went away after " + std::to_string(sent) + " bytes");
-            }
-            off += static_cast<uint64_t>(n);
-            left -= static_cast<uint64_t>(n);
-            sent += static_cast<uint64_t>(n);
-        }
-        if (!impl)
-            out.flush();
+        // The front end sends the body once this returns, in large TLS writes
+        // and never waiting on the peer. Objects never change once placed
+        // (content-addressed; the store only ever unlinks them, which keeps a
+        // mapping valid), so they are mapped and OpenSSL encrypts straight from
+        // the page cache. Linked files are the sender's own and could be
+        // truncated under us (SIGBUS), so they are read.
+        if (count > 0)
+            resp.send_file(std::move(file), first, count, item.link_path.empty());
         return status;
     }
 
-    // Objects never change once placed (content-addressed; the store only
-    // ever unlinks them, which keeps the mapping valid), so their pages are
-    // mapped and OpenSSL encrypts straight from the page cache: one copy fewer
-    // than pread() into a buffer. Linked files are the sender's own and could
-    // be truncated under us (SIGBUS), so they take the pread() path.
-    static void send_mapped(Poco::Net::StreamSocket& sock, int fd, uint64_t first, uint64_t count, uint64_t& sent)
-    {
-        static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-        uint64_t pos = first;
-        const uint64_t end = first + count;
-        while (pos < end) {
-            // A window at a time, so that a 4 GiB file does not pin 4 GiB of address space.
-            uint64_t base = pos & ~(page - 1);
-            uint64_t len = std::min<uint64_t>(end - base, kMapWindow);
-            void* m = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(base));
-            if (m == MAP_FAILED)
-                throw std::runtime_error(std::string("cannot map the object: ") + std::strerror(errno));
-            struct Unmap {
-                void* m;
-                size_t len;
-                ~Unmap() { munmap(m, len); }
-            } unmap{m, static_cast<size_t>(len)};
-            madvise(m, len, MADV_SEQUENTIAL | MADV_WILLNEED);
-            const char* p = static_cast<const char*>(m) + (pos - base);
-            const char* stop = static_cast<const char*>(m) + len;
-            while (p < stop) {
-                int want = static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(stop - p), kBufferSize));
-                int w = sock.sendBytes(p, want);
-                if (w <= 0)
-                    throw std::runtime_error("peer went away after " + std::to_string(sent) + " bytes");
-                p += w;
-                sent += static_cast<uint64_t>(w);
-            }
-            pos = base + len;
-        }
-    }
-
-    Store& store_;
-    Lifecycle& life_;
-};
-
-class Factory : public Poco::Net::HTTPRequestHandlerFactory {
-public:
-    Factory(Store& store, Lifecycle& life) : store_(store), life_(life) {}
-    Poco::Net::HTTPRequestHandler* createRequestHandler(const HTTPServerRequest&) override
-    {
-        // The request head is complete: from here the guard leaves the connection alone.
-        mark_connection(true);
-        return new MediaHandler(store_, life_);
-    }
-
-private:
     Store& store_;
     Lifecycle& life_;
 };
@@ -571,22 +326,22 @@ public:
     void onPrivateKeyRequested(const void*, std::string& passphrase) override { passphrase.clear(); }
 };
 
-int64_t positive(const Config& cfg, const char* key)
+// The table in core/config.cpp holds every bound of these keys.
+NetLimits net_limits(const Config& cfg)
 {
-    int64_t v = cfg.integer(key);
-    if (v < 1)
-        throw ConfigError(std::string("bad value for ") + key + " = '" + cfg.str(key) + "' (" + cfg.origin(key) +
-                          "): must be at least 1");
-    return v;
-}
-
-std::chrono::seconds at_least_1s(const Config& cfg, const char* key)
-{
-    auto d = cfg.duration(key);
-    if (d.count() < 1)
-        throw ConfigError(std::string("bad value for ") + key + " = '" + cfg.str(key) + "' (" + cfg.origin(key) +
-                          "): must be at least 1s");
-    return d;
+    NetLimits l;
+    l.threads = static_cast<int>(cfg.integer("gateway.threads"));
+    l.max_connections = static_cast<int>(cfg.integer("gateway.max_connections"));
+    // Above gateway.max_connections the per-address cap is simply never reached.
+    l.max_connections_per_ip =
+        static_cast<int>(std::min<int64_t>(cfg.integer("gateway.max_connections_per_ip"), l.max_connections));
+    l.max_transfers_per_ip = static_cast<int>(cfg.integer("gateway.max_transfers_per_ip"));
+    l.timeout = cfg.duration("gateway.timeout");
+    l.header_timeout = cfg.duration("gateway.header_timeout");
+    l.min_rate = cfg.size("gateway.min_rate");
+    l.min_rate_window = cfg.duration("gateway.min_rate_window");
+    l.max_body = kMaxReceiptBody;
+    return l;
 }
 
 } // namespace
@@ -595,11 +350,9 @@ struct Gateway::Impl {
     TlsIdentity tls;   // first: a bad key pair fails before the store is touched
     Store store;
     Lifecycle life;
-    ConnectionGuard guard;
+    MediaHandler handler;
     Poco::Net::Context::Ptr ctx;
-    std::unique_ptr<Poco::Net::SecureServerSocket> socket;   // built once the Context exists
-    Poco::ThreadPool pool;
-    std::unique_ptr<Poco::Net::TCPServer> server;
+    std::unique_ptr<HttpFrontend> front;   // built once the Context exists
 
     // The expiry collector: once at start, then every gateway.gc_interval.
     std::chrono::seconds gc_interval;
@@ -608,9 +361,9 @@ struct Gateway::Impl {
     bool gc_stop = false;
     std::thread gc_thread;
 
-    Impl(const Config& cfg, int threads, std::chrono::seconds header_timeout)
-        : tls(tls_identity(cfg)), store(cfg), life(cfg), guard(header_timeout),
-          pool(1, threads + 1, 60), gc_interval(at_least_1s(cfg, "gateway.gc_interval"))
+    explicit Impl(const Config& cfg)
+        : tls(tls_identity(cfg)), store(cfg), life(cfg), handler(store, life),
+          gc_interval(cfg.duration("gateway.gc_interval"))
     {
     }
 
@@ -653,13 +406,10 @@ struct Gateway::Impl {
 
 Gateway::Gateway(const Config& cfg)
 {
-    int threads = static_cast<int>(positive(cfg, "gateway.threads"));
-    int max_conn = static_cast<int>(positive(cfg, "gateway.max_connections"));
-    auto timeout = at_least_1s(cfg, "gateway.timeout");
-    auto header_timeout = at_least_1s(cfg, "gateway.header_timeout");
+    NetLimits limits = net_limits(cfg);
     HostPort listen = cfg.hostport("gateway.listen");
 
-    impl_ = std::make_unique<Impl>(cfg, threads, header_timeout);
+    impl_ = std::make_unique<Impl>(cfg);
     impl_->ctx = new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, impl_->tls.key_path,
                                        impl_->tls.cert_path, "", Poco::Net::Context::VERIFY_NONE, 9, false,
                                        "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES:!SHA1");
@@ -668,51 +418,34 @@ Gateway::Gateway(const Config& cfg)
     // Poco's SSLManager otherwise looks for a Poco::Util::Application configuration.
     Poco::Net::SSLManager::instance().initializeServer(new NoPassphrase, new Poco::Net::RejectCertificateHandler(true),
                                                        impl_->ctx);
-    impl_->socket = std::make_unique<Poco::Net::SecureServerSocket>(
-        Poco::Net::SocketAddress(listen.host, listen.port), 64, impl_->ctx);
-
-    Poco::Net::HTTPServerParams::Ptr params = new Poco::Net::HTTPServerParams;
-    params->setMaxThreads(threads);
-    // gateway.max_connections counts connections being served plus those
-    // waiting for a worker; Poco's dispatcher closes any beyond that at once.
-    params->setMaxQueued(max_conn > threads ? max_conn - threads : 1);
-    params->setTimeout(Poco::Timespan(timeout.count(), 0));
-    params->setKeepAlive(true);
-    params->setKeepAliveTimeout(Poco::Timespan(timeout.count(), 0));
-    params->setMaxKeepAliveRequests(100);
-    Poco::Net::HTTPRequestHandlerFactory::Ptr handlers = new Factory(impl_->store, impl_->life);
-    g_guard = &impl_->guard;
-    impl_->server = std::make_unique<Poco::Net::TCPServer>(
-        new GuardedConnectionFactory(params, handlers, impl_->guard), impl_->pool, *impl_->socket, params);
+    MediaHandler* handler = &impl_->handler;
+    impl_->front = std::make_unique<HttpFrontend>(
+        Poco::Net::SocketAddress(listen.host, listen.port), impl_->ctx->sslContext(), limits,
+        [handler](Request& req, Response& resp) { return handler->handleRequest(req, resp); });
 }
 
 Gateway::~Gateway()
 {
     if (impl_) {
         impl_->stop_gc();
-        if (impl_->server)
-            impl_->server->stop();
-        impl_->guard.cut_all();
-        impl_->pool.joinAll();
-        g_guard = nullptr;
+        if (impl_->front)
+            impl_->front->stop();
     }
 }
 
 void Gateway::start()
 {
-    impl_->server->start();
+    impl_->front->start();
     impl_->gc_thread = std::thread([this] { impl_->gc_loop(); });
 }
 
 void Gateway::stop()
 {
     impl_->stop_gc();
-    impl_->server->stop();
-    impl_->guard.cut_all();
-    impl_->pool.joinAll();
+    impl_->front->stop();
 }
 
-std::string Gateway::address() const { return impl_->socket->address().toString(); }
+std::string Gateway::address() const { return impl_->front->address(); }
 
 const std::string& Gateway::pin() const { return impl_->tls.pin; }
 

@@ -1,6 +1,7 @@
 // server.h - mm-gateway's peer HTTPS server: GET/HEAD /m/<id>/<token>[/<name>]
-// serves one stored item, with single byte ranges (RFC 9110) over TLS 1.2+ (Poco NetSSL).
-// Reads gateway.listen, gateway.threads, gateway.max_connections, gateway.timeout (and the store's keys).
+// serves one stored item, with single byte ranges (RFC 9110) over TLS 1.2+ (OpenSSL; server_net.h).
+// Reads gateway.listen, gateway.threads, gateway.max_connections(_per_ip), gateway.max_transfers_per_ip,
+// gateway.timeout, gateway.header_timeout, gateway.min_rate(_window) (and the store's keys).
 #pragma once
 
 #include "core/config.h"

@@ -1,0 +1,98 @@
+// server_net.h - mm-gateway's connection front end: one epoll loop that accepts,
+// runs the TLS handshake and reads each HTTP/1.1 request head (and a small body)
+// under one deadline, a worker pool that runs the handler and sends the answer
+// without ever waiting on a slow peer. Reads no keys itself: server.cpp passes
+// gateway.threads, max_connections, max_connections_per_ip, max_transfers_per_ip,
+// header_timeout, timeout, min_rate and min_rate_window in NetLimits.
+#pragma once
+
+#include "core/fileio.h"
+
+#include <Poco/Net/HTTPRequest.h>
+#include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/SocketAddress.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace mm {
+
+struct NetLimits {
+    int threads = 16;                       // workers running handlers and sending
+    int max_connections = 4096;             // all connections; also bounded by RLIMIT_NOFILE
+    int max_connections_per_ip = 256;       // per IPv4 address or IPv6 /64
+    int max_transfers_per_ip = 128;         // concurrent media bodies per address
+    std::chrono::seconds header_timeout{10};   // accept (or the previous answer) to the end of the request
+    std::chrono::seconds timeout{60};          // a send that makes no progress at all
+    uint64_t min_rate = 4096;               // bytes/s a transfer must average over min_rate_window; 0 = off
+    std::chrono::seconds min_rate_window{60};
+    size_t max_body = 4096;                 // request bodies up to this are read before the handler runs
+};
+
+/// A parsed request head (Poco's parser and its field caps) with the body the
+/// front end read for it (at most NetLimits::max_body bytes).
+class Request : public Poco::Net::HTTPRequest {
+public:
+    const Poco::Net::SocketAddress& clientAddress() const { return peer_; }
+    std::istream& stream() { return body_; }
+
+private:
+    friend struct Frontend;
+    Poco::Net::SocketAddress peer_;
+    std::istringstream body_;
+};
+
+/// The answer a handler builds. send() gives a stream for a small body; a
+/// file body is given with send_file() and sent by the front end after the
+/// handler returns, so that no worker waits on a slow reader.
+class Response : public Poco::Net::HTTPResponse {
+public:
+    std::ostream& send() { return body_; }
+    /// Sends [first, first + count) of `file` as the body; `mapped` maps it
+    /// (immutable store objects) instead of reading it (linked files).
+    void send_file(UniqueFd file, uint64_t first, uint64_t count, bool mapped)
+    {
+        file_ = std::move(file);
+        first_ = first;
+        count_ = count;
+        mapped_ = mapped;
+    }
+    /// Takes one of the peer address's gateway.max_transfers_per_ip slots for
+    /// this answer's body; false if they are all taken.
+    bool begin_transfer() { return take_transfer_ && take_transfer_(); }
+    /// The id shown in the access log line ("-" if none).
+    std::string log_id = "-";
+
+private:
+    friend struct Frontend;
+    std::ostringstream body_;
+    UniqueFd file_;
+    uint64_t first_ = 0, count_ = 0;
+    bool mapped_ = false;
+    std::function<bool()> take_transfer_;
+};
+
+/// Runs on a worker; returns the HTTP status sent, or -1 after an internal
+/// failure (the connection is then closed).
+using RequestHandler = std::function<int(Request&, Response&)>;
+
+class HttpFrontend {
+public:
+    /// Binds `listen` (throws Poco::Exception on failure) and raises the
+    /// RLIMIT_NOFILE soft limit to the hard one.
+    HttpFrontend(const Poco::Net::SocketAddress& listen, SSL_CTX* tls, const NetLimits& limits, RequestHandler handler);
+    ~HttpFrontend();
+    void start();
+    void stop();   // stops accepting, aborts every connection, joins all threads
+    std::string address() const;
+
+private:
+    std::unique_ptr<struct Frontend> impl_;
+};
+
+} // namespace mm
