@@ -131,8 +131,10 @@ TEST_CASE("every bound in the key table is enforced, naming origin, key, value a
         const char* set;    // --set argument
         const char* want;   // text the error must contain
     } cases[] = {
-        {"gateway.threads=0", "--set: bad value for gateway.threads = '0': must be from 1 to 1000000"},
-        {"gateway.threads=1000001", "gateway.threads = '1000001': must be from 1 to 1000000"},
+        {"gateway.threads=0", "--set: bad value for gateway.threads = '0': must be from 1 to 1024"},
+        {"gateway.threads=1025", "gateway.threads = '1025': must be from 1 to 1024"},
+        {"gateway.min_rate=2G", "gateway.min_rate = '2G': must be at most 1073741824"},
+        {"gateway.min_rate_window=2h", "gateway.min_rate_window = '2h': must be from 1s to 3600s"},
         {"gateway.max_connections=0", "gateway.max_connections = '0': must be from 1 to 1000000"},
         {"gateway.timeout=0", "gateway.timeout = '0': must be at least 1s"},
         {"gateway.header_timeout=0s", "gateway.header_timeout = '0s': must be at least 1s"},
@@ -162,7 +164,7 @@ TEST_CASE("every bound in the key table is enforced, naming origin, key, value a
         CHECK(set_error(c.set).find(c.want) != std::string::npos);
     }
     // The bounds themselves are allowed.
-    const std::vector<std::string> fine = {"gateway.threads=1", "gateway.threads=1000000", "gateway.timeout=1", "fetcher.parallel=1",
+    const std::vector<std::string> fine = {"gateway.threads=1", "gateway.threads=1024", "gateway.min_rate=0", "gateway.timeout=1", "fetcher.parallel=1",
                            "fetcher.parallel=64", "fetcher.max_sessions=10000", "fetcher.login_wait=60s",
                            "fetcher.login_wait=0", "fetcher.retry_max=10s", "fetcher.cache_quota=1",
                            "milter.proxy_max_clients=1", "fetcher.upstream_pin=sha256//" +
