@@ -17,35 +17,40 @@ void UniqueFd::reset(int fd)
     fd_ = fd;
 }
 
-bool write_all(int fd, const void* data, size_t n)
+namespace {
+
+/// Writes all n bytes through `step` (write or pwrite at the running offset),
+/// retrying on EINTR and short writes.
+template <typename Step>
+bool write_loop(const void* data, size_t n, Step step)
 {
     const char* p = static_cast<const char*>(data);
+    uint64_t done = 0;
     while (n > 0) {
-        ssize_t k = ::write(fd, p, n);
+        ssize_t k = step(p, n, done);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
             return false;
         p += k;
         n -= static_cast<size_t>(k);
+        done += static_cast<uint64_t>(k);
     }
     return true;
 }
 
+} // namespace
+
+bool write_all(int fd, const void* data, size_t n)
+{
+    return write_loop(data, n, [fd](const char* p, size_t len, uint64_t) { return ::write(fd, p, len); });
+}
+
 bool pwrite_all(int fd, const void* data, size_t n, uint64_t offset)
 {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-        ssize_t k = ::pwrite(fd, p, n, static_cast<off_t>(offset));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        p += k;
-        n -= static_cast<size_t>(k);
-        offset += static_cast<uint64_t>(k);
-    }
-    return true;
+    return write_loop(data, n, [fd, offset](const char* p, size_t len, uint64_t done) {
+        return ::pwrite(fd, p, len, static_cast<off_t>(offset + done));
+    });
 }
 
 bool file_size(const std::string& path, uint64_t& out)

@@ -258,10 +258,12 @@ static std::string spki_pin(X509* cert)
     return "sha256//" + base64_encode(d);
 }
 
-bool Stream::accept_tls(SSL_CTX* ctx, std::string& err)
+bool Stream::attach_tls(SSL_CTX* ctx, std::string& err)
 {
     if (pos_ < len_) {
-        err = "plaintext data after STLS";   // see start_tls
+        // Bytes after the STLS reply before the handshake: a man in the middle
+        // injecting plaintext (cf. CVE-2011-0411). Refuse, on either side.
+        err = "plaintext data after STLS";
         return false;
     }
     ssl_ = SSL_new(ctx);
@@ -270,6 +272,13 @@ bool Stream::accept_tls(SSL_CTX* ctx, std::string& err)
         return false;
     }
     SSL_set_fd(ssl_, fd_);
+    return true;
+}
+
+bool Stream::accept_tls(SSL_CTX* ctx, std::string& err)
+{
+    if (!attach_tls(ctx, err))
+        return false;
     if (SSL_accept(ssl_) != 1) {
         char buf[256];
         ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
@@ -281,18 +290,8 @@ bool Stream::accept_tls(SSL_CTX* ctx, std::string& err)
 
 bool Stream::start_tls(SSL_CTX* ctx, const std::string& host, const std::string& pin, std::string& err)
 {
-    if (pos_ < len_) {
-        // Bytes after the STLS reply before the handshake: a man in the middle
-        // injecting plaintext (cf. CVE-2011-0411). Refuse.
-        err = "plaintext data after STLS";
+    if (!attach_tls(ctx, err))
         return false;
-    }
-    ssl_ = SSL_new(ctx);
-    if (!ssl_) {
-        err = "SSL_new failed";
-        return false;
-    }
-    SSL_set_fd(ssl_, fd_);
     unsigned char ip[16];
     bool literal = inet_pton(AF_INET, host.c_str(), ip) == 1 || inet_pton(AF_INET6, host.c_str(), ip) == 1;
     if (literal) {

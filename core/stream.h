@@ -65,6 +65,8 @@ public:
     int fd() const { return fd_; }
 
 private:
+    /// The SSL object on this socket, refusing plaintext already buffered (both handshakes).
+    bool attach_tls(SSL_CTX* ctx, std::string& err);
     bool fill();
     int fd_;
     SSL* ssl_ = nullptr;
