@@ -64,6 +64,8 @@ Decoded reference(std::string_view in, bool keep)
             break;
         if (line_start && c == '.') {
             int d = peek();
+            if (d < 0)
+                break;   // what the dot is depends on the next octet: nothing passed on yet
             if (d == '\r' || d == '\n') {
                 get();
                 // "." CR LF, "." LF, or "." CR and something else: the end. "." CR
