@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <string>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -33,8 +34,9 @@ struct Row {
 void check_rows(const Row* begin, const Row* end)
 {
     for (const Row* r = begin; r != end; ++r) {
-        CAPTURE(r->block);
-        CAPTURE(r->addr);
+        std::string block = r->block, addr = r->addr;
+        CAPTURE(block);
+        CAPTURE(addr);
         CHECK(allowed_str(r->addr, false) == r->allowed);
         CHECK(allowed_str(r->addr, true));   // fetcher.allow_private lets everything through
     }
