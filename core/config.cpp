@@ -9,8 +9,11 @@
 #include "core/address.h"
 #include "core/util.h"
 
+#include <arpa/inet.h>
 #include <charconv>
+#include <cstring>
 #include <fstream>
+#include <strings.h>
 #include <set>
 
 namespace mm {
@@ -137,6 +140,8 @@ const KeyDef kKeys[] = {
           "ADDRESS:PORT for clients speaking TLS from the start (POP3S); empty: off"),
     text("fetcher.tls_cert", "", "PEM certificate chain for tls_listen (then the plain listener offers STLS)"),
     text("fetcher.tls_key", "", "PEM private key of fetcher.tls_cert; set both or neither"),
+    typed("fetcher.allow_plain_listen", Type::boolean, "false",
+          "allow a fetcher.listen off loopback, where USER and PASS cross the network in clear"),
     typed("fetcher.cache_dir", Type::path, "/var/cache/mediamail/fetcher",
           "where fetched messages and downloaded media are kept"),
     typed("fetcher.allow_private", Type::boolean, "false",
@@ -504,6 +509,25 @@ Config Config::load(const std::string& path, const std::vector<std::string>& ove
     return c;
 }
 
+namespace {
+
+/// A listening host that only this machine can reach: 127.0.0.0/8, ::1 (also as
+/// ::ffff:127.x.y.z) or the name "localhost" (RFC 6761 6.3).
+bool loopback_host(const std::string& host)
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET, host.c_str(), a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, host.c_str(), a) == 1) {
+        static const unsigned char one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        return std::memcmp(a, one, 16) == 0 || (std::memcmp(a, mapped, 12) == 0 && a[12] == 127);
+    }
+    return strcasecmp(host.c_str(), "localhost") == 0;
+}
+
+} // namespace
+
 ConfigError Config::invalid(const std::string& key, const std::string& why) const
 {
     const Value& v = get(key);
@@ -522,6 +546,12 @@ void Config::verify(std::string_view program) const
             throw invalid("fetcher.tls_key", "fetcher.tls_cert is empty: set both or neither");
         if (!str("fetcher.tls_listen").empty() && str("fetcher.tls_cert").empty())
             throw invalid("fetcher.tls_listen", "needs fetcher.tls_cert and fetcher.tls_key");
+        // The plain listener passes USER and PASS (and AUTH PLAIN) in clear, STLS
+        // being only offered: off loopback it needs saying so explicitly.
+        if (!loopback_host(hostport("fetcher.listen").host) && !boolean("fetcher.allow_plain_listen"))
+            throw invalid("fetcher.listen",
+                          "not a loopback address: passwords would cross the network in clear; keep it on "
+                          "loopback and use fetcher.tls_listen instead, or set fetcher.allow_plain_listen = true");
         if (duration("fetcher.prefetch_interval").count() > 0 && str("fetcher.prefetch_user").empty())
             throw invalid("fetcher.prefetch_interval", "needs fetcher.prefetch_user");
     } else if (program != "gateway" && program != "mmsend") {

@@ -10,10 +10,12 @@ struct sockaddr;
 
 namespace mm {
 
-/// Whether the downloader may connect to this address. Loopback, private,
-/// shared (CGNAT), link-local, unspecified, multicast and broadcast addresses,
-/// also in IPv4-mapped/compatible IPv6 form, are refused unless allow_private:
-/// a hostile mail must not make the receiver probe its own network.
+/// Whether the downloader may connect to this address. Unless allow_private,
+/// only globally reachable unicast addresses are allowed, after the IANA
+/// special-purpose registries (address_policy.cpp has the tables and the
+/// registry dates); IPv4 addresses embedded in 6to4, Teredo, NAT64 and
+/// IPv4-mapped addresses must be globally reachable too: a hostile mail must not
+/// make the receiver probe its own network.
 bool address_allowed(const sockaddr* sa, bool allow_private);
 
 /// Whether a handle URL may be fetched at all: https://, or http:// with

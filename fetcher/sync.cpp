@@ -74,15 +74,6 @@ UserCache::UserCache(const SyncOptions& opt, const std::string& user)
 
 namespace {
 
-bool parse_listing(const std::string& line, uint64_t& num, std::string& value)
-{
-    size_t sp = line.find(' ');
-    if (sp == std::string::npos || !parse_u64(std::string_view(line).substr(0, sp), num) || num == 0)
-        return false;
-    value = line.substr(sp + 1);
-    return !value.empty();
-}
-
 /// What one upstream message is to this login, found before anything is fetched.
 enum class Found { no_uidl, copy, presented, raw, fetch, as_is, refused };
 

@@ -126,15 +126,7 @@ Reply Upstream::status(std::string& text)
     LineResult r = stream_->read_line(line, kMaxUpstreamLine);
     if (r != LineResult::ok)
         return Reply::io;   // an overlong status line is as good as a broken server
-    if (line.rfind("+OK", 0) == 0) {
-        text = line.size() > 4 ? line.substr(4) : "";
-        return Reply::ok;
-    }
-    if (line.rfind("-ERR", 0) == 0) {
-        text = line.size() > 5 ? line.substr(5) : "";
-        return Reply::err;
-    }
-    return Reply::io;
+    return parse_status_line(line, text);
 }
 
 bool Upstream::connect(const UpstreamConfig& cfg, std::string& err)
@@ -214,20 +206,10 @@ Reply Upstream::sasl_step(const std::string& line, std::string& text)
         stream_.reset();
         return Reply::io;
     }
-    if (l.rfind("+ ", 0) == 0 || l == "+") {
-        text = l.size() > 2 ? l.substr(2) : "";
-        return Reply::more;
-    }
-    if (l.rfind("+OK", 0) == 0) {
-        text = l.size() > 4 ? l.substr(4) : "";
-        return Reply::ok;
-    }
-    if (l.rfind("-ERR", 0) == 0) {
-        text = l.size() > 5 ? l.substr(5) : "";
-        return Reply::err;
-    }
-    stream_.reset();
-    return Reply::io;
+    Reply r = parse_sasl_line(l, text);
+    if (r == Reply::io)
+        stream_.reset();
+    return r;
 }
 
 Reply Upstream::command(const std::string& line, std::string& text)
@@ -250,17 +232,19 @@ Reply Upstream::multiline(const std::string& line, std::vector<std::string>& lin
     Reply r = command(line, text);
     if (r != Reply::ok)
         return r;
+    MultilineReader reader(kMaxUpstreamMessages);
     std::string l;
     for (;;) {
-        if (stream_->read_line(l, kMaxUpstreamLine) != LineResult::ok || lines.size() > kMaxUpstreamMessages) {
+        if (stream_->read_line(l, kMaxUpstreamLine) != LineResult::ok) {
             stream_.reset();
             return Reply::io;
         }
-        if (l == ".")
+        if (!reader.take(std::move(l), lines))
             return Reply::ok;
-        if (!l.empty() && l[0] == '.')
-            l.erase(0, 1);
-        lines.push_back(l);
+        if (reader.over()) {
+            stream_.reset();
+            return Reply::io;
+        }
     }
 }
 
@@ -398,49 +382,22 @@ Upstream::Fetch Upstream::read_retr(RetrSink& sink, uint64_t max_size, uint64_t&
             out.clear();
         }
     };
-    // Line by line over the stream's buffer (memchr for the line end): no line
-    // length limit is needed because nothing is held beyond the 64 KiB output
-    // buffer. A line end is CRLF on output whether it came as CRLF or a bare LF;
-    // prev_cr says whether the last octet passed on was a CR.
-    bool line_start = true, prev_cr = false;
+    // Over the stream's buffer as it comes (upstream_parse.h): no line length
+    // limit is needed because nothing is held beyond the 64 KiB output buffer.
+    RetrDecoder decoder;
     for (;;) {
         std::string_view b = stream_->peek_buffer();
         if (b.empty()) {
+            if (decoder.complete_at_eof())
+                break;
             sink.abandon();
             stream_.reset();
             err = "upstream connection lost during RETR";
             return Fetch::io;
         }
-        if (line_start && b[0] == '.') {
-            stream_->get();
-            int d = stream_->peek();
-            if (d == '\r' || d == '\n') {
-                stream_->get();
-                if (d == '\r' && stream_->peek() == '\n')
-                    stream_->get();
-                break;   // end of the multi-line answer
-            }
-            line_start = false;
-            continue;    // undo dot-stuffing
-        }
-        const char* nl = static_cast<const char*>(memchr(b.data(), '\n', b.size()));
-        size_t span = nl ? static_cast<size_t>(nl - b.data()) : b.size();
-        if (span > 0) {
-            emit(b.data(), span);
-            prev_cr = b[span - 1] == '\r';
-        }
-        if (nl) {
-            if (prev_cr)
-                emit("\n", 1);
-            else
-                emit("\r\n", 2);   // bare LF: normalise to CRLF
-            prev_cr = false;
-            line_start = true;
-            stream_->consume(span + 1);
-        } else {
-            line_start = false;
-            stream_->consume(span);
-        }
+        stream_->consume(decoder.feed(b, emit));
+        if (decoder.done())
+            break;
     }
     if (!write_failed && !too_big && !out.empty())
         write_failed = !sink.write(out.data(), out.size());
@@ -463,36 +420,24 @@ Reply Upstream::relay(const std::string& line, const std::string& status_line, S
         return Reply::err;   // nothing sent to `out` yet
     out.put(status_line);
     // Copied as it comes, dot-stuffing kept: the answer's own terminator ends it.
-    bool line_start = true;
+    RetrDecoder decoder(true);
+    auto emit = [&](const char* p, size_t n) {
+        out.put(p, n);
+        sent += n;
+    };
     for (;;) {
-        int c = stream_->get();
-        if (c < 0) {
+        std::string_view b = stream_->peek_buffer();
+        if (b.empty() && !decoder.complete_at_eof()) {
             stream_.reset();
             out.flush();
             return Reply::io;
         }
-        if (line_start && c == '.') {
-            int d = stream_->peek();
-            if (d == '\r' || d == '\n') {
-                stream_->get();
-                if (d == '\r' && stream_->peek() == '\n')
-                    stream_->get();
-                out.put(".\r\n", 3);
-                out.flush();
-                return Reply::ok;
-            }
-        }
-        line_start = false;
-        if (c == '\n' || (c == '\r' && stream_->peek() == '\n')) {
-            if (c == '\r')
-                stream_->get();
-            out.put("\r\n", 2);
-            sent += 2;
-            line_start = true;
-        } else {
-            char ch = static_cast<char>(c);
-            out.put(&ch, 1);
-            ++sent;
+        if (!b.empty())
+            stream_->consume(decoder.feed(b, emit));
+        if (b.empty() || decoder.done()) {
+            out.put(".\r\n", 3);
+            out.flush();
+            return Reply::ok;
         }
     }
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core/stream.h"
+#include "fetcher/upstream_parse.h"
 
 #include <chrono>
 #include <cstdint>
@@ -28,9 +29,6 @@ bool parse_upstream_url(const std::string& url, UpstreamConfig& out);
 /// The process-wide client TLS context (system CAs, or fetcher.upstream_ca when
 /// given; TLS 1.2+). The first call creates it: call once at start.
 SSL_CTX* upstream_tls_context(const std::string& ca_file = "");
-
-/// more: a SASL continuation ("+ ...") during AUTH (RFC 5034).
-enum class Reply { ok, err, io, more };
 
 /// The APOP timestamp of a greeting ("<...@...>", RFC 1939 7), or "".
 std::string apop_timestamp(const std::string& greeting_text);

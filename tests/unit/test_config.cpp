@@ -225,6 +225,20 @@ TEST_CASE("verify: the checks between one program's keys")
         {{"fetcher.tls_listen=127.0.0.1:1995", "fetcher.tls_cert=/c.pem", "fetcher.tls_key=/k.pem"}, "fetcher", ""},
         {{"fetcher.prefetch_interval=5m"}, "fetcher", "fetcher.prefetch_interval = '5m': needs fetcher.prefetch_user"},
         {{"fetcher.prefetch_interval=5m", "fetcher.prefetch_user=me"}, "fetcher", ""},
+        // A plain listener off loopback: passwords in clear, only when said explicitly.
+        {{"fetcher.listen=0.0.0.0:1110"}, "fetcher", "bad value for fetcher.listen = '0.0.0.0:1110': not a loopback address"},
+        {{"fetcher.listen=192.0.2.7:1110"}, "fetcher", "fetcher.listen = '192.0.2.7:1110': not a loopback"},
+        {{"fetcher.listen=[::]:1110"}, "fetcher", "fetcher.listen = '[::]:1110': not a loopback"},
+        {{"fetcher.listen=mail.example:1110"}, "fetcher", "fetcher.listen = 'mail.example:1110': not a loopback"},
+        {{"fetcher.listen=0.0.0.0:1110", "fetcher.tls_listen=0.0.0.0:1995", "fetcher.tls_cert=/c.pem",
+          "fetcher.tls_key=/k.pem"}, "fetcher", "fetcher.listen = '0.0.0.0:1110': not a loopback"},
+        {{"fetcher.listen=0.0.0.0:1110", "fetcher.allow_plain_listen=true"}, "fetcher", ""},
+        {{"fetcher.listen=127.1.2.3:1110"}, "fetcher", ""},
+        {{"fetcher.listen=[::1]:1110"}, "fetcher", ""},
+        {{"fetcher.listen=localhost:1110"}, "fetcher", ""},
+        {{"fetcher.listen=127.0.0.1:1110", "fetcher.tls_listen=0.0.0.0:1995", "fetcher.tls_cert=/c.pem",
+          "fetcher.tls_key=/k.pem"}, "fetcher", ""},
+        {{"fetcher.listen=0.0.0.0:1110"}, "milter", ""},
     };
     for (const auto& c : cases) {
         CAPTURE(c.program);
