@@ -79,6 +79,8 @@ constexpr KeyDef url(const char* key, const char* def, const char* schemes, cons
 const KeyDef kKeys[] = {
     typed("store.dir", Type::path, "/var/lib/mediamail/store",
           "the sender's media store: media files, their index, the gateway's TLS key, the milter's spool"),
+    bytes("store.max_bytes", "0", 0, "media bytes the store may hold in all; more is refused with 452 4.3.1 (0: no limit)"),
+    bytes("store.min_free", "1G", 0, "free space kept on store.dir's file system; media that would eat into it is refused"),
 
     typed("gateway.listen", Type::hostport, "0.0.0.0:8443", "address mm-gateway listens on for HTTPS requests"),
     url("gateway.public_url", "https://localhost:8443", "https",
@@ -116,6 +118,9 @@ const KeyDef kKeys[] = {
            "whose mail is rewritten: authenticated or trusted senders only, or all"),
     typed("milter.trusted_networks", Type::list, "127.0.0.0/8, ::1/128",
           "client networks (CIDR) whose mail counts as outgoing"),
+    bytes("milter.sender_quota", "20G", 0,
+          "media bytes one sender (SASL login, else envelope sender) may store per sender_quota_window (0: no limit)"),
+    seconds("milter.sender_quota_window", "1d", 1, kNoMax, "the window over which milter.sender_quota is counted"),
     bytes("milter.max_size", "4G", 0, "media larger than this (decoded) is not detached; see over_max_size"),
     choice("milter.over_max_size", "pass", "pass|reject",
            "mail with media over max_size: leave the media in, or reject it with 552"),

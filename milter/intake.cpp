@@ -4,6 +4,8 @@
 // lives in store.dir/spool) through MilterSettings.
 #include "milter/intake.h"
 
+#include "store/quota.h"
+
 #include "core/fileio.h"
 #include "core/log.h"
 
@@ -36,6 +38,19 @@ void Intake::recipient(std::string address)
         recipients_.push_back(std::move(address));
 }
 
+void Intake::sender(std::string_view sasl_login, std::string_view envelope_from)
+{
+    std::string_view who = sasl_login;
+    if (who.empty()) {
+        who = envelope_from;
+        if (who.size() >= 2 && who.front() == '<' && who.back() == '>')
+            who = who.substr(1, who.size() - 2);
+    }
+    sender_ = (sasl_login.empty() ? "from:" : "sasl:") + printable(who, 200);
+    for (char& ch : sender_)
+        ch = static_cast<char>(tolower(static_cast<unsigned char>(ch)));
+}
+
 void Intake::stop_spooling()
 {
     parse_.reset();
@@ -64,6 +79,7 @@ void Intake::reset()
     pass_why_.clear();
     failed_why_.clear();
     recipients_.clear();
+    sender_.clear();
     content_types_.clear();
     encodings_.clear();
     started_ = std::chrono::steady_clock::now();
@@ -155,6 +171,7 @@ bool Intake::end_of_headers(std::string_view blank)
         // The whole header block is still in memory: the prescan can see the
         // message from its first byte, as the engine will see the file.
         pre_sink_ = std::make_unique<StoreSink>(*s_.store, recipients_, nullptr);
+        pre_sink_->set_sender(sender_);
         prescan_ = std::make_unique<PrescanThread>(s_.policy, *pre_sink_);
         prescan_->feed(head_.data(), head_.size());
     }
@@ -233,13 +250,28 @@ Verdict Intake::finish(const std::function<void()>& progress)
     auto eom_started = std::chrono::steady_clock::now();
     out_path_ = spool_path_ + ".out";
     DetachResult r;
+    std::unique_ptr<StoreSink> sink;
+    // Items this message already put in the store go again when it is refused
+    // as a whole: no handle to them will ever leave.
+    auto undo = [&] {
+        for (const StoreSink* k : {pre_sink_.get(), sink.get()})
+            for (const auto& id : k ? k->committed() : std::vector<std::string>{}) {
+                try {
+                    s_.store->remove_item(id);
+                } catch (const std::exception& e) {
+                    log_warning("cannot remove item " + id + " of a refused message: " + e.what());
+                }
+            }
+    };
     try {
         std::vector<Predecoded> pre;
         if (prescan_) {
             std::string why;
             pre = prescan_->finish(why);
-            if (!why.empty())
+            if (!why.empty()) {
                 log_info("decoding while receiving failed (" + why + "); decoding from the spool file");
+                prescan_.reset();   // its unfinished parts and their reservations go first
+            }
         }
         ParsedMessagePtr parsed;
         if (parse_) {
@@ -248,9 +280,17 @@ Verdict Intake::finish(const std::function<void()>& progress)
             if (!parsed)
                 log_info("parsing while receiving failed (" + why + "); parsing the spool file");
         }
-        StoreSink sink(*s_.store, recipients_, progress);
-        r = detach_message(spool_path_, out_path_, s_.policy, sink, &pre, std::move(parsed));
+        sink = std::make_unique<StoreSink>(*s_.store, recipients_, progress);
+        sink->set_sender(sender_);
+        r = detach_message(spool_path_, out_path_, s_.policy, *sink, &pre, std::move(parsed));
+    } catch (const QuotaError& e) {
+        undo();
+        v.kind = Verdict::Kind::over_quota;
+        v.action = "refused (" + std::string(e.what()) + ", 452 4.3.1)";
+        v.text = "MediaMail: insufficient storage for this message's media, try again later";
+        return v;
     } catch (const std::exception& e) {
+        undo();
         v.kind = Verdict::Kind::fail;
         v.text = e.what();
         return v;

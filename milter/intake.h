@@ -28,6 +28,7 @@ struct Verdict {
         detached,   // out_path holds the new message; its body starts at out_body_offset
         reject,     // 552 5.3.4 with `text` (milter.over_max_size = reject)
         fail,       // internal error: answer per milter.on_error; `text` says why
+        over_quota, // a store quota is reached (store/quota.h): 452 4.3.1 with `text`
     } kind = Kind::pass;
     std::string action;   // for the log line: "passed (no media)", "detached 2", ...
     std::string sizes;    // for the log line: "1234" or "1234 -> 567"
@@ -51,6 +52,11 @@ public:
     void begin();
     /// RCPT TO, accepted: recorded with the media for the gateway's clean-up.
     void recipient(std::string address);
+    /// Whom this message's media counts against (milter.sender_quota), after
+    /// begin(): "sasl:LOGIN" when the client authenticated, else
+    /// "from:ENVELOPE-SENDER" (angle brackets dropped, lowercased, so that case
+    /// games do not make a new sender).
+    void sender(std::string_view sasl_login, std::string_view envelope_from);
     /// One top-level header field, line end(s) included, as it goes into the spool.
     /// name/value are only looked at (Content-Type, DKIM-Signature, ...); an
     /// empty name is a field that could not be read, which rules nothing out.
@@ -100,6 +106,7 @@ private:
     std::string pass_why_;    // set when this message passes untouched; nothing is spooled
     std::string failed_why_;  // a spool error, answered at the next event that may answer
     std::vector<std::string> recipients_;
+    std::string sender_;
     std::vector<std::string> content_types_;   // top-level Content-Type values
     std::vector<std::string> encodings_;       // top-level Content-Transfer-Encoding values
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -5,7 +5,7 @@
 // Reads milter.min_size, milter.types, milter.on_error, milter.max_message_size,
 // milter.apply_to, milter.trusted_networks, milter.max_size, milter.over_max_size,
 // milter.rewrite_signed_dkim and store.dir (the spool lives in store.dir/spool).
-// Postfix macros used: {auth_authen} (MAIL FROM), i (queue id: MAIL FROM, end of
+// Postfix macros used: {auth_authen} (MAIL FROM; also whom milter.sender_quota counts), i (queue id: MAIL FROM, end of
 // headers, end of message).
 #include "milter/milter.h"
 #include "milter/intake.h"
@@ -109,7 +109,7 @@ sfsistat cb_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* addr)
     return fine(c, SMFIP_NR_CONN);
 }
 
-sfsistat cb_envfrom(SMFICTX* ctx, char**)
+sfsistat cb_envfrom(SMFICTX* ctx, char** argv)
 {
     Connection* c = conn_of(ctx);
     if (!c)
@@ -126,6 +126,7 @@ sfsistat cb_envfrom(SMFICTX* ctx, char**)
         return SMFIS_ACCEPT;
     }
     c->msg.begin();
+    c->msg.sender(authenticated ? auth : "", argv && argv[0] ? argv[0] : "");
     return SMFIS_CONTINUE;
 }
 
@@ -228,6 +229,12 @@ sfsistat cb_eom(SMFICTX* ctx)
         m.reset();
         smfi_setreply(ctx, const_cast<char*>("552"), const_cast<char*>("5.3.4"), v.text.data());
         return SMFIS_REJECT;
+    case Verdict::Kind::over_quota:
+        // This message only: the client keeps it and retries; other mail passes.
+        log_outcome(ctx, m, v.action, v.sizes);
+        m.reset();
+        smfi_setreply(ctx, const_cast<char*>("452"), const_cast<char*>("4.3.1"), v.text.data());
+        return SMFIS_TEMPFAIL;
     case Verdict::Kind::pass:
         log_outcome(ctx, m, v.action, v.sizes);
         m.reset();

@@ -143,6 +143,10 @@ bool Session::relay(const std::string& line, const std::string& verb)
     if (r.positive()) {
         if (verb == "MAIL") {
             intake_.begin();
+            // Postfix's XFORWARD carries no SASL login: quotas go by envelope sender.
+            std::string from;
+            if (smtp::path_argument(line, from))
+                intake_.sender("", from);
             mail_ = true;
             rcpts_ = 0;
         } else if (verb == "RCPT") {
@@ -224,6 +228,10 @@ bool Session::data()
         log_outcome(v, "");
         reset_next();
         return client_.write("552 5.3.4 " + v.text + "\r\n");
+    case Verdict::Kind::over_quota:
+        log_outcome(v, "");
+        reset_next();
+        return client_.write("452 4.3.1 " + v.text + "\r\n");
     case Verdict::Kind::pass:
         path = intake_.spool_path();
         break;

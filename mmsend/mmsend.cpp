@@ -12,6 +12,7 @@
 #include "mmsend/progress.h"
 #include "mmsend/submit.h"
 
+#include "store/quota.h"
 #include "store/store.h"
 #include "store/store_sink.h"
 #include "core/config.h"
@@ -100,6 +101,16 @@ std::string id_of_url(const std::string& url)
     return m == std::string::npos ? "" : url.substr(m + 3, 32);
 }
 
+// Whom mmsend's media counts against (milter.sender_quota), spelled as
+// mm-milter spells an unauthenticated sender, so both count alike.
+std::string sender_identity(const std::string& envelope_from)
+{
+    std::string who = "from:" + envelope_from;
+    for (char& ch : who)
+        ch = static_cast<char>(tolower(static_cast<unsigned char>(ch)));
+    return who;
+}
+
 struct Created {
     Handle h;
     bool linked = false;
@@ -112,10 +123,11 @@ struct Created {
 class SendSink : public MediaSink {
 public:
     SendSink(Store& store, std::vector<std::string> rcpts, const Options& o, const std::vector<ComposedPart>& parts,
-             bool progress)
+             bool progress, const std::string& envelope_from)
         : store_(store), inner_(store, rcpts, {}), rcpts_(std::move(rcpts)), o_(o), parts_(parts),
           progress_(progress)
     {
+        inner_.set_sender(sender_identity(envelope_from));
     }
 
     std::unique_ptr<Part> begin(const std::string& type, const std::string& name) override
@@ -338,7 +350,21 @@ int run_checked(const Options& o)
         policy.min_size = 1;
         policy.types = {"*/*"};
     }
-    SendSink sink(*store, rcpts, o, parts, bars);
+    SendSink sink(*store, rcpts, o, parts, bars, envelope_from);
+    if (!o.link) {
+        // The attachments' sizes are known: a store or sender quota that they
+        // would exceed is told now, before any encoding or copying.
+        uint64_t total = 0;
+        for (const auto& p : parts)
+            if (p.size >= policy.min_size)   // smaller ones stay in the mail
+                total += p.size;
+        try {
+            if (total > 0)   // a mail without media is never refused
+                store->check_room(sender_identity(envelope_from), total);
+        } catch (const QuotaError& e) {
+            throw Failure(ex_tempfail, std::string("media store full, try again later: ") + e.what());
+        }
+    }
     // Whatever fails from here on, items already in the store would be
     // unreachable (their handles never left): take them out again.
     auto undo = [&] {
@@ -357,6 +383,9 @@ int run_checked(const Options& o)
     } catch (const Failure&) {
         undo();
         throw;
+    } catch (const QuotaError& e) {
+        undo();
+        throw Failure(ex_tempfail, std::string("media store full, try again later: ") + e.what());
     } catch (const std::exception& e) {
         undo();
         throw Failure(ex_cantcreat, std::string("cannot detach media into the store: ") + e.what());

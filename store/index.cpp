@@ -10,6 +10,8 @@
 
 #include <sqlite3.h>
 
+#include <cerrno>
+#include <csignal>
 #include <unistd.h>
 
 namespace mm {
@@ -189,12 +191,40 @@ void add_link_columns(sqlite3* db, const std::string& path)
 // Lifecycle created this table on open before user_version was kept.
 void add_receipts(sqlite3* db, const std::string& path) { exec(db, path, kReceiptsTable); }
 
+// Version 4 belongs to per-recipient tokens, added by that change; kept here
+// as an empty step so both changes number their steps alike.
+void reserved_step_4(sqlite3*, const std::string&) {}
+
+// Version 5: quota accounting (quota.h). Who stored each item and when, and
+// the running writers' reservations: the index is shared by every process that
+// writes media, so the accounting has to live where they all see it, under the
+// same write lock. Items from before keep sender '' and created_unix 0 (outside
+// every sender's window; their bytes still count toward store.max_bytes).
+void add_quota_accounting(sqlite3* db, const std::string& path)
+{
+    if (!column_exists(db, path, "items", "sender"))
+        exec(db, path, "ALTER TABLE items ADD COLUMN sender TEXT NOT NULL DEFAULT ''");
+    if (!column_exists(db, path, "items", "created_unix"))
+        exec(db, path, "ALTER TABLE items ADD COLUMN created_unix INTEGER NOT NULL DEFAULT 0");
+    exec(db, path,
+         "CREATE INDEX IF NOT EXISTS items_sender ON items(sender, created_unix);"
+         "CREATE TABLE IF NOT EXISTS reservations ("
+         " id TEXT PRIMARY KEY,"
+         " sender TEXT NOT NULL,"
+         " bytes INTEGER NOT NULL,"     // the writer's whole reservation
+         " written INTEGER NOT NULL,"   // of which already on disk (in tmp/)
+         " pid INTEGER NOT NULL,"       // a crashed writer's row goes when its pid does
+         " updated_unix INTEGER NOT NULL)");
+}
+
 const struct Migration {
     int to;
     void (*apply)(sqlite3*, const std::string&);
 } kMigrations[] = {
     {2, add_link_columns},
     {3, add_receipts},
+    {4, reserved_step_4},
+    {5, add_quota_accounting},
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == Index::kVersion - 1, "one migration per version after 1");
 
@@ -283,6 +313,7 @@ void Index::migrate()
         if (v == 0 && !table_exists(db_, path_, "items")) {
             exec(db_, path_, kSchema);   // a new index: straight to the latest
             exec(db_, path_, kReceiptsTable);
+            add_quota_accounting(db_, path_);   // version 5's columns, appended as on an old index
         } else {
             if (v == 0)
                 v = 1;   // written before user_version was kept: at least version 1
@@ -475,6 +506,98 @@ void Index::add_receipt(const std::string& id, const std::string& address, const
     std::lock_guard<std::recursive_mutex> lock(mu_);
     Statement ins(db_, path_, "INSERT OR IGNORE INTO receipts (item_id, address, received) VALUES (?,?,?)");
     ins.bind(1, id).bind(2, address).bind(3, received).run();
+}
+
+void Index::set_item_sender(const std::string& id, const std::string& sender, int64_t created_unix,
+                            const std::string& reservation)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement up(db_, path_, "UPDATE items SET sender = ?, created_unix = ? WHERE id = ?");
+    up.bind(1, sender).bind(2, created_unix).bind(3, id).run();
+    release(reservation);
+}
+
+// The store's bytes: each active object once (dedup), linked items not at all
+// (the sender's own files); a sender's: every item it stored in the window,
+// whatever became of it since, as the bytes were taken in all the same.
+QuotaUsage Index::quota_usage(const std::string& sender, int64_t since, const std::string& except)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    QuotaUsage u;
+    Statement objects(db_, path_,
+                      "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM items "
+                      "WHERE state = 'active' AND link_path = '' GROUP BY sha256)");
+    if (objects.row())
+        u.store_bytes = static_cast<uint64_t>(objects.num(0));
+    Statement res(db_, path_,
+                  "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(MAX(bytes - written, 0)), 0), "
+                  "COALESCE(SUM(CASE WHEN sender = ? THEN bytes ELSE 0 END), 0) FROM reservations WHERE id != ?");
+    res.bind(1, sender).bind(2, except);
+    if (res.row()) {
+        u.store_bytes += static_cast<uint64_t>(res.num(0));
+        u.pending = static_cast<uint64_t>(res.num(1));
+        u.sender_bytes = static_cast<uint64_t>(res.num(2));
+    }
+    if (!sender.empty()) {
+        Statement mine(db_, path_,
+                       "SELECT COALESCE(SUM(size), 0) FROM items WHERE sender = ? AND created_unix >= ? "
+                       "AND link_path = ''");
+        mine.bind(1, sender).bind(2, since);
+        if (mine.row())
+            u.sender_bytes += static_cast<uint64_t>(mine.num(0));
+    }
+    return u;
+}
+
+void Index::reserve(const std::string& id, const std::string& sender, uint64_t bytes, uint64_t written, int64_t pid,
+                    int64_t now)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement ins(db_, path_,
+                  "INSERT OR REPLACE INTO reservations (id, sender, bytes, written, pid, updated_unix) "
+                  "VALUES (?,?,?,?,?,?)");
+    ins.bind(1, id)
+        .bind(2, sender)
+        .bind(3, static_cast<int64_t>(bytes))
+        .bind(4, static_cast<int64_t>(written))
+        .bind(5, pid)
+        .bind(6, now)
+        .run();
+}
+
+void Index::release(const std::string& id)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement del(db_, path_, "DELETE FROM reservations WHERE id = ?");
+    del.bind(1, id).run();
+}
+
+int Index::drop_stale_reservations(int64_t before)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    std::vector<std::string> stale;
+    {
+        Statement q(db_, path_, "SELECT id, pid, updated_unix FROM reservations");
+        while (q.row()) {
+            // kill(pid, 0): ESRCH only when no such process exists; EPERM
+            // means it exists under another user, so its row stays.
+            pid_t pid = static_cast<pid_t>(q.num(1));
+            bool gone = pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH);
+            if (gone || q.num(2) < before)
+                stale.push_back(q.text(0));
+        }
+    }
+    for (const auto& id : stale)
+        release(id);
+    return static_cast<int>(stale.size());
+}
+
+std::string Index::item_sender(const std::string& id)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, "SELECT sender FROM items WHERE id = ?");
+    q.bind(1, id);
+    return q.row() ? q.text(0) : std::string();
 }
 
 std::vector<ItemSummary> Index::summaries()

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "store/lifecycle.h"
+#include "store/quota.h"
 
 #include <cstdint>
 #include <map>
@@ -35,8 +36,10 @@ struct ItemRef {
 class Index {
 public:
     /// The schema this program writes. 1: items and recipients; 2: items'
-    /// link_path, link_size, link_mtime_ns (mmsend --link); 3: receipts.
-    static constexpr int kVersion = 3;
+    /// link_path, link_size, link_mtime_ns (mmsend --link); 3: receipts;
+    /// 4: reserved (per-recipient tokens, added by that change); 5: items'
+    /// sender and created_unix, and reservations (store quotas, quota.h).
+    static constexpr int kVersion = 5;
 
     enum class Open {
         create,     // make the file if it is missing (Store: the first program to run)
@@ -112,6 +115,25 @@ public:
     std::map<std::string, std::string> receipts(const std::string& id);
     /// Records a receipt; a repeated one is a no-op.
     void add_receipt(const std::string& id, const std::string& address, const std::string& received);
+
+    // ---- quota accounting (version 5; the write methods belong inside write()) ----
+
+    /// Who stored the item (quota.h: SASL login or envelope sender) and when
+    /// (unix time), and the writer's reservation gone, in the item's transaction.
+    void set_item_sender(const std::string& id, const std::string& sender, int64_t created_unix,
+                         const std::string& reservation);
+    /// Usage as quota_refusal() needs it, leaving out the reservation `except`
+    /// (the writer asking); fs_free is the caller's. Items count from `since`.
+    QuotaUsage quota_usage(const std::string& sender, int64_t since, const std::string& except);
+    /// Records (or replaces) a writer's reservation of `bytes` in all, `written` of them on disk.
+    void reserve(const std::string& id, const std::string& sender, uint64_t bytes, uint64_t written, int64_t pid,
+                 int64_t now);
+    void release(const std::string& id);
+    /// Drops reservations left by processes that are gone (no such pid) or not
+    /// renewed since `before`. Returns how many.
+    int drop_stale_reservations(int64_t before);
+    /// The item's sender as recorded ("" for items from before version 5).
+    std::string item_sender(const std::string& id);
 
     // ---- admin views ----
 

@@ -1,11 +1,12 @@
 // store.cpp - the sender's media store: content-addressed files under objects/,
 // written through tmp/ and fsync'ed before a row in the index (index.h, shared by
 // mm-milter and mm-gateway) makes them reachable. Reads store.dir,
-// gateway.public_url, gateway.retention.
+// gateway.public_url, gateway.retention, and the quota keys (quota.h).
 #include "store/store.h"
 
 #include "store/index.h"
 #include "store/layout.h"
+#include "store/quota.h"
 #include "mime/segments.h"
 #include "core/fileio.h"
 #include "core/util.h"
@@ -56,11 +57,44 @@ struct Store::Impl {
     int64_t retention = 0;
     std::string pin;
     std::unique_ptr<Index> index;   // opened once the directories exist
+    QuotaLimits limits;
+    FreeSpaceFn free_space;
+
+    /// Within index->write(): reserves `total` bytes for writer `id` (of which
+    /// `written` are on disk), with up to `slack` more when that fits too, so a
+    /// growing file takes the write lock once per slack and not per chunk.
+    /// Returns the bytes reserved; throws QuotaError when `total` does not fit.
+    uint64_t reserve(const std::string& id, const std::string& sender, uint64_t total, uint64_t written,
+                     uint64_t slack)
+    {
+        int64_t now = static_cast<int64_t>(time(nullptr));
+        index->drop_stale_reservations(now - kStaleReservation);
+        QuotaUsage u = index->quota_usage(sender, now - limits.window, id);
+        if (limits.min_free > 0) {
+            std::optional<uint64_t> free = free_space(dir);
+            if (!free)
+                throw StoreError("cannot statvfs " + dir + ": " + std::strerror(errno));
+            u.fs_free = *free;
+        }
+        uint64_t want = total > UINT64_MAX - slack ? total : total + slack;
+        if (!quota_refusal(limits, u, sender, want, written).empty())
+            want = total;
+        if (std::string why = quota_refusal(limits, u, sender, want, written); !why.empty())
+            throw QuotaError(why);
+        index->reserve(id, sender, want, written, static_cast<int64_t>(getpid()), now);
+        return want;
+    }
+    // A reservation not renewed for this long is a dead writer's even if its
+    // pid was reused: writers renew at least every kReserveStep bytes, and no
+    // mail client or MTA waits a day between two of them.
+    static constexpr int64_t kStaleReservation = 86400;
 };
 
-Store::Store(const Config& cfg) : impl_(std::make_unique<Impl>())
+Store::Store(const Config& cfg, FreeSpaceFn free_space) : impl_(std::make_unique<Impl>())
 {
     Impl& s = *impl_;
+    s.limits = QuotaLimits::from(cfg);
+    s.free_space = free_space ? std::move(free_space) : FreeSpaceFn(statvfs_free);
     s.dir = layout::store_dir(cfg);
     s.public_url = cfg.str("gateway.public_url");
     while (!s.public_url.empty() && s.public_url.back() == '/')
@@ -101,7 +135,8 @@ struct Link {
     int64_t mtime_ns = 0;
 };
 
-void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const Link& link)
+void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const Link& link,
+                   const std::string& sender = "", const std::string& reservation = "")
 {
     item.id = random_hex(16);
     item.token = random_hex(16);
@@ -129,32 +164,60 @@ void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const L
     rec.expires_unix = static_cast<int64_t>(expires);
     // On failure the object may stay: without a row nobody can reach it, and
     // another item may share it (dedup). The collector removes orphans.
-    s_.index->write([&] { s_.index->insert_item(rec, meta.recipients); });
+    s_.index->write([&] {
+        s_.index->insert_item(rec, meta.recipients);
+        // The item now counts in the reservation's place, in one transaction.
+        s_.index->set_item_sender(item.id, sender, static_cast<int64_t>(now), reservation);
+    });
     item.url = s_.public_url + "/m/" + item.id + "/" + item.token;
 }
 
 class FileWriter : public Store::Writer {
 public:
-    explicit FileWriter(Store::Impl& s) : s_(s)
+    FileWriter(Store::Impl& s, std::string sender, uint64_t expected)
+        : s_(s), sender_(std::move(sender)), reservation_(random_hex(16))
     {
+        // Reserved before the temp file exists: a refusal leaves nothing behind.
+        if (expected > 0)
+            reserved_ = s_.index->write([&] { return s_.reserve(reservation_, sender_, expected, 0, 0); });
         tmp_path_ = layout::new_tmp_path(s_.dir);
         fd_ = open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd_ < 0)
-            throw StoreError("cannot create " + tmp_path_ + ": " + errno_text(errno));
+        if (fd_ < 0) {
+            int e = errno;
+            release();
+            throw StoreError("cannot create " + tmp_path_ + ": " + errno_text(e));
+        }
     }
 
     ~FileWriter() override
     {
         if (fd_ >= 0)
             close(fd_);
-        if (!done_)
+        if (!done_) {
             unlink(tmp_path_.c_str());
+            release();
+        }
     }
 
     void write(const void* data, size_t len) override
     {
         if (done_ || fd_ < 0)
             throw StoreError("write after commit or failure on " + tmp_path_);
+        if (len > reserved_ - size_) {
+            try {
+                reserved_ = s_.index->write(
+                    [&] { return s_.reserve(reservation_, sender_, size_ + len, size_, kReserveStep); });
+            } catch (const QuotaError&) {
+                // Over a quota: the partial file goes now, not when the caller
+                // gets round to destroying us; the message is refused whole.
+                if (fd_ >= 0)
+                    close(fd_);
+                fd_ = -1;
+                unlink(tmp_path_.c_str());
+                release();
+                throw;
+            }
+        }
         const char* p = static_cast<const char*>(data);
         size_t left = len;
         while (left > 0) {
@@ -208,7 +271,7 @@ public:
         if (!fsync_dir_of(obj))
             throw StoreError("cannot fsync directory of " + obj + ": " + errno_text(errno));
 
-        register_item(s_, item, meta, Link{});
+        register_item(s_, item, meta, Link{}, sender_, reservation_);
         // remove_item() or the collector may have deleted the shared object
         // between our link() and our insert (no active row needed it then): our temp file still has the bytes, so put them back.
         if (access(obj.c_str(), F_OK) != 0 && link(tmp_path_.c_str(), obj.c_str()) != 0 && errno != EEXIST)
@@ -219,6 +282,19 @@ public:
     }
 
 private:
+    // Takes our reservation out of the index; a failure (index gone) leaves a
+    // row that drop_stale_reservations() removes once this process is gone.
+    void release() noexcept
+    {
+        if (reserved_ == 0)
+            return;
+        try {
+            s_.index->write([&] { s_.index->release(reservation_); });
+            reserved_ = 0;
+        } catch (const std::exception&) {
+        }
+    }
+
     [[noreturn]] void fail(const std::string& msg)
     {
         if (fd_ >= 0)
@@ -228,6 +304,9 @@ private:
     }
 
     Store::Impl& s_;
+    std::string sender_, reservation_;
+    uint64_t reserved_ = 0;   // bytes our row in reservations holds
+    static constexpr uint64_t kReserveStep = 8ULL << 20;
     std::string tmp_path_;
     int fd_ = -1;
     bool done_ = false;
@@ -240,9 +319,21 @@ private:
 
 } // namespace
 
-std::unique_ptr<Store::Writer> Store::create()
+std::unique_ptr<Store::Writer> Store::create(const std::string& sender, uint64_t expected)
 {
-    return std::make_unique<FileWriter>(*impl_);
+    return std::make_unique<FileWriter>(*impl_, sender, expected);
+}
+
+void Store::check_room(const std::string& sender, uint64_t bytes)
+{
+    Impl& s = *impl_;
+    // A reservation of our own, dropped again in the same transaction: the
+    // check sees exactly what a Writer would.
+    std::string probe = random_hex(16);
+    s.index->write([&] {
+        s.reserve(probe, sender, bytes, 0, 0);
+        s.index->release(probe);
+    });
 }
 
 std::optional<Item> Store::authorize(const std::string& id, const std::string& token)

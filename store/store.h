@@ -6,7 +6,9 @@
 // once in place), tmp/ (files being written), index.sqlite (items, recipients,
 // receipts; index.h), tls/ (the gateway's key and self-signed certificate when
 // none is configured).
-// Reads store.dir, gateway.public_url, gateway.retention, gateway.tls_cert, gateway.tls_key.
+// Reads store.dir, gateway.public_url, gateway.retention, gateway.tls_cert, gateway.tls_key,
+// and the quota keys (quota.h): store.max_bytes, store.min_free, milter.sender_quota,
+// milter.sender_quota_window.
 #pragma once
 
 #include "core/config.h"
@@ -58,19 +60,33 @@ struct Item {
 class Store {
 public:
     /// Opens (creating if needed) the store under store.dir. Throws StoreError.
-    explicit Store(const Config& cfg);
+    /// `free_space` tells the free bytes of store.dir's file system for
+    /// store.min_free (statvfs when empty; tests inject their own).
+    explicit Store(const Config& cfg,
+                   std::function<std::optional<uint64_t>(const std::string&)> free_space = {});
     ~Store();
 
     /// Streams one media file into the store. Nothing is visible until commit()
     /// returns: the bytes are fsync'ed and renamed into objects/ and the item is
     /// recorded first. Destroying a Writer without commit() removes its temp file.
+    ///
+    /// Quotas (quota.h): a Writer reserves its bytes in the index before it
+    /// writes them, `expected` at once and more as it grows. When a quota
+    /// would be exceeded, create() or write() throw QuotaError (a StoreError)
+    /// and the temp file is gone already. `sender` is whom the bytes count
+    /// against ("": only the store-wide limits apply); it is recorded on the item.
     class Writer {
     public:
         virtual ~Writer() = default;
         virtual void write(const void* data, size_t len) = 0;   // throws StoreError
         virtual NewItem commit(const ItemMeta& meta) = 0;        // throws StoreError
     };
-    std::unique_ptr<Writer> create();
+    std::unique_ptr<Writer> create(const std::string& sender = "", uint64_t expected = 0);
+
+    /// Throws QuotaError if `bytes` more media from `sender` would not fit
+    /// now; reserves nothing (a Writer still checks as it writes). For callers
+    /// that know sizes up front (mmsend), to refuse before any work.
+    void check_room(const std::string& sender, uint64_t bytes);
 
     /// The item for (id, token) if the token is valid and the item not expired
     /// or revoked; otherwise nullopt, whatever the reason (no oracle for callers).

@@ -11,8 +11,9 @@ constexpr uint64_t kProgressEvery = 16ULL << 20;
 
 class StorePart : public MediaSink::Part {
 public:
-    StorePart(std::unique_ptr<Store::Writer> w, ItemMeta meta, const std::function<void()>& progress)
-        : writer_(std::move(w)), meta_(std::move(meta)), progress_(progress)
+    StorePart(std::unique_ptr<Store::Writer> w, ItemMeta meta, const std::function<void()>& progress,
+              std::vector<std::string>& committed)
+        : writer_(std::move(w)), meta_(std::move(meta)), progress_(progress), committed_(committed)
     {
     }
     void write(const void* data, size_t len) override
@@ -35,6 +36,7 @@ public:
         meta_.copyright = h.copyright;
         meta_.date = h.date;
         NewItem item = writer_->commit(meta_);
+        committed_.push_back(item.id);
         // The store hashed what it wrote, the engine counted what it decoded:
         // they must agree, or the handle would promise bytes nobody has.
         if (item.size != h.size || (!h.sha256.empty() && item.sha256 != h.sha256))
@@ -51,6 +53,7 @@ private:
     std::unique_ptr<Store::Writer> writer_;
     ItemMeta meta_;
     const std::function<void()>& progress_;
+    std::vector<std::string>& committed_;
     uint64_t written_ = 0, last_progress_ = 0;
 };
 
@@ -62,7 +65,7 @@ std::unique_ptr<MediaSink::Part> StoreSink::begin(const std::string& type, const
     meta.type = type;
     meta.name = name;
     meta.recipients = recipients_;
-    return std::make_unique<StorePart>(store_.create(), std::move(meta), progress_);
+    return std::make_unique<StorePart>(store_.create(sender_), std::move(meta), progress_, committed_);
 }
 
 } // namespace mm

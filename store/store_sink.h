@@ -19,7 +19,15 @@ public:
     }
     std::unique_ptr<Part> begin(const std::string& type, const std::string& name) override;
 
+    /// Whom the media counts against (Store::create); set before the first begin().
+    void set_sender(std::string sender) { sender_ = std::move(sender); }
+    /// Ids of the items committed through this sink, for a caller that must
+    /// take them out again when the message as a whole is refused.
+    const std::vector<std::string>& committed() const { return committed_; }
+
 private:
+    std::string sender_;
+    std::vector<std::string> committed_;
     Store& store_;
     std::vector<std::string> recipients_;
     std::function<void()> progress_;

@@ -173,7 +173,7 @@ TEST_CASE("index: a new index is created at the latest version in one go")
     }
     CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
     CHECK(raw_one(t.index(), "PRAGMA journal_mode") == "wal");
-    CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients"});
+    CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
     // Opening again changes nothing.
     auto before = items_columns(t.index());
     { Index again(t.index(), Index::Open::existing); }
@@ -204,6 +204,7 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
         {"version 1: items and recipients only", 1, false, false, false},
         {"version 1, opened first by the lifecycle", 1, false, false, true},
         {"version 2: with link columns", 2, true, false, false},
+        {"version 3: with receipts (before quotas, step 5)", 3, true, true, false},
         {"unversioned, as stores before user_version were", 0, false, false, false},
         {"unversioned with link columns", 0, true, false, false},
         {"unversioned with link columns and receipts", 0, true, true, true},
@@ -224,7 +225,7 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
 
         CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
         CHECK(items_columns(t.index()) == latest_columns);
-        CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients"});
+        CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
 
         // The old item is served as before: same token, same bytes, not linked.
         auto item = s.authorize(old.id, old.token);
@@ -238,6 +239,13 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
         ItemDetail d = life->show(old.id);
         CHECK(d.recipients.size() == 2);
         CHECK(d.item.receipts == (c.receipts ? 1u : 0u));
+        {
+            // Version 5: an old item has no sender and counts in no sender's window.
+            Index ix(t.index(), Index::Open::existing);
+            CHECK(ix.item_sender(old.id).empty());
+            CHECK(ix.quota_usage("", 1, "").sender_bytes == 0);
+            CHECK(raw_one(t.index(), "SELECT created_unix FROM items WHERE id = '" + old.id + "'") == "0");
+        }
 
         // Receipts work on the migrated index and finish the item as configured.
         if (!c.receipts)
@@ -339,7 +347,7 @@ TEST_CASE("index: several processes opening one index at once all migrate it saf
                 CHECK(WEXITSTATUS(status) == 0);
             }
             CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
-            CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients"});
+            CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
             CHECK(raw_one(t.index(), "SELECT count(*) FROM pragma_table_info('items') WHERE name LIKE 'link_%'") ==
                   "3");
             CHECK(raw_one(t.index(), "SELECT count(*) FROM items") == (c.old ? "1" : "0"));
