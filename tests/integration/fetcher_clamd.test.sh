@@ -82,8 +82,11 @@ wait_listed 2 60 || { tail -5 "$FLOG"; mm_fail "infected mail not listed"; }
 curl -s -u "bob:$MM_POP3_PASS" "$P/2" -o "$MM_TMP/two.eml" || mm_fail "RETR 2"
 grep -q '^Subject: Infected' "$MM_TMP/two.eml" || mm_fail "message 2 is not the infected mail"
 grep -q '^X-Media-Handle:' "$MM_TMP/two.eml" || mm_fail "location part missing"
-grep -q 'the virus scanner found malware in it' "$MM_TMP/two.eml" || mm_fail "no note in the mail"
-grep -q 'MediaMail.Test.Pattern' "$MM_TMP/two.eml" || mm_fail "note does not name the finding"
+# The note's lines are wrapped at 72 columns: read it as one line.
+flat=$(tr -d '\r' <"$MM_TMP/two.eml" | tr '\n' ' ')
+grep -q '\[MediaMail\] The file named below was not put back into this mail: the virus scanner found malware in it' <<<"$flat" ||
+  mm_fail "no note in the mail"
+grep -q 'MediaMail.Test.Pattern' <<<"$flat" || mm_fail "note does not name the finding"
 ! grep -q "$(base64 -w0 "$MM_TMP/infected.mp4" | head -c 76)" "$MM_TMP/two.eml" || mm_fail "infected bytes in the mail"
 grep -q 'infected (MediaMail.Test.Pattern' "$FLOG" || mm_fail "finding not logged"
 mm_log "infected video kept out, note shown, finding logged"
