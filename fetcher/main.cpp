@@ -5,6 +5,7 @@
 // (EX_CONFIG) on a bad configuration.
 #include "core/fileio.h"
 #include "core/config.h"
+#include "fetcher/clamd.h"
 #include "fetcher/download.h"
 #include "core/log.h"
 #include "fetcher/sync.h"
@@ -115,6 +116,15 @@ int main(int argc, char** argv)
         so.address = cfg.str("fetcher.address");
         so.priority_senders = cfg.list("fetcher.priority_senders");
         so.ignore_senders = cfg.list("fetcher.ignore_senders");
+        so.types = cfg.list("fetcher.types");
+        so.max_message_size = cfg.size("fetcher.max_message_size");
+        if (so.max_message_size == 0)
+            so.max_message_size = so.max_size + (uint64_t{64} << 20);
+        so.clamd = cfg.str("fetcher.clamd");
+        if (ClamdAddress ca; !so.clamd.empty() && !parse_clamd_address(so.clamd, ca))
+            throw cfg.invalid("fetcher.clamd", "expected unix:/PATH or inet:HOST:PORT");
+        so.clamd_timeout = cfg.duration("fetcher.clamd_timeout");
+        so.authserv_id = cfg.str("fetcher.authserv_id");
         so.stop = &g_stop;
         dl.media_dir = so.cache_dir + "/media";
         dl.jobs_dir = so.cache_dir + "/jobs";

@@ -4,7 +4,9 @@
 // Config keys: see present.h (through SyncOptions).
 #include "fetcher/present.h"
 
+#include "fetcher/auth_results.h"
 #include "fetcher/background_fsync.h"
+#include "fetcher/clamd.h"
 #include "fetcher/growing_media.h"
 #include "fetcher/receipt.h"
 #include "core/address.h"
@@ -13,7 +15,9 @@
 #include "core/util.h"
 #include "mime/header_block.h"
 #include "mime/find_handles.h"
+#include "mime/part_header.h"
 #include "mime/reinsert.h"
+#include "mime/sniff.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -22,6 +26,7 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <stdexcept>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,6 +138,91 @@ std::string read_header_block(const std::string& path)
     return out;
 }
 
+/// The media of a message's location parts that are not verified yet.
+struct Missing {
+    std::vector<size_t> downloading;   // parts whose download is under way or due
+    bool waiting = false;              // some part waits for a retry after a failure (or for mode = ask)
+    std::vector<size_t> unscanned;     // verified, but clamd could not be asked (fetcher.clamd)
+    bool any() const { return !downloading.empty() || waiting; }
+};
+
+// The notes a reader finds at the top of a location part whose file was not put
+// back (reinsert.h format_note). Our own words only: no sender text, no type or
+// name from the handle, so nothing a stranger wrote is shown as if we said it.
+constexpr const char* kNotePrefix = "[MediaMail] The file named below was not put back into this mail: ";
+constexpr const char* kNoteType = "its type is not one this mailbox accepts (fetcher.types).";
+constexpr const char* kNoteHeader =
+    "the sender's description of it is not one plain audio or video attachment, so it could hide other "
+    "content. Do not open the link unless you trust the sender.";
+constexpr const char* kNoteSniff =
+    "the downloaded file is not the audio or video it claims to be. Do not open the link unless you "
+    "trust the sender.";
+constexpr const char* kNoteVirus = "the virus scanner found malware in it (";
+constexpr const char* kNoteVirusEnd = "). Do not open the link.";
+constexpr const char* kNoteSize =
+    "with its files put back the mail would be larger than this mailbox allows (fetcher.max_message_size).";
+constexpr const char* kNoteUnscanned =
+    "it could not be scanned for viruses in time. Open the link only if you trust the sender.";
+
+std::string lower_ascii(std::string s)
+{
+    for (char& c : s)
+        c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    return s;
+}
+
+/// Whether the verified file at path sniffs as the kind of media `type` says.
+bool sniffs_as(const std::string& path, const std::string& type)
+{
+    unsigned char buf[kSniffMediaBytes];
+    FILE* f = fopen(path.c_str(), "rb");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return sniffed_kind_fits(type, sniff_media(buf, n));
+}
+
+/// A download followed while it arrives (growing_media.h), its first bytes
+/// sniffed before any of them goes out: a file that is not the media its
+/// handle says makes the re-insertion fail before its bytes are written.
+class SniffedMedia : public MediaInput {
+public:
+    SniffedMedia(std::unique_ptr<MediaInput> in, std::string type, uint64_t size)
+        : in_(std::move(in)), type_(std::move(type)), size_(size)
+    {
+    }
+    size_t read(char* buf, size_t n) override
+    {
+        if (!checked_) {
+            head_.resize(static_cast<size_t>(std::min<uint64_t>(kSniffMediaBytes, size_)));
+            size_t have = 0;
+            while (have < head_.size())
+                have += in_->read(head_.data() + have, head_.size() - have);
+            if (!sniffed_kind_fits(type_, sniff_media(reinterpret_cast<const unsigned char*>(head_.data()),
+                                                      head_.size())))
+                throw std::runtime_error("downloaded bytes are not the media the handle names");
+            checked_ = true;
+        }
+        if (off_ < head_.size()) {
+            size_t k = std::min(n, head_.size() - off_);
+            memcpy(buf, head_.data() + off_, k);
+            off_ += k;
+            return k;
+        }
+        return in_->read(buf, n);
+    }
+    void finish() override { in_->finish(); }
+
+private:
+    std::unique_ptr<MediaInput> in_;
+    std::string type_;
+    uint64_t size_;
+    std::string head_;
+    size_t off_ = 0;
+    bool checked_ = false;
+};
+
 // How long a streamed build follows a download (fetcher.stream). A transfer
 // that stalls is ended sooner by fetcher.timeout; this only bounds one crawling.
 constexpr auto kStreamFollowMax = std::chrono::hours(1);
@@ -163,8 +253,10 @@ std::shared_ptr<GrowingMessage> start_streamed(const std::string& base, const st
     auto cancel = std::make_shared<std::atomic<bool>>(false);
     const auto until = std::chrono::steady_clock::now() + kStreamFollowMax;
     for (size_t i : downloading)
-        media[i] = std::make_unique<GrowingMedia>(*opt.downloader, found[i].parsed.handle, until, opt.stop, true,
-                                                   cancel.get());
+        media[i] = std::make_unique<SniffedMedia>(
+            std::make_unique<GrowingMedia>(*opt.downloader, found[i].parsed.handle, until, opt.stop, true,
+                                           cancel.get()),
+            lower_ascii(found[i].parsed.handle.type), found[i].parsed.handle.size);
     // In place, durable soon: as place_presented() does it.
     auto finish = [presented, raw](const std::string& rebuilt, std::string& w) {
         if (rename(rebuilt.c_str(), presented.c_str()) != 0) {
@@ -183,27 +275,26 @@ std::shared_ptr<GrowingMessage> start_streamed(const std::string& base, const st
     return b;
 }
 
-/// The media of a message's location parts that are not verified yet.
-struct Missing {
-    std::vector<size_t> downloading;   // parts whose download is under way or due
-    bool waiting = false;              // some part waits for a retry after a failure (or for mode = ask)
-    bool any() const { return !downloading.empty() || waiting; }
-};
-
 /// Asks the downloader for the media of each location part in `found`: a
 /// verified file becomes media[i]; one not downloaded yet goes into `missing`;
 /// the rest (bad handle, ignored sender, over max_size, refused) keeps its
 /// location part. False with `why` set when a verified file cannot be opened.
 bool ask_for_media(const std::vector<FoundHandle>& found, const std::string& raw, const std::string& user,
-                   const SyncOptions& opt, std::vector<std::unique_ptr<MediaInput>>& media, Missing& missing,
-                   std::string& why)
+                   const SyncOptions& opt, std::vector<std::unique_ptr<MediaInput>>& media,
+                   std::vector<std::string>& notes, Missing& missing, std::string& why)
 {
     if (found.empty())
         return true;
     const std::string headers = read_header_block(raw);
     const std::string sender = normalize_address(header_value(headers, "From"));
-    const bool ignored = !sender.empty() && sender_matches(sender, opt.ignore_senders);
-    const bool priority = !sender.empty() && sender_matches(sender, opt.priority_senders);
+    // From: is whatever the sender wrote: the lists apply only when the
+    // receiving server vouches for it (fetcher.authserv_id, auth_results.h).
+    const bool vouched = !sender.empty() && sender_vouched(headers, opt.authserv_id);
+    const bool ignored = vouched && sender_matches(sender, opt.ignore_senders);
+    const bool priority = vouched && sender_matches(sender, opt.priority_senders);
+    ClamdAddress clamd;
+    const bool scan = !opt.clamd.empty();
+    const bool clamd_ok = scan && parse_clamd_address(opt.clamd, clamd);
     const std::string recipient = receipt_recipient(opt.address, headers, user);
     for (size_t i = 0; i < found.size(); ++i) {
         const auto& f = found[i];
@@ -214,11 +305,49 @@ bool ask_for_media(const std::vector<FoundHandle>& found, const std::string& raw
             continue;
         }
         const Handle& h = f.parsed.handle;
+        const std::string tag = "media " + h.sha256.substr(0, 16);
+        // What goes back must be one plain media part of an allowed type
+        // (docs/handle-format.md, re-insertion rules): checked before any download.
+        const std::string type = lower_ascii(h.type);
+        if (!type_matches(type, opt.types)) {
+            log_info(tag + " not fetched: type " + printable(type) + " not in fetcher.types");
+            notes[i] = std::string(kNotePrefix) + kNoteType;
+            continue;
+        }
+        std::string detail;
+        if (PartHeaderError pe = check_part_header(h.headers, h.type, detail); pe != PartHeaderError::none) {
+            log_warning(tag + " not fetched: its saved part header is refused (" + part_header_error_name(pe) + ", " +
+                        printable(detail) + ")");
+            notes[i] = std::string(kNotePrefix) + kNoteHeader;
+            continue;
+        }
         if (ignored || h.size > opt.max_size || !opt.downloader)
             continue;   // shown with its location part: fetcher.ignore_senders / max_size
         std::string path;
         MediaState st = opt.downloader->want(h, priority, !opt.ask, recipient, path);
         if (st == MediaState::ready) {
+            if (!sniffs_as(path, type)) {
+                log_warning(tag + " is not the " + printable(type) + " its handle names: left as a link");
+                notes[i] = std::string(kNotePrefix) + kNoteSniff;
+                continue;
+            }
+            if (scan) {
+                std::string found_name;
+                ScanVerdict v = clamd_ok ? scan_media_once(clamd, path, opt.clamd_timeout, found_name)
+                                         : ScanVerdict::unavailable;
+                if (v == ScanVerdict::infected) {
+                    log_warning(tag + " infected (" + found_name + "): shown with its link and a note");
+                    notes[i] = std::string(kNotePrefix) + kNoteVirus + found_name + kNoteVirusEnd;
+                    continue;
+                }
+                if (v == ScanVerdict::unavailable) {
+                    // Temporary: held back as if still downloading (fetcher.hold_max).
+                    missing.waiting = true;
+                    missing.unscanned.push_back(i);
+                    why = tag + " not scanned yet: " + printable(clamd_ok ? found_name : "bad fetcher.clamd");
+                    continue;
+                }
+            }
             try {
                 media[i] = open_media_file(path);
             } catch (const std::exception& e) {
@@ -240,6 +369,40 @@ bool ask_for_media(const std::vector<FoundHandle>& found, const std::string& raw
     return true;
 }
 
+/// fetcher.max_message_size: whether the mail rebuilt with every file it waits
+/// for (given or downloading) stays within the cap. If not, none goes back:
+/// each valid location part stays, with a note, and media is set to nullptr.
+bool within_message_cap(const std::string& raw, const std::vector<FoundHandle>& found,
+                        std::vector<std::unique_ptr<MediaInput>>& media, const Missing& missing,
+                        const SyncOptions& opt, std::vector<std::string>& notes)
+{
+    std::vector<bool> replace(media.size());
+    bool any = false;
+    for (size_t i = 0; i < media.size(); ++i)
+        any |= replace[i] = media[i] != nullptr;
+    for (size_t i : missing.downloading)
+        any |= replace[i] = true;
+    if (!any)
+        return true;
+    const uint64_t slack = uint64_t{64} << 20;
+    const uint64_t cap = opt.max_message_size ? opt.max_message_size
+                                              : (opt.max_size > UINT64_MAX - slack ? UINT64_MAX : opt.max_size + slack);
+    ReinsertLayout layout;
+    std::string err;
+    if (!reinsert_layout(raw, replace, layout, err))
+        return true;   // reinsert_media will say why
+    if (layout.size <= cap)
+        return true;
+    log_warning("mail would be " + std::to_string(layout.size) + " octets with its media, over fetcher.max_message_size " +
+                std::to_string(cap) + ": shown with its links");
+    for (size_t i = 0; i < media.size(); ++i) {
+        media[i].reset();
+        if (found[i].parsed.error == HandleError::none && notes[i].empty())
+            notes[i] = std::string(kNotePrefix) + kNoteSize;
+    }
+    return false;
+}
+
 /// Whether a mail has waited fetcher.hold_max for its media: the raw copy's age
 /// is the time since we first read the message.
 bool held_too_long(const std::string& raw, const SyncOptions& opt)
@@ -253,9 +416,11 @@ bool held_too_long(const std::string& raw, const SyncOptions& opt)
 /// `following`: some inputs follow downloads still under way, so a failure
 /// leaves the mail pending rather than held.
 Presented place_presented(const std::string& raw, const std::string& presented,
-                          const std::vector<std::unique_ptr<MediaInput>>& media, bool following, std::string& why)
+                          const std::vector<std::unique_ptr<MediaInput>>& media, const std::vector<std::string>& notes,
+                          bool following, std::string& why)
 {
-    const bool any = std::any_of(media.begin(), media.end(), [](const auto& m) { return m != nullptr; });
+    const bool any = std::any_of(media.begin(), media.end(), [](const auto& m) { return m != nullptr; }) ||
+                     std::any_of(notes.begin(), notes.end(), [](const auto& n) { return !n.empty(); });
     const std::string tmp = presented + ".tmp" + random_hex(4);
     if (!any) {
         // No media: the presented file is the raw message, byte for byte (already
@@ -273,7 +438,7 @@ Presented place_presented(const std::string& raw, const std::string& presented,
     for (const auto& m : media)
         inputs.push_back(m.get());
     try {
-        ok = reinsert_media(raw, inputs, rebuilt, err, &crlf);
+        ok = reinsert_media(raw, inputs, notes, rebuilt, err, &crlf);
     } catch (const std::exception& e) {
         err = e.what();
     }
@@ -324,18 +489,22 @@ Presented present_raw(const std::string& base, const std::string& user, const Sy
     // One input per location part: the verified file, a download followed while
     // it arrives, or none (the location part stays).
     std::vector<std::unique_ptr<MediaInput>> media(found.size());
+    std::vector<std::string> notes(found.size());
     Missing missing;
-    if (!ask_for_media(found, raw, user, opt, media, missing, why))
+    if (!ask_for_media(found, raw, user, opt, media, notes, missing, why))
         return Presented::held;
+    if (!within_message_cap(raw, found, media, missing, opt, notes))
+        missing = {};   // every file stays a link: nothing to wait for
     bool following = false;
     if (missing.any()) {
         if (!held_too_long(raw, opt)) {
             // A login re-inserts while the downloads arrive, when they all are under
             // way: the message is ready moments after its last media is verified.
-            following = !missing.waiting && std::chrono::steady_clock::now() < opt.follow_until;
+            // Not with fetcher.clamd: a file is scanned whole before it goes back.
+            following = !missing.waiting && opt.clamd.empty() && std::chrono::steady_clock::now() < opt.follow_until;
             if (!following)
                 return missing.downloading.empty() ? Presented::held : Presented::pending;
-            if (opt.stream) {
+            if (opt.stream && std::all_of(notes.begin(), notes.end(), [](const auto& n) { return n.empty(); })) {
                 // Listed once its first segment checks out: a download that
                 // cannot even start (gateway down, bad bytes) holds the mail
                 // back as it always did, and the login's loop tries again.
@@ -358,9 +527,15 @@ Presented present_raw(const std::string& base, const std::string& user, const Sy
                                                           opt.stop);
         } else {
             log_warning("held longer than fetcher.hold_max, shown with the link: " + why);
+            for (size_t i : missing.unscanned)
+                notes[i] = std::string(kNotePrefix) + kNoteUnscanned;
         }
     }
-    return place_presented(raw, presented, media, following, why);
+    if (following)
+        for (size_t i : missing.downloading)
+            media[i] = std::make_unique<SniffedMedia>(std::move(media[i]), lower_ascii(found[i].parsed.handle.type),
+                                                      found[i].parsed.handle.size);
+    return place_presented(raw, presented, media, notes, following, why);
 }
 
 bool sender_matches(const std::string& address, const std::vector<std::string>& list)

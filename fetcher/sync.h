@@ -49,6 +49,11 @@ struct SyncOptions {
     bool stream = false;         // fetcher.stream
     std::string address;         // fetcher.address
     std::vector<std::string> priority_senders, ignore_senders;
+    std::vector<std::string> types{"video/*", "audio/*"};   // fetcher.types
+    uint64_t max_message_size = 0;   // fetcher.max_message_size (0: max_size + 64M)
+    std::string clamd;               // fetcher.clamd; "" off
+    std::chrono::seconds clamd_timeout{120};   // fetcher.clamd_timeout
+    std::string authserv_id;         // fetcher.authserv_id; "" sender lists never match
     const std::atomic<bool>* stop = nullptr;
     /// A login sets this to the end of its fetcher.login_wait: a message whose
     /// media are downloading is then re-inserted while they arrive (growing_media.h),

@@ -4,6 +4,7 @@
 // original message byte for byte.
 #include "mime/reinsert.h"
 
+#include "mime/header_block.h"
 #include "mime/walk.h"
 
 #include <algorithm>
@@ -102,7 +103,7 @@ struct LineEnds {
 /// replacing location part i when replace[i], with its media from media[i]
 /// into `out`; with `out` null it only works out the layout.
 bool reinsert(const std::string& in_path, const std::vector<bool>& replace, const std::vector<MediaInput*>& media,
-              OutFile* out, ReinsertLayout& layout, std::string& err)
+              const std::vector<std::string>& notes, OutFile* out, ReinsertLayout& layout, std::string& err)
 {
     InFile in(in_path);
     auto parsed = parse_file(in_path);
@@ -129,11 +130,36 @@ bool reinsert(const std::string& in_path, const std::vector<bool>& replace, cons
             from += n;
         }
     };
+    if (!notes.empty() && notes.size() != found.size()) {
+        err = "message has " + std::to_string(found.size()) + " location parts, " + std::to_string(notes.size()) +
+              " notes given";
+        return false;
+    }
     uint64_t pos = 0;
     for (size_t i = 0; i < found.size(); ++i) {
-        if (!replace[i])
-            continue;
         const Located& l = found[i];
+        if (!replace[i]) {
+            if (notes.empty() || notes[i].empty())
+                continue;
+            // The note goes at the top of the part's text, in the part's own
+            // line ends; a base64 body (re-encoded by some relay) gets none.
+            std::string hdr(static_cast<size_t>(l.leaf.body_start - l.leaf.hdr_start), '\0');
+            if (in.pread_some(hdr.data(), hdr.size(), l.leaf.hdr_start) != hdr.size())
+                throw std::runtime_error("short read of a location part in " + in.path());
+            std::string cte = header_value(hdr, "Content-Transfer-Encoding");
+            for (char& c : cte)
+                c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+            if (cte != "" && cte != "7bit" && cte != "8bit" && cte != "quoted-printable")
+                continue;
+            const std::string note = format_note(notes[i], hdr.find("\r\n") != std::string::npos ? "\r\n" : "\n");
+            copy(pos, l.leaf.body_start);
+            if (out)
+                out->write(note);
+            layout.size += note.size();
+            ends.see(note);
+            pos = l.leaf.body_start;
+            continue;
+        }
         if (l.parsed.error != HandleError::none) {
             err = "location part " + std::to_string(i + 1) + " has a bad handle";
             return false;
@@ -144,6 +170,8 @@ bool reinsert(const std::string& in_path, const std::vector<bool>& replace, cons
         if (out) {
             uint64_t before = out->written();
             out->write(h.headers);
+            if (!media[i])
+                throw std::runtime_error("no media given for location part " + std::to_string(i + 1));
             encode_media(*media[i], h, *out);
             if (out->written() - before != h.part_size) {
                 err = "rebuilt part " + std::to_string(i + 1) + " is not the size the handle promises";
@@ -172,8 +200,54 @@ bool reinsert(const std::string& in_path, const std::vector<bool>& replace, cons
 
 } // namespace
 
+std::string format_note(std::string_view text, std::string_view eol)
+{
+    std::string clean;
+    for (char c : text.substr(0, kNoteMax)) {
+        auto u = static_cast<unsigned char>(c);
+        if (c == '=')
+            c = '-';
+        else if (u < 0x20 || u >= 0x7f)
+            c = u == '\t' || u == '\n' || u == '\r' ? ' ' : '?';
+        clean.push_back(c);
+    }
+    std::string out, line;
+    size_t i = 0;
+    while (i < clean.size()) {
+        while (i < clean.size() && clean[i] == ' ')
+            ++i;
+        size_t j = clean.find(' ', i);
+        if (j == std::string::npos)
+            j = clean.size();
+        std::string word = clean.substr(i, std::min<size_t>(j - i, 72));
+        i = j;
+        if (word.empty())
+            break;
+        if (!line.empty() && line.size() + 1 + word.size() > 72) {
+            out += line;
+            out += eol;
+            line.clear();
+        }
+        line += line.empty() ? word : " " + word;
+    }
+    if (!line.empty()) {
+        out += line;
+        out += eol;
+    }
+    if (!out.empty())
+        out += eol;
+    return out;
+}
+
 bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media, const std::string& out_path,
                     std::string& err, bool* crlf_clean)
+{
+    return reinsert_media(in_path, media, {}, out_path, err, crlf_clean);
+}
+
+bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media,
+                    const std::vector<std::string>& notes, const std::string& out_path, std::string& err,
+                    bool* crlf_clean)
 {
     try {
         std::vector<bool> replace;
@@ -181,7 +255,7 @@ bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& 
             replace.push_back(m != nullptr);
         OutFile out(out_path);
         ReinsertLayout layout;
-        if (!reinsert(in_path, replace, media, &out, layout, err))
+        if (!reinsert(in_path, replace, media, notes, &out, layout, err))
             return false;
         if (crlf_clean)
             *crlf_clean = layout.crlf_clean;
@@ -212,8 +286,14 @@ bool reinsert_media(const std::string& in_path, const std::vector<std::string>& 
 bool reinsert_layout(const std::string& in_path, const std::vector<bool>& replace, ReinsertLayout& layout,
                      std::string& err)
 {
+    return reinsert_layout(in_path, replace, {}, layout, err);
+}
+
+bool reinsert_layout(const std::string& in_path, const std::vector<bool>& replace,
+                     const std::vector<std::string>& notes, ReinsertLayout& layout, std::string& err)
+{
     try {
-        return reinsert(in_path, replace, {}, nullptr, layout, err);
+        return reinsert(in_path, replace, {}, notes, nullptr, layout, err);
     } catch (const std::exception& e) {
         err = e.what();
         return false;

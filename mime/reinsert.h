@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mm {
@@ -28,6 +29,21 @@ bool reinsert_media(const std::string& in_path, const std::vector<std::string>& 
 bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media,
                     const std::string& out_path, std::string& err, bool* crlf_clean = nullptr);
 
+/// The same, and notes[i] (when not empty) put at the top of the text of
+/// location part i, which stays (media[i] must then be nullptr): how the fetcher
+/// tells a reader why a file was not put back. The note is made safe here
+/// (format_note); a location part sent as base64 gets none.
+bool reinsert_media(const std::string& in_path, const std::vector<MediaInput*>& media,
+                    const std::vector<std::string>& notes, const std::string& out_path, std::string& err,
+                    bool* crlf_clean = nullptr);
+
+/// `text` as the lines put at the top of a location part's text: printable
+/// US-ASCII only (anything else becomes '?', and '=' '-', so that the lines are
+/// valid 7bit and quoted-printable alike), words wrapped at 72 columns, at
+/// most kNoteMax octets, each line ended by `eol`, then one empty line.
+std::string format_note(std::string_view text, std::string_view eol);
+constexpr size_t kNoteMax = 1024;
+
 /// What reinsert_media would write, worked out without the media: its octets,
 /// where the first media's encoded bytes start, and whether it is CRLF-clean
 /// (as crlf_clean above).
@@ -42,5 +58,9 @@ struct ReinsertLayout {
 /// would fail before reading any media (or a handle's psize does not add up).
 bool reinsert_layout(const std::string& in_path, const std::vector<bool>& replace, ReinsertLayout& layout,
                      std::string& err);
+
+/// The same with notes as reinsert_media's (empty: none).
+bool reinsert_layout(const std::string& in_path, const std::vector<bool>& replace,
+                     const std::vector<std::string>& notes, ReinsertLayout& layout, std::string& err);
 
 } // namespace mm

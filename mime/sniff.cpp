@@ -85,4 +85,23 @@ std::string sniff_media(const unsigned char* p, size_t n)
     return "";
 }
 
+bool sniffed_kind_fits(const std::string& type, const std::string& sniffed)
+{
+    if (sniffed.empty())
+        return false;
+    if (type.rfind("video/", 0) == 0)
+        return sniffed.rfind("video/", 0) == 0;
+    if (type.rfind("audio/", 0) == 0) {
+        static const char* const both[] = {"video/mp4", "video/quicktime", "video/webm", "video/x-matroska",
+                                           "video/ogg", "video/mpeg", "video/mp2t"};
+        if (sniffed.rfind("audio/", 0) == 0)
+            return true;
+        for (const char* b : both)
+            if (sniffed == b)
+                return true;
+        return false;
+    }
+    return true;
+}
+
 } // namespace mm

@@ -20,4 +20,14 @@ bool type_matches(const std::string& type, const std::vector<std::string>& patte
 /// or "" when it is none of them.
 std::string sniff_media(const unsigned char* p, size_t n);
 
+/// Bytes sniff_media needs to answer.
+constexpr size_t kSniffMediaBytes = 8 * 1024;
+
+/// Whether content sniffed as `sniffed` (sniff_media) is the kind of media a
+/// part declared as `type` (lowercase) says: "" never is; a video/* type needs
+/// a video container; an audio/* type an audio container or one that carries
+/// audio as well (MP4, QuickTime, Matroska/WebM, Ogg, MPEG); any other
+/// declared type (allowed by the fetcher's own policy) any media.
+bool sniffed_kind_fits(const std::string& type, const std::string& sniffed);
+
 } // namespace mm
