@@ -89,15 +89,17 @@ bool parse_dec(std::string_view s, uint64_t& out)
 
 } // namespace
 
-CacheIndex read_index(const std::string& path)
+namespace {
+
+/// The whole file at `path` if it is at most `cap` octets, else "".
+std::string read_capped(const std::string& path, uint64_t cap)
 {
-    CacheIndex index;
+    std::string text;
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return index;
-    std::string text;
+        return text;
     struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_size > 0 && static_cast<uint64_t>(st.st_size) <= kMaxIndexBytes) {
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && static_cast<uint64_t>(st.st_size) <= cap) {
         text.resize(static_cast<size_t>(st.st_size));
         size_t got = 0;
         ssize_t n;
@@ -106,6 +108,31 @@ CacheIndex read_index(const std::string& path)
         text.resize(got);
     }
     ::close(fd);
+    return text;
+}
+
+/// Writes `text` under a temporary name and renames it over `path`.
+bool replace_file(const std::string& path, const std::string& text)
+{
+    const std::string tmp = path + ".tmp" + random_hex(4);
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write_all(fd, text.data(), text.size());
+    if (fd >= 0 && ::close(fd) != 0)
+        ok = false;
+    if (ok && rename(tmp.c_str(), path.c_str()) == 0)
+        return true;
+    unlink(tmp.c_str());
+    return false;
+}
+
+constexpr char kKeysMagic[] = "MMKEYS1\n";
+
+} // namespace
+
+CacheIndex read_index(const std::string& path)
+{
+    CacheIndex index;
+    const std::string text = read_capped(path, kMaxIndexBytes);
     if (text.compare(0, sizeof kIndexMagic - 1, kIndexMagic) != 0)
         return index;
     size_t pos = sizeof kIndexMagic - 1;
@@ -136,15 +163,35 @@ bool write_index(const std::string& path, const CacheIndex& index)
     text.reserve(index.size() * 100 + text.size());
     for (const auto& [key, e] : index)
         text += key + " " + e.pack + " " + std::to_string(e.offset) + " " + std::to_string(e.size) + "\n";
-    const std::string tmp = path + ".tmp" + random_hex(4);
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write_all(fd, text.data(), text.size());
-    if (fd >= 0 && ::close(fd) != 0)
-        ok = false;
-    if (ok && rename(tmp.c_str(), path.c_str()) == 0)
-        return true;
-    unlink(tmp.c_str());
-    return false;
+    return replace_file(path, text);
+}
+
+std::set<std::string> read_key_list(const std::string& path)
+{
+    std::set<std::string> keys;
+    const std::string text = read_capped(path, kMaxIndexBytes);
+    if (text.compare(0, sizeof kKeysMagic - 1, kKeysMagic) != 0)
+        return keys;
+    size_t pos = sizeof kKeysMagic - 1;
+    while (pos < text.size()) {
+        size_t eol = text.find('\n', pos);
+        if (eol == std::string::npos)
+            break;   // cut short: the last line is not trusted
+        std::string_view line(text.data() + pos, eol - pos);
+        pos = eol + 1;
+        if (line.size() == 64 && is_lower_hex(line, 64))
+            keys.insert(std::string(line));
+    }
+    return keys;
+}
+
+bool write_key_list(const std::string& path, const std::set<std::string>& keys)
+{
+    std::string text = kKeysMagic;
+    text.reserve(keys.size() * 65 + text.size());
+    for (const auto& k : keys)
+        text += k + "\n";
+    return replace_file(path, text);
 }
 
 PackWriter::~PackWriter()

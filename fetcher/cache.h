@@ -50,6 +50,12 @@ CacheIndex read_index(const std::string& path);
 /// Writes it under a temporary name and renames it over `path`.
 bool write_index(const std::string& path, const CacheIndex& index);
 
+/// Per user, the keys of messages that have a raw copy or presented file
+/// (msg/<key>.raw, .eml): "MMKEYS1\n" then one 64-hex key a line. Damaged lines
+/// are skipped (a file left behind is then kept until the cache is cleared by hand).
+std::set<std::string> read_key_list(const std::string& path);
+bool write_key_list(const std::string& path, const std::set<std::string>& keys);
+
 /// A pack being written: entries appended one after another. The file is
 /// created on first use (creating a file costs far more than writing one here).
 class PackWriter {

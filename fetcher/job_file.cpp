@@ -158,19 +158,38 @@ bool parse_job(std::string_view text, Job& out)
     return true;
 }
 
-std::string job_path(const std::string& jobs_dir, const std::string& sha256)
+std::string job_id(const Handle& h)
 {
-    return jobs_dir + "/" + sha256 + ".job";
+    std::string in = h.sha256;
+    in.push_back('\0');
+    in += h.url;
+    in.push_back('\0');
+    in += h.pin;
+    return sha256_hex(in);
 }
 
-std::string want_path(const std::string& jobs_dir, const std::string& sha256)
+std::string job_path(const std::string& jobs_dir, const std::string& id)
 {
-    return jobs_dir + "/" + sha256 + ".want";
+    return jobs_dir + "/" + id + ".job";
 }
 
-bool job_file_name(const std::string& name, std::string& sha256) { return digest_name(name, ".job", sha256); }
+std::string want_path(const std::string& jobs_dir, const std::string& id)
+{
+    return jobs_dir + "/" + id + ".want";
+}
 
-bool want_marker_name(const std::string& name, std::string& sha256) { return digest_name(name, ".want", sha256); }
+bool job_file_name(const std::string& name, std::string& id) { return digest_name(name, ".job", id); }
+
+bool want_marker_name(const std::string& name, std::string& id) { return digest_name(name, ".want", id); }
+
+JobFileName classify_job_file(const std::string& name_id, const Job& j)
+{
+    if (name_id == job_id(j.handle))
+        return JobFileName::current;
+    if (name_id == j.handle.sha256)
+        return JobFileName::old_layout;
+    return JobFileName::mismatch;
+}
 
 bool load_job(const std::string& path, Job& out)
 {
@@ -180,12 +199,12 @@ bool load_job(const std::string& path, Job& out)
 
 bool save_job(const std::string& jobs_dir, const Job& j)
 {
-    return write_small_durably(job_path(jobs_dir, j.handle.sha256), format_job(j));
+    return write_small_durably(job_path(jobs_dir, job_id(j.handle)), format_job(j));
 }
 
-bool write_want_marker(const std::string& jobs_dir, const std::string& sha256)
+bool write_want_marker(const std::string& jobs_dir, const std::string& id)
 {
-    return write_small_durably(want_path(jobs_dir, sha256), "");
+    return write_small_durably(want_path(jobs_dir, id), "");
 }
 
 } // namespace mm

@@ -1,8 +1,11 @@
 // job_file.h - the download queue as it is kept on disk, cache_dir/jobs: one
-// <sha256>.job file per queued media ("key=value" lines, written durably, parsed
-// strictly so that a damaged file is set aside rather than half believed), and
-// the empty <sha256>.want markers by which "mm-fetcher fetch" asks the running
-// fetcher for media of fetcher.mode = ask. Reads no config keys.
+// <job id>.job file per source of a media file ("key=value" lines, written durably,
+// parsed strictly so that a damaged file is set aside rather than half believed),
+// and the empty <job id>.want markers by which "mm-fetcher fetch" asks the running
+// fetcher for media of fetcher.mode = ask. A job is one (SHA-256, URL, pin): a
+// source that fails or is refused never stands in the way of another source of
+// the same bytes. Files of the older layout (<sha256>.job) still load; the
+// downloader renames them. Reads no config keys.
 #pragma once
 
 #include "mime/handle.h"
@@ -15,7 +18,7 @@
 
 namespace mm {
 
-/// One queued media file as it is kept in jobs/<sha256>.job.
+/// One source of a media file as it is kept in jobs/<job id>.job.
 struct Job {
     enum class State { asked, download, receipt, refused };
     Handle handle;                  // url, sha256, size, pin are what matter here
@@ -41,18 +44,28 @@ bool job_value_clean(std::string_view v);
 std::string format_job(const Job& j);
 bool parse_job(std::string_view text, Job& out);
 
-/// jobs_dir/<sha256>.job and jobs_dir/<sha256>.want.
-std::string job_path(const std::string& jobs_dir, const std::string& sha256);
-std::string want_path(const std::string& jobs_dir, const std::string& sha256);
-/// Whether a directory entry is a job file / a want marker; sets its SHA-256.
-bool job_file_name(const std::string& name, std::string& sha256);
-bool want_marker_name(const std::string& name, std::string& sha256);
+/// The job id: hex SHA-256 of (sha256, url, pin) with NUL separators, so that
+/// no two sources can be made to share one id.
+std::string job_id(const Handle& h);
+
+/// jobs_dir/<id>.job and jobs_dir/<id>.want (id: job_id(), or for a job file of
+/// the older layout the media's SHA-256).
+std::string job_path(const std::string& jobs_dir, const std::string& id);
+std::string want_path(const std::string& jobs_dir, const std::string& id);
+/// Whether a directory entry is a job file / a want marker; sets the id it names.
+bool job_file_name(const std::string& name, std::string& id);
+bool want_marker_name(const std::string& name, std::string& id);
+
+/// How a job file's name stands to its contents: named by its id (current),
+/// by its SHA-256 alone (the older layout, to be renamed), or by neither (damaged).
+enum class JobFileName { current, old_layout, mismatch };
+JobFileName classify_job_file(const std::string& name_id, const Job& j);
 
 /// Reads (at most kMaxJobFile octets) and parses one job file.
 bool load_job(const std::string& path, Job& out);
-/// Writes jobs_dir/<sha256>.job durably (temporary name, fsync, rename).
+/// Writes jobs_dir/<job id>.job durably (temporary name, fsync, rename).
 bool save_job(const std::string& jobs_dir, const Job& j);
-/// Writes the empty marker jobs_dir/<sha256>.want durably.
-bool write_want_marker(const std::string& jobs_dir, const std::string& sha256);
+/// Writes the empty marker jobs_dir/<id>.want durably.
+bool write_want_marker(const std::string& jobs_dir, const std::string& id);
 
 } // namespace mm

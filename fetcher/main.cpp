@@ -131,7 +131,12 @@ int main(int argc, char** argv)
         dl.allow_private = cfg.boolean("fetcher.allow_private");
         dl.allow_insecure = cfg.boolean("fetcher.allow_insecure");
         dl.timeout = up.timeout;
+        dl.msg_dir = so.cache_dir + "/msg";
         dl.parallel = static_cast<unsigned>(cfg.integer("fetcher.parallel"));
+        dl.max_per_host = static_cast<unsigned>(cfg.integer("fetcher.max_per_host"));
+        dl.min_rate = cfg.size("fetcher.min_rate");
+        dl.min_rate_window = cfg.duration("fetcher.min_rate_window");
+        dl.receipts = cfg.boolean("fetcher.receipts");
         dl.quota = cfg.size("fetcher.cache_quota");
         dl.retry_max = cfg.duration("fetcher.retry_max");
         prefetch_interval = cfg.duration("fetcher.prefetch_interval");

@@ -1,10 +1,12 @@
 // sync.cpp - a login's synchronisation (sync.h), in phases: list_upstream (UIDL
 // and LIST), classify (what is cached already), fetch_missing (pipelined RETR into
 // one pack per login, or raw copies of mail naming location parts), update_index
-// (messages gone upstream forgotten, packs left empty removed) and
+// (messages gone upstream forgotten, packs left empty removed, their raw copies and
+// presented files removed: remove_gone_files) and
 // build_shown_list (what the client sees; held mail presented by present.h).
 // Files under cache_dir/msg: <user key>.idx and -<tag>.pack (plain mail, cache.h),
-// <key>.raw (raw copy of mail naming location parts, durable), <key>.eml (presented).
+// <key>.raw (raw copy of mail naming location parts, durable), <key>.eml (presented),
+// <user key>.own (which .raw/.eml keys are this user's, so that they can go).
 // Config keys: fetcher.cache_dir, fetcher.max_size (through SyncOptions).
 #include "fetcher/sync.h"
 
@@ -276,6 +278,41 @@ void update_index(const std::vector<Item>& items, const UserCache& uc, const Cac
     }
 }
 
+/// The raw copies and presented files of this user's mail that upstream no
+/// longer lists (deleted with DELE and QUIT, or by another client) are removed:
+/// they would otherwise stay for ever and, being counted in fetcher.cache_quota,
+/// crowd out media. <user key>.own names the keys this user has such files for;
+/// a mail still listed stays named there until it goes.
+void remove_gone_files(const std::vector<Item>& items, const UserCache& uc, const SyncOptions& opt)
+{
+    const std::string own_path = uc.index_path.substr(0, uc.index_path.size() - 4) + ".own";
+    const std::set<std::string> before = read_key_list(own_path);
+    std::set<std::string> listed, own;
+    for (const Item& it : items) {
+        if (it.key.empty())
+            continue;
+        listed.insert(it.key);
+        if (it.found == Found::raw || it.found == Found::presented)
+            own.insert(it.key);
+    }
+    unsigned removed = 0;
+    for (const auto& k : before) {
+        if (listed.count(k)) {
+            own.insert(k);
+            continue;
+        }
+        const std::string base = opt.cache_dir + "/msg/" + k;
+        bool any = false;
+        for (const char* ext : {".eml", ".raw"})
+            any = unlink((base + ext).c_str()) == 0 || any;
+        removed += any ? 1 : 0;
+    }
+    if (removed)
+        log_info("removed the copies of " + std::to_string(removed) + " message(s) no longer upstream");
+    if (own != before && !write_key_list(own_path, own))
+        log_warning("cannot write " + own_path + ": " + std::strerror(errno));
+}
+
 /// What the client sees, in upstream's order: cache copies, presented files
 /// (made now from raw copies where needed, present.h), and mail shown as it is;
 /// the rest is counted as held back. False (err set) only when shutting down.
@@ -361,6 +398,7 @@ bool synchronise(Upstream& up, const std::string& user, const SyncOptions& opt,
     if (!fetch_missing(up, items, need, uc, opt, index, changed, stats, err))
         return false;
     update_index(items, uc, before, index, changed);
+    remove_gone_files(items, uc, opt);
     return build_shown_list(items, index, uc, user, opt, shown, stats, err);
 }
 

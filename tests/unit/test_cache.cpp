@@ -209,3 +209,38 @@ TEST_CASE("X-Media-Handle is found in any letter case wherever the writes split 
         }
     }
 }
+
+TEST_CASE("per-user key list of raw copies: round trip; damaged lines skipped, other formats empty")
+{
+    TempCache c;
+    const std::string path = c.dir + "/msg/u.own";
+    const std::set<std::string> keys = {kKey, std::string(64, 'e')};
+    REQUIRE(write_key_list(path, keys));
+    CHECK(read_key_list(path) == keys);
+    CHECK(read_key_list(c.dir + "/msg/none.own").empty());
+    REQUIRE(write_key_list(path, {}));
+    CHECK(read_key_list(path).empty());
+    struct Case {
+        const char* why;
+        std::string text;
+        size_t want;
+    };
+    const std::string good = "MMKEYS1\n" + kKey + "\n";
+    const Case cases[] = {
+        {"empty file", "", 0},
+        {"another format", "MMKEYS2\n" + kKey + "\n", 0},
+        {"no magic", kKey + "\n", 0},
+        {"last line cut", good + std::string(64, 'e'), 1},
+        {"upper case", good + std::string(64, 'E') + "\n", 1},
+        {"short key", good + "abc\n", 1},
+        {"long key", good + std::string(65, 'e') + "\n", 1},
+        {"path in it", good + "../../etc/passwd\n", 1},
+        {"NUL", good + std::string(64, '\0') + "\n", 1},
+        {"two good", good + std::string(64, 'e') + "\n", 2},
+    };
+    for (const auto& k : cases) {
+        CAPTURE(k.why);
+        std::ofstream(path, std::ios::binary | std::ios::trunc) << k.text;
+        CHECK(read_key_list(path).size() == k.want);
+    }
+}

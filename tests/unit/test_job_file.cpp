@@ -96,3 +96,55 @@ TEST_CASE("damaged download job files are refused")
     Job out;
     CHECK_FALSE(parse_job(many, out));   // more recipients than any one job keeps
 }
+
+TEST_CASE("a job is one source: (sha256, url, pin) name it; old files named by sha256 are recognised")
+{
+    const Job j = sample_job();
+    const std::string id = job_id(j.handle);
+    CHECK(id.size() == 64);
+    struct Case {
+        const char* why;
+        std::string sha, url, pin;
+        bool same;
+    };
+    const Case cases[] = {
+        {"same source", kSha, j.handle.url, j.handle.pin, true},
+        {"other URL", kSha, "https://gw.example:8443/m/abc/deg", j.handle.pin, false},
+        {"other pin", kSha, j.handle.url, "sha256//BBBB", false},
+        {"no pin", kSha, j.handle.url, "", false},
+        {"other hash", std::string(64, 'b'), j.handle.url, j.handle.pin, false},
+        // NUL separators: moving bytes between fields never gives the same id.
+        {"url end moved to pin", kSha, "https://gw.example:8443/m/abc/de", "fsha256//AAAA", false},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.why);
+        Handle h;
+        h.sha256 = c.sha;
+        h.url = c.url;
+        h.pin = c.pin;
+        h.size = 1;   // the size is not part of the source
+        CHECK((job_id(h) == id) == c.same);
+    }
+    struct NameCase {
+        const char* why;
+        std::string name_id;
+        JobFileName want;
+    };
+    const NameCase names[] = {
+        {"named by its id", id, JobFileName::current},
+        {"older layout, named by sha256", kSha, JobFileName::old_layout},
+        {"another job's id", job_id(Handle{}), JobFileName::mismatch},
+        {"some other digest", std::string(64, 'c'), JobFileName::mismatch},
+    };
+    for (const auto& n : names) {
+        CAPTURE(n.why);
+        CHECK(classify_job_file(n.name_id, j) == n.want);
+    }
+    std::string got;
+    CHECK(job_file_name(id + ".job", got));
+    CHECK(got == id);
+    CHECK(job_path("/q", id) == "/q/" + id + ".job");
+    CHECK(want_path("/q", id) == "/q/" + id + ".want");
+    CHECK_FALSE(job_file_name(id + ".job.bad", got));
+    CHECK_FALSE(job_file_name(id.substr(1) + ".job", got));
+}
