@@ -1,10 +1,8 @@
 // test_store.cpp - the media store (write, commit, dedup, authorize, expiry,
-// abandoned writers), the gateway's TLS identity and pin, and the pure HTTP
-// helpers of mm-gateway: request targets, RFC 6266 names (Range parsing is in
-// test_range.cpp, the index and its migrations in test_index.cpp).
+// abandoned writers), the gateway's TLS identity and pin, and lifecycle
+// (the index and its migrations are test_index.cpp's, quotas test_quota.cpp's).
 #include <doctest/doctest.h>
 
-#include "gateway/http.h"
 #include "store/lifecycle.h"
 #include "store/store.h"
 #include "core/util.h"
@@ -286,46 +284,7 @@ TEST_CASE("tls_identity: one of tls_cert/tls_key alone is an error naming the ke
                     StoreError);
 }
 
-TEST_CASE("parse_media_target: only /m/<32 hex>/<32 hex>[/name]")
-{
-    const std::string id(32, 'a'), tok = "0123456789abcdef0123456789abcdef";
-    std::string i, t;
-    CHECK(parse_media_target("/m/" + id + "/" + tok, i, t));
-    CHECK(i == id);
-    CHECK(t == tok);
-    CHECK(parse_media_target("/m/" + id + "/" + tok + "/clip.mp4", i, t));
-    CHECK(parse_media_target("/m/" + id + "/" + tok + "?x=1", i, t));
-    CHECK(parse_media_target("/m/" + id + "/" + tok + "/", i, t));
-    const std::string bad[] = {
-        "", "/", "/m/", "/m/" + id, "/m/" + id + "/", "/m/" + id + "/" + tok.substr(1),
-        "/m/" + id + "/" + tok + "0", "/m/" + id + "/" + tok + "/a/b", "/m/" + id + "/" + tok + "/" + std::string(300, 'x'),
-        "/M/" + id + "/" + tok, "m/" + id + "/" + tok, "//m/" + id + "/" + tok, "/m//" + id + "/" + tok,
-        "/m/../../etc/passwd", "/m/%2e%2e/%2e%2e/etc/passwd", "/m/" + id + "/../" + tok,
-        "/m/" + std::string(32, 'A') + "/" + tok, "/m/" + id + "%2f" + tok, "/x/" + id + "/" + tok,
-    };
-    for (const auto& b : bad) {
-        CAPTURE(b);
-        CHECK_FALSE(parse_media_target(b, i, t));
-    }
-}
 
-TEST_CASE("content_disposition and safe_media_type")
-{
-    CHECK(content_disposition("clip.mp4") == "attachment; filename=\"clip.mp4\"; filename*=UTF-8''clip.mp4");
-    CHECK(content_disposition("") == "attachment; filename=\"media\"");
-    CHECK(content_disposition("Fïlm \"x\".mp4") ==
-          "attachment; filename=\"F__lm _x_.mp4\"; filename*=UTF-8''F%C3%AFlm%20%22x%22.mp4");
-    std::string evil = content_disposition("a\r\nSet-Cookie: x=1/../b\\c");
-    CHECK(evil.find('\r') == std::string::npos);
-    CHECK(evil.find('\n') == std::string::npos);
-    CHECK(evil.find("filename=\"a__Set-Cookie: x=1_.._b_c\"") != std::string::npos);
-    CHECK(content_disposition(std::string(5000, 'x')).size() < 1300);
-
-    CHECK(safe_media_type("video/mp4") == "video/mp4");
-    CHECK(safe_media_type("application/vnd.ms-asf") == "application/vnd.ms-asf");
-    for (const char* bad : {"", "video", "/mp4", "video/", "video/mp4\r\nX: y", "video/mp4; a=b", "a/b/c", "vi deo/mp4"})
-        CHECK(safe_media_type(bad) == "application/octet-stream");
-}
 
 // ---- Lifecycle: receipts, after-delivery policy, revocation, collection ----
 

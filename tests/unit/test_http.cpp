@@ -1,11 +1,9 @@
-// test_http_receipt.cpp - mm-gateway's pure request helpers added for receipts
-// and the browser page: the receipt form body (docs/gateway-api.md), target
-// tails and ?download=1, HTML/JSON escaping, the item page, address normalizing.
+// test_http.cpp - gateway/http.h, mm-gateway's pure request helpers: the receipt
+// form body (docs/gateway-api.md), the /m/<id>/<token> target with its tail and
+// ?download=1, Content-Disposition and safe media types.
 #include <doctest/doctest.h>
 
 #include "gateway/http.h"
-#include "store/lifecycle.h"
-#include "gateway/page.h"
 
 #include <string>
 #include <vector>
@@ -103,43 +101,43 @@ TEST_CASE("parse_media_target: tail and query")
     CHECK_FALSE(query_wants_download(""));
 }
 
-
-TEST_CASE("render_item_page: everything escaped, player by type")
+TEST_CASE("parse_media_target: only /m/<32 hex>/<32 hex>[/name]")
 {
-    PageInfo p;
-    p.name = "<img src=x onerror=alert(1)>.mp4";
-    p.title = "\"><script>alert(2)</script>";
-    p.note = "</p><script>alert(3)</script>";
-    p.copyright = "&copy; me";
-    p.date = "<date>";
-    p.expires = "2030-01-01T00:00:00Z";
-    p.type = "video/mp4";
-    p.size = 5 * 1024 * 1024;
-    p.self = "/m/" + std::string(32, 'a') + "/" + std::string(32, 'b');
-    p.nonce = "0123456789abcdef";
-    std::string h = render_item_page(p);
-    CHECK(h.find("<script>alert") == std::string::npos);
-    CHECK(h.find("<img") == std::string::npos);
-    CHECK(h.find("&lt;img src=x onerror=alert(1)&gt;.mp4") != std::string::npos);
-    CHECK(h.find("&amp;copy; me") != std::string::npos);
-    CHECK(h.find("<video id=\"player\" controls preload=\"metadata\" playsinline src=\"" + p.self + "\">") !=
-          std::string::npos);
-    CHECK(h.find("href=\"" + p.self + "?download=1\"") != std::string::npos);
-    CHECK(h.find("<script nonce=\"0123456789abcdef\">") != std::string::npos);
-    CHECK(h.find("5.0 MiB") != std::string::npos);
-    CHECK(item_page_csp(p.nonce).find("'nonce-0123456789abcdef'") != std::string::npos);
-
-    p.type = "audio/ogg";
-    h = render_item_page(p);
-    CHECK(h.find("<audio id=\"player\"") != std::string::npos);
-    CHECK(h.find("<video") == std::string::npos);
-    p.type = "application/pdf";
-    h = render_item_page(p);
-    CHECK(h.find("<audio") == std::string::npos);
-    CHECK(h.find("<video") == std::string::npos);
-    p.title.clear();
-    h = render_item_page(p);
-    CHECK(h.find("<h1>&lt;img") != std::string::npos);   // no title: the file name is the heading
+    const std::string id(32, 'a'), tok = "0123456789abcdef0123456789abcdef";
+    std::string i, t;
+    CHECK(parse_media_target("/m/" + id + "/" + tok, i, t));
+    CHECK(i == id);
+    CHECK(t == tok);
+    CHECK(parse_media_target("/m/" + id + "/" + tok + "/clip.mp4", i, t));
+    CHECK(parse_media_target("/m/" + id + "/" + tok + "?x=1", i, t));
+    CHECK(parse_media_target("/m/" + id + "/" + tok + "/", i, t));
+    const std::string bad[] = {
+        "", "/", "/m/", "/m/" + id, "/m/" + id + "/", "/m/" + id + "/" + tok.substr(1),
+        "/m/" + id + "/" + tok + "0", "/m/" + id + "/" + tok + "/a/b", "/m/" + id + "/" + tok + "/" + std::string(300, 'x'),
+        "/M/" + id + "/" + tok, "m/" + id + "/" + tok, "//m/" + id + "/" + tok, "/m//" + id + "/" + tok,
+        "/m/../../etc/passwd", "/m/%2e%2e/%2e%2e/etc/passwd", "/m/" + id + "/../" + tok,
+        "/m/" + std::string(32, 'A') + "/" + tok, "/m/" + id + "%2f" + tok, "/x/" + id + "/" + tok,
+    };
+    for (const auto& b : bad) {
+        CAPTURE(b);
+        CHECK_FALSE(parse_media_target(b, i, t));
+    }
 }
 
+TEST_CASE("content_disposition and safe_media_type")
+{
+    CHECK(content_disposition("clip.mp4") == "attachment; filename=\"clip.mp4\"; filename*=UTF-8''clip.mp4");
+    CHECK(content_disposition("") == "attachment; filename=\"media\"");
+    CHECK(content_disposition("Fïlm \"x\".mp4") ==
+          "attachment; filename=\"F__lm _x_.mp4\"; filename*=UTF-8''F%C3%AFlm%20%22x%22.mp4");
+    std::string evil = content_disposition("a\r\nSet-Cookie: x=1/../b\\c");
+    CHECK(evil.find('\r') == std::string::npos);
+    CHECK(evil.find('\n') == std::string::npos);
+    CHECK(evil.find("filename=\"a__Set-Cookie: x=1_.._b_c\"") != std::string::npos);
+    CHECK(content_disposition(std::string(5000, 'x')).size() < 1300);
 
+    CHECK(safe_media_type("video/mp4") == "video/mp4");
+    CHECK(safe_media_type("application/vnd.ms-asf") == "application/vnd.ms-asf");
+    for (const char* bad : {"", "video", "/mp4", "video/", "video/mp4\r\nX: y", "video/mp4; a=b", "a/b/c", "vi deo/mp4"})
+        CHECK(safe_media_type(bad) == "application/octet-stream");
+}
