@@ -23,7 +23,7 @@ sleep 1
 mm_fetcher_start --set fetcher.max_sessions=64
 mm_log "gateway, milter, Postfix, Dovecot (100 sessions per user) and fetcher (64) up"
 
-head -c $((4 * 1048576)) /dev/urandom >"$MM_TMP/clip.mp4"
+mm_random_mp4 "$MM_TMP/clip.mp4" $((4 * 1048576))
 sha=$(sha256sum "$MM_TMP/clip.mp4" | cut -d' ' -f1)
 mm_swaks_send alice@example.test bob@example.test "Load clip" "the clip" "$MM_TMP/clip.mp4" video/mp4
 for i in 1 2; do

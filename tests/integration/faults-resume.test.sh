@@ -13,7 +13,7 @@ mm_tmpdir_init
 mm_mediamail_start
 mm_log "gateway, milter, Postfix, Dovecot and fetcher up"
 
-head -c $((mib * 1048576)) /dev/urandom >"$MM_TMP/big.mp4"
+mm_random_mp4 "$MM_TMP/big.mp4" $((mib * 1048576))
 size=$(stat -c %s "$MM_TMP/big.mp4")
 sha=$(sha256sum "$MM_TMP/big.mp4" | cut -d' ' -f1)
 mm_make_media_mail "$MM_TMP/big.mp4" "$MM_TMP/big.eml" video/mp4 "Big one"

@@ -12,7 +12,7 @@ mm_tmpdir_init
 
 # Random bytes mailed as video/mp4: the milter detaches by type, and no ffmpeg run
 # is needed. SIZE in KiB.
-make_media() { head -c $(($2 * 1024)) /dev/urandom >"$1"; }
+make_media() { mm_random_mp4 "$1" $(($2 * 1024)); }
 
 # The object file of the store holding SHA.
 object_of() { echo "$MM_STORE/objects/${1:0:2}/$1"; }

@@ -111,6 +111,14 @@ mm_unique_copy() {
 }
 
 # Make a real MP4 (H.264 + AAC) of at least MIB mebibytes at PATH with ffmpeg.
+# mm_random_mp4 FILE BYTES: BYTES of random data behind a real MP4 "ftyp" box,
+# quick to make at any size. The fetcher puts back only bytes that sniff as the
+# declared media type (fetcher.types); random bytes alone are refused.
+mm_random_mp4() {
+  printf '\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom' >"$1"
+  head -c $(($2 - 24)) /dev/urandom >>"$1"
+}
+
 mm_make_video() {
   local path=$1 mib=${2:-21}
   # Constant bit rate, so the size follows from the duration: 24 Mbit/s is 3 MB/s.
