@@ -21,6 +21,8 @@ PACKAGES=(
   chromium chromium-driver nginx
   # mm-fetcher tests: a fourth POP3 client, driven in a detached terminal
   neomutt tmux
+  # mm-fetcher virus scan test (fetcher.clamd): a private clamd with a signature the test writes
+  clamav-daemon
   # the reference milter of bench/milter_detach.sh
   mimedefang libnet-dns-perl
 )
