@@ -106,7 +106,9 @@ echo "plain: $MSGS messages, median of $REPS: direct ${d}s, via mm-fetcher warm 
   "$(cat "$T/cold_files.txt")"
 
 # --- 2. a message with a VIDEO_MIB video --------------------------------------
-head -c $((VIDEO_MIB * 1048576)) /dev/urandom >"$T/video.mp4"
+# Random bytes behind a real MP4 "ftyp" box: the fetcher puts back only media that
+# sniff as their declared type (fetcher.types).
+{ printf '\0\0\0\x18ftypmp42\0\0\0\0mp42isom'; head -c $((VIDEO_MIB * 1048576 - 24)) /dev/urandom; } >"$T/video.mp4"
 cat >"$T/capture.sh" <<EOF
 #!/bin/sh
 cat >"$T/detached.eml"
@@ -159,6 +161,9 @@ vd=$(awk '{print $1}' "$T/vdirect.txt" | median)
 vf=$(awk '{print $1}' "$T/vfetch.txt" | median)
 bd=$(awk '{print $2}' "$T/vdirect.txt" | head -1)
 bf=$(awk '{print $2}' "$T/vfetch.txt" | head -1)
+# A RETR that fails fast would look like a fast one: the video must really be there.
+[ "${bf:-0}" -ge "$((VIDEO_MIB * 1048576))" ] ||
+  mm_fail "RETR through mm-fetcher gave ${bf:-0} bytes, not the video: $(tail -3 "$T/fetcher.log")"
 python3 - "$vd" "$bd" "$vf" "$bf" "$VIDEO_MIB" "$REPS" "$prep" <<'PY'
 import sys
 vd, bd, vf, bf, mib, reps, prep = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
