@@ -132,18 +132,34 @@ mm_wait_port() {
   return 1
 }
 
-# Wait until 127.0.0.1:PORT greets with a line starting with PREFIX, then send QUIT.
+# Print the first line HOST:PORT greets with, after sending QUIT; fail when none.
+mm__banner_once() {
+  (
+    exec 3<>"/dev/tcp/$1/$2" || exit 1
+    IFS= read -r -t 5 l <&3 || exit 1
+    printf 'QUIT\r\n' >&3
+    IFS= read -r -t 2 _ <&3
+    printf '%s' "$l"
+  ) 2>/dev/null
+}
+
+# Run a command in the network namespace MM_NETNS when set (bench/wan.sh puts each
+# server on a host of its own), else here.
+mm__ns() {
+  if [ -n "${MM_NETNS:-}" ]; then
+    ip netns exec "$MM_NETNS" "$@"
+  else
+    "$@"
+  fi
+}
+
+# Wait until MM_LISTEN_IP (default 127.0.0.1):PORT greets with a line starting
+# with PREFIX, then send QUIT. Looks from inside MM_NETNS when set.
 mm__wait_banner() {
   local port=$1 prefix=$2 timeout=${3:-20} end line
   end=$((SECONDS + timeout))
   while [ $SECONDS -lt $end ]; do
-    line=$( (
-      exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
-      IFS= read -r -t 5 l <&3 || exit 1
-      printf 'QUIT\r\n' >&3
-      IFS= read -r -t 2 _ <&3
-      printf '%s' "$l"
-    ) 2>/dev/null) || line=
+    line=$(mm__ns bash -c "$(declare -f mm__banner_once); mm__banner_once '${MM_LISTEN_IP:-127.0.0.1}' '$port'") || line=
     case "$line" in
       "$prefix"*) return 0 ;;
     esac
@@ -249,9 +265,11 @@ mm__postfix_altdir() {
 }
 
 # Start a private Postfix on a free loopback port (export MM_SMTP_PORT); $1 = optional milter;
-# MM_POSTFIX_EXTRA = more main.cf lines, appended last (they win).
+# MM_POSTFIX_EXTRA = more main.cf lines, appended last (they win). MM_NETNS and
+# MM_LISTEN_IP (bench/wan.sh): start it in that network namespace, its smtpd
+# services on that address.
 mm_postfix_start() {
-  local milter=${1:-}
+  local milter=${1:-} lip=${MM_LISTEN_IP:-127.0.0.1}
   [ -n "${MM_TMP:-}" ] || mm_tmpdir_init
   command -v postfix >/dev/null || mm_fail "postfix not installed (run scripts/install-deps.sh)"
   mm__mail_dir || mm_fail "cannot create mailbox user/dir"
@@ -284,7 +302,7 @@ myhostname = mx.$MM_DOMAIN
 mydomain = $MM_DOMAIN
 myorigin = \$myhostname
 mydestination =
-inet_interfaces = 127.0.0.1
+inet_interfaces = 127.0.0.1${MM_LISTEN_IP:+, $MM_LISTEN_IP}
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 relay_domains =
@@ -329,7 +347,7 @@ EOF
 
   cat >"$MM_POSTFIX_DIR/master.cf" <<EOF
 # service type  private unpriv  chroot  wakeup  maxproc command
-127.0.0.1:$MM_SMTP_PORT inet n - n - - smtpd
+$lip:$MM_SMTP_PORT inet n - n - - smtpd
 EOF
   if [ -n "${MM_PROXY_FILTER:-}" ]; then
     # A submission service whose mail goes through mm-milter's before-queue
@@ -339,7 +357,7 @@ EOF
     # The master.cf lines of docs/postfix.md as written there, with our ports.
     sed -n '/^# mm-milter: begin master.cf$/,/^# mm-milter: end master.cf$/p' "$MM_SOURCE_DIR/docs/postfix.md" |
       grep -v '^#' |
-      sed -e "s/^submission /127.0.0.1:$MM_SUBMIT_PORT /" -e "s/127\.0\.0\.1:10025/$MM_PROXY_FILTER/" \
+      sed -e "s/^submission /$lip:$MM_SUBMIT_PORT /" -e "s/127\.0\.0\.1:10025/$MM_PROXY_FILTER/" \
         -e "s/^127\.0\.0\.1:10026 /$MM_PROXY_NEXT /" >>"$MM_POSTFIX_DIR/master.cf"
     grep -q "smtpd_proxy_filter=$MM_PROXY_FILTER" "$MM_POSTFIX_DIR/master.cf" ||
       mm_fail "no master.cf lines for the filter in docs/postfix.md"
@@ -372,15 +390,16 @@ EOF
 
   mm__postfix_altdir add "$MM_POSTFIX_DIR" || mm_fail "cannot register $MM_POSTFIX_DIR in /etc/postfix/main.cf"
   echo "$MM_POSTFIX_DIR" >"$MM_TMP/postfix.started"
-  postfix -c "$MM_POSTFIX_DIR" check >>"$MM_TMP/postfix.start.out" 2>&1 ||
+  echo "${MM_NETNS:-}" >"$MM_TMP/postfix.netns"
+  mm__ns postfix -c "$MM_POSTFIX_DIR" check >>"$MM_TMP/postfix.start.out" 2>&1 ||
     mm_fail "postfix check failed: $(cat "$MM_TMP/postfix.start.out")"
-  postfix -c "$MM_POSTFIX_DIR" start >>"$MM_TMP/postfix.start.out" 2>&1 ||
+  mm__ns postfix -c "$MM_POSTFIX_DIR" start >>"$MM_TMP/postfix.start.out" 2>&1 ||
     mm_fail "postfix start failed: $(cat "$MM_TMP/postfix.start.out")"
   mm__wait_banner "$MM_SMTP_PORT" 220 30 || mm_fail "postfix smtpd not answering on $MM_SMTP_PORT"
   if [ -n "${MM_PROXY_FILTER:-}" ]; then
-    mm__wait_banner "${MM_PROXY_NEXT##*:}" 220 30 || mm_fail "after-filter smtpd not answering on $MM_PROXY_NEXT"
+    MM_LISTEN_IP=${MM_PROXY_NEXT%:*} mm__wait_banner "${MM_PROXY_NEXT##*:}" 220 30 || mm_fail "after-filter smtpd not answering on $MM_PROXY_NEXT"
   fi
-  mm_info "postfix up on 127.0.0.1:$MM_SMTP_PORT (config $MM_POSTFIX_DIR)"
+  mm_info "postfix up on $lip:$MM_SMTP_PORT (config $MM_POSTFIX_DIR)"
 }
 
 # Start a private Dovecot POP3 server on a free loopback port (export MM_POP3_PORT).
@@ -416,7 +435,7 @@ state_dir = $dir/state
 log_path = $MM_DOVECOT_LOG
 info_log_path = $MM_DOVECOT_LOG
 protocols = pop3
-listen = 127.0.0.1
+listen = ${MM_LISTEN_IP:-127.0.0.1}
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -438,7 +457,7 @@ userdb {
 }
 service pop3-login {
   inet_listener pop3 {
-    address = 127.0.0.1
+    address = ${MM_LISTEN_IP:-127.0.0.1}
     port = $MM_POP3_PORT
   }
   inet_listener pop3s {
@@ -460,10 +479,10 @@ service imap-login {
 }
 EOF
   echo "$MM_DOVECOT_CONF" >"$MM_TMP/dovecot.started"
-  dovecot -c "$MM_DOVECOT_CONF" >>"$MM_TMP/dovecot.start.out" 2>&1 ||
+  mm__ns dovecot -c "$MM_DOVECOT_CONF" >>"$MM_TMP/dovecot.start.out" 2>&1 ||
     mm_fail "dovecot start failed: $(cat "$MM_TMP/dovecot.start.out")"
   mm__wait_banner "$MM_POP3_PORT" "+OK" 30 || mm_fail "dovecot not answering on $MM_POP3_PORT"
-  mm_info "dovecot up on 127.0.0.1:$MM_POP3_PORT (config $MM_DOVECOT_CONF)"
+  mm_info "dovecot up on ${MM_LISTEN_IP:-127.0.0.1}:$MM_POP3_PORT (config $MM_DOVECOT_CONF)"
 }
 
 # Print the pid in FILE when that process is alive.
@@ -495,7 +514,7 @@ mm_stack_stop() {
     if [ -n "$master" ]; then
       local tree=()
       mapfile -t tree < <(mm__descendants "$master")
-      postfix -c "$pfdir" stop >/dev/null 2>&1 || true
+      MM_NETNS=$(cat "$MM_TMP/postfix.netns" 2>/dev/null) mm__ns postfix -c "$pfdir" stop >/dev/null 2>&1 || true
       mm__wait_gone 15 "${tree[@]}" || mm__terminate 5 "${tree[@]}"
     fi
     mm__postfix_altdir del "$pfdir" || true
