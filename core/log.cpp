@@ -58,4 +58,40 @@ std::string printable(std::string_view s, size_t max)
     return out;
 }
 
+namespace {
+std::string field_key(std::string_view key)
+{
+    std::string out = " ";
+    for (char c : key) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                  c == '.' || c == '-';
+        out += ok ? c : '_';
+    }
+    out += '=';
+    return out;
+}
+} // namespace
+
+std::string kv(std::string_view key, std::string_view value, size_t max)
+{
+    // printable() already escapes '\\', so the only byte left to escape inside
+    // quotes is the quote itself.
+    std::string safe = printable(value, max);
+    bool quote = safe.empty() || safe.find_first_of(" \"=") != std::string::npos;
+    std::string out = field_key(key);
+    if (!quote)
+        return out + safe;
+    out += '"';
+    for (char c : safe) {
+        if (c == '"')
+            out += '\\';
+        out += c;
+    }
+    out += '"';
+    return out;
+}
+
+std::string kv(std::string_view key, long long value) { return field_key(key) + std::to_string(value); }
+std::string kv(std::string_view key, unsigned long long value) { return field_key(key) + std::to_string(value); }
+
 } // namespace mm

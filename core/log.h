@@ -1,4 +1,5 @@
-// log.h - one-line log records on stderr, and the escaping of peer input for them.
+// log.h - one-line log records (stderr, syslog or a file), the escaping of peer
+// input for them and the key=value fields that follow each message.
 //
 // Reads log.level. Peer bytes never reach the log raw: printable() cuts them to
 // about 160 characters and escapes control characters first.
@@ -21,5 +22,24 @@ inline void log_debug(const std::string& m) { log(LogLevel::debug, m); }
 /// Peer input made safe for a log line: at most `max` bytes, control and
 /// non-ASCII bytes as \xNN.
 std::string printable(std::string_view s, size_t max = 160);
+
+/// One key=value field for a log line, with a leading space so fields chain:
+///   log_info("sent" + kv("id", id) + kv("bytes", n));
+/// The value is cut to `max` bytes (then "..." follows), control and non-ASCII
+/// bytes (and '\\') become \xNN, and it is put in double quotes (a '"' inside
+/// as \") when it is empty or holds a space, '"' or '=', so a reader can split a
+/// line on spaces outside quotes. Key bytes other than [A-Za-z0-9_.-] become '_'.
+std::string kv(std::string_view key, std::string_view value, size_t max = 160);
+std::string kv(std::string_view key, long long value);
+std::string kv(std::string_view key, unsigned long long value);
+inline std::string kv(std::string_view key, int value) { return kv(key, static_cast<long long>(value)); }
+inline std::string kv(std::string_view key, long value) { return kv(key, static_cast<long long>(value)); }
+inline std::string kv(std::string_view key, unsigned value) { return kv(key, static_cast<unsigned long long>(value)); }
+inline std::string kv(std::string_view key, unsigned long value)
+{
+    return kv(key, static_cast<unsigned long long>(value));
+}
+inline std::string kv(std::string_view key, const char* value) { return kv(key, std::string_view(value)); }
+inline std::string kv(std::string_view key, const std::string& value) { return kv(key, std::string_view(value)); }
 
 } // namespace mm
