@@ -33,13 +33,13 @@ wait_for() {
   done
 }
 alive() { kill -0 "$1" 2>/dev/null; }
-# stop_and_status PID: SIGTERM, wait, print the exit status.
-stop_and_status() {
+# stop_ok PID NAME: SIGTERM; NAME must exit 0 within 15 s (not in a subshell: wait needs the parent).
+stop_ok() {
   local rc=0
   kill -TERM "$1"
-  wait_for 15 bash -c "! kill -0 $1 2>/dev/null" || mm_fail "pid $1 still running 15 s after SIGTERM"
+  wait_for 15 bash -c "! kill -0 $1 2>/dev/null" || mm_fail "$2 still running 15 s after SIGTERM"
   wait "$1" || rc=$?
-  echo "$rc"
+  [ "$rc" = 0 ] || mm_fail "$2 exited $rc on SIGTERM, not 0"
 }
 
 echo "checking: --version and the exit-code table in --help, all four programs"
@@ -163,7 +163,7 @@ alive "$GPID" || mm_fail "mm-gateway died on a broken certificate"
 mm_log "SIGHUP: new certificate served (openssl s_client), broken pair kept out"
 
 echo "checking: SIGTERM: one line, exit 0"
-[ "$(stop_and_status "$GPID")" = 0 ] || mm_fail "mm-gateway did not exit 0 on SIGTERM"
+stop_ok "$GPID" "mm-gateway did not exit 0 on SIGTERM"
 [ "$(grep -c 'stopping signal=SIGTERM' "$LOG")" = 1 ] || mm_fail "not one stopping line: $(tail -3 "$LOG")"
 mm_log "gateway: SIGTERM logged once, exit 0"
 
@@ -176,12 +176,12 @@ NOBODY=$(id -u nobody)
 awk '/^Uid:/{print $2, $3, $4, $5}' "/proc/$GPID/status" | grep -qx "$NOBODY $NOBODY $NOBODY $NOBODY" ||
   mm_fail "gateway uids: $(grep -E '^(Uid|Gid|Groups):' "/proc/$GPID/status")"
 grep -q "running as user=nobody" "$MM_TMP/mm-gateway.log" || mm_fail "no 'running as' line"
-[ "$(stop_and_status "$GPID")" = 0 ] || mm_fail "gateway as nobody: no clean stop"
+stop_ok "$GPID" "gateway as nobody: no clean stop"
 mm_start_program mm-gateway serve
 GPID=$(cat "$MM_TMP/mm-gateway.pid")
 mm_wait_port "$MM_GATEWAY_PORT" 20 || mm_fail "mm-gateway did not start"
 grep -q "running as root: set gateway.user" "$MM_TMP/mm-gateway.log" || mm_fail "no warning as root"
-[ "$(stop_and_status "$GPID")" = 0 ] || mm_fail "gateway: no clean stop"
+stop_ok "$GPID" "gateway: no clean stop"
 mm_log "gateway.user = nobody: all four uids $NOBODY; without it, a warning"
 
 echo "checking: milter: socket mode and group, second instance 69, SIGHUP stays up, SIGTERM one line"
@@ -201,12 +201,12 @@ P2=$(cat "$MM_TMP/mm-milter.pid")
 mm_wait_port "$MM_FILTER_PORT" 20 || mm_fail "the filter did not start"
 expect_exit 69 "milter.proxy_listen: 127.0.0.1:$MM_FILTER_PORT is in use" "$MI" -c "$MM_CONF" \
   --set milter.socket= --set milter.proxy_listen="127.0.0.1:$MM_FILTER_PORT"
-[ "$(stop_and_status "$P2")" = 0 ] || mm_fail "the filter-only milter: no clean stop"
+stop_ok "$P2" "the filter-only milter: no clean stop"
 mv "$MLOG" "$MLOG.1"
 kill -HUP "$MPID"
 wait_for 10 grep -q "reloaded configuration" "$MLOG" || mm_fail "milter: log not reopened on SIGHUP"
 alive "$MPID" || mm_fail "mm-milter stopped on SIGHUP"
-[ "$(stop_and_status "$MPID")" = 0 ] || mm_fail "mm-milter did not exit 0 on SIGTERM"
+stop_ok "$MPID" "mm-milter did not exit 0 on SIGTERM"
 [ "$(grep -c 'stopping signal=SIGTERM' "$MLOG")" = 1 ] || mm_fail "milter: not one stopping line"
 mm_log "milter: socket 640 group mail, 69 when taken, HUP kept it up, TERM one line and 0"
 
@@ -222,7 +222,7 @@ mv "$FLOG" "$FLOG.1"
 kill -HUP "$FPID"
 wait_for 10 grep -q "reloaded configuration" "$FLOG" || mm_fail "fetcher: log not reopened on SIGHUP"
 alive "$FPID" || mm_fail "mm-fetcher died on SIGHUP"
-[ "$(stop_and_status "$FPID")" = 0 ] || mm_fail "mm-fetcher did not exit 0 on SIGTERM"
+stop_ok "$FPID" "mm-fetcher did not exit 0 on SIGTERM"
 [ "$(grep -c 'stopping signal=SIGTERM' "$FLOG")" = 1 ] || mm_fail "fetcher: not one stopping line"
 mm_log "fetcher: 69 when taken, HUP kept it up, TERM one line and 0"
 
