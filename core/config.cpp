@@ -34,6 +34,8 @@ enum class Type {
     url,                // SCHEME://..., the scheme one of `words`
     address,            // a plain lowercase address local@domain, or empty
     pin,                // sha256//BASE64 of a 32-byte digest, or empty
+    mode,               // an octal file mode, 0000 to 0777
+    user,               // user[:group], names or numbers, or empty
 };
 
 constexpr uint64_t kNoMax = UINT64_MAX;
@@ -87,6 +89,8 @@ const KeyDef kKeys[] = {
         "base URL put into handles: how receivers reach this gateway from outside"),
     text("gateway.tls_cert", "", "PEM certificate chain of a gateway with a real name (empty: a self-made key)"),
     text("gateway.tls_key", "", "PEM private key of gateway.tls_cert; set both or neither"),
+    typed("gateway.user", Type::user, "",
+          "user[:group] mm-gateway runs as once it has bound and opened its files, when started as root"),
     seconds("gateway.retention", "30d", 0, kNoMax, "how long a stored item may be fetched"),
     number("gateway.threads", "16", 1, 1024, "worker threads running requests and sending answers"),
     number("gateway.max_connections", "4096", 1, kIntMax,
@@ -109,6 +113,10 @@ const KeyDef kKeys[] = {
 
     text("milter.socket", "inet:8891@127.0.0.1",
          "where mm-milter listens for Postfix: inet:PORT@ADDRESS, inet6:PORT@ADDRESS, unix:PATH; empty: none"),
+    typed("milter.user", Type::user, "",
+          "user[:group] mm-milter runs as once it has bound and opened its files, when started as root"),
+    typed("milter.socket_mode", Type::mode, "0660", "permissions of a unix:PATH milter.socket (octal)"),
+    text("milter.socket_group", "", "group of a unix:PATH milter.socket, e.g. postfix; empty: the process's"),
     bytes("milter.min_size", "1M", 0, "attachments smaller than this (decoded) stay in the mail"),
     typed("milter.types", Type::list, "video/*, audio/*", "media types to detach; video/* matches every subtype"),
     choice("milter.on_error", "tempfail", "tempfail|accept",
@@ -200,7 +208,11 @@ const KeyDef kKeys[] = {
     seconds("mmsend.timeout", "60s", 0, kNoMax, "network timeout for the SMTP server"),
     typed("mmsend.spool_dir", Type::path, "/var/tmp", "where mmsend writes the message before sending it"),
 
-    choice("log.level", "info", "error|warning|info|debug", "least important messages logged (to standard error)"),
+    choice("log.level", "info", "error|warning|info|debug", "least important messages logged"),
+    choice("log.target", "stderr", "stderr|syslog|file", "where log lines go: standard error, syslog, or log.file"),
+    choice("log.facility", "mail", "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|local7",
+           "syslog facility when log.target = syslog"),
+    text("log.file", "", "the file log lines are appended to when log.target = file; SIGHUP reopens it"),
 };
 
 const KeyDef* find_key(std::string_view key)
@@ -285,6 +297,8 @@ std::string syntax_of(const KeyDef& k)
     case Type::url: return std::string("URL, scheme ") + k.words;
     case Type::address: return "address or empty";
     case Type::pin: return "sha256//BASE64 or empty";
+    case Type::mode: return "octal mode, 0000 to 0777";
+    case Type::user: return "user[:group] or empty";
     }
     return "";
 }
@@ -347,6 +361,16 @@ bool check_value(const KeyDef& k, const std::string& v, std::string& why)
         why = "expected sha256//BASE64 of the server's public key";
         std::string raw;
         return v.empty() || (v.rfind("sha256//", 0) == 0 && base64_decode(v.substr(8), raw) && raw.size() == 32);
+    }
+    case Type::mode: {
+        why = "expected an octal mode from 0000 to 0777, such as 0660";
+        unsigned m;
+        return parse_mode(v, m);
+    }
+    case Type::user: {
+        why = "expected user or user:group (names or numbers)";
+        std::string u, g;
+        return v.empty() || parse_user_group(v, u, g);
     }
     }
     // A number: inside the entry's bounds.
@@ -449,6 +473,41 @@ bool parse_bool(std::string_view s, bool& out)
     return false;
 }
 
+bool parse_mode(std::string_view s, unsigned& out)
+{
+    // Octal digits only, at most four with a leading 0: no setuid, setgid or sticky bits.
+    if (s.empty() || s.size() > 4 || (s.size() == 4 && s[0] != '0'))
+        return false;
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 8);
+    if (ec != std::errc() || p != s.data() + s.size() || v > 0777)
+        return false;
+    out = v;
+    return true;
+}
+
+bool parse_user_group(std::string_view s, std::string& user, std::string& group)
+{
+    // Names as useradd(8) allows them (and numeric ids): nothing a shell or a
+    // log line could misread.
+    auto name_ok = [](std::string_view n) {
+        if (n.empty() || n.size() > 32 || n[0] == '-')
+            return false;
+        for (char c : n)
+            if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
+                return false;
+        return true;
+    };
+    size_t colon = s.find(':');
+    std::string_view u = s.substr(0, colon);
+    std::string_view g = colon == std::string_view::npos ? std::string_view() : s.substr(colon + 1);
+    if (!name_ok(u) || (colon != std::string_view::npos && !name_ok(g)))
+        return false;
+    user = std::string(u);
+    group = std::string(g);
+    return true;
+}
+
 bool parse_hostport(std::string_view s, HostPort& out)
 {
     size_t colon = s.rfind(':');
@@ -529,8 +588,6 @@ Config Config::load(const std::string& path, const std::vector<std::string>& ove
     return c;
 }
 
-namespace {
-
 /// A listening host that only this machine can reach: 127.0.0.0/8, ::1 (also as
 /// ::ffff:127.x.y.z) or the name "localhost" (RFC 6761 6.3).
 bool loopback_host(const std::string& host)
@@ -546,8 +603,6 @@ bool loopback_host(const std::string& host)
     return strcasecmp(host.c_str(), "localhost") == 0;
 }
 
-} // namespace
-
 ConfigError Config::invalid(const std::string& key, const std::string& why) const
 {
     const Value& v = get(key);
@@ -556,6 +611,18 @@ ConfigError Config::invalid(const std::string& key, const std::string& why) cons
 
 void Config::verify(std::string_view program) const
 {
+    // Every program that logs: a file target needs its file.
+    if (is("log.target", "file") && str("log.file").empty())
+        throw invalid("log.target", "log.file is empty: name the file to log to");
+    if (!str("log.file").empty() && str("log.file")[0] != '/')
+        throw invalid("log.file", "an absolute path is required");
+    // The gateway's key pair is read by the gateway, the milter and mmsend (the pin in handles).
+    if (program != "fetcher") {
+        if (!str("gateway.tls_cert").empty() && str("gateway.tls_key").empty())
+            throw invalid("gateway.tls_cert", "gateway.tls_key is empty: set both or neither");
+        if (str("gateway.tls_cert").empty() && !str("gateway.tls_key").empty())
+            throw invalid("gateway.tls_key", "gateway.tls_cert is empty: set both or neither");
+    }
     if (program == "milter") {
         if (str("milter.socket").empty() && str("milter.proxy_listen").empty())
             throw invalid("milter.socket", "milter.proxy_listen is empty too: nothing to listen on");
@@ -629,6 +696,13 @@ bool Config::boolean(const std::string& key) const
     return b;
 }
 
+unsigned Config::mode(const std::string& key) const
+{
+    unsigned m = 0;
+    parse_mode(get(key).text, m);
+    return m;
+}
+
 std::chrono::seconds Config::duration(const std::string& key) const
 {
     std::chrono::seconds d{0};
@@ -680,6 +754,10 @@ CommonArgs parse_common_args(int argc, char** argv)
             a.overrides.push_back(arg.substr(6));
         else if (arg == "-h" || arg == "--help")
             a.help = true;
+        else if (arg == "-V" || arg == "--version")
+            a.version = true;
+        else if (arg == "--check")
+            a.check = true;
         else
             a.rest.push_back(arg);
     }

@@ -41,6 +41,7 @@ public:
     std::chrono::seconds duration(const std::string& key) const; // 30d, 24h, 15m, 10s or bare seconds
     HostPort hostport(const std::string& key) const;       // also for "host:port or empty" keys (port 0: empty)
     std::vector<std::string> list(const std::string& key) const; // comma separated, trimmed
+    unsigned mode(const std::string& key) const;             // an octal file mode
 
     /// The value of an enum-like key: always one of the words its table entry allows.
     const std::string& word(const std::string& key) const;
@@ -78,6 +79,12 @@ bool parse_size(std::string_view s, uint64_t& out);
 bool parse_duration(std::string_view s, std::chrono::seconds& out);
 bool parse_bool(std::string_view s, bool& out);
 bool parse_hostport(std::string_view s, HostPort& out);
+/// An octal file mode "0660" / "660": at most 0777 (no setuid, setgid or sticky bit).
+bool parse_mode(std::string_view s, unsigned& out);
+/// "user" or "user:group" (names or numeric ids), split; no lookup.
+bool parse_user_group(std::string_view s, std::string& user, std::string& group);
+/// A host only this machine reaches: 127.0.0.0/8, ::1 (also v4-mapped) or "localhost".
+bool loopback_host(const std::string& host);
 
 /// The table of keys, for documentation checks and --help.
 struct KeyInfo {
@@ -100,6 +107,8 @@ struct CommonArgs {
     std::vector<std::string> overrides;
     std::vector<std::string> rest;
     bool help = false;
+    bool version = false;   // -V, --version
+    bool check = false;     // --check: validate the configuration, list what is not default, exit
 };
 CommonArgs parse_common_args(int argc, char** argv);
 

@@ -1,8 +1,8 @@
 // main.cpp - mm-fetcher: the receiver's local POP3 proxy (RFC 1939) that resolves
 // MediaMail handles before the mail client sees a message, its background downloader
 // and prefetch poller, and the "fetch" command of fetcher.mode = ask. Reads fetcher.*
-// and log.level; their bounds are core/config.cpp's, --help lists them. Exit 78
-// (EX_CONFIG) on a bad configuration.
+// and log.* (-c, else the default path); their bounds are core/config.cpp's, --help
+// lists them. Exit codes: core/exit_codes.h.
 #include "core/fileio.h"
 #include "core/config.h"
 #include "fetcher/clamd.h"
@@ -12,6 +12,7 @@
 #include "fetcher/server.h"
 #include "fetcher/upstream.h"
 #include "core/util.h"
+#include "core/program.h"
 
 #include <openssl/ssl.h>
 
@@ -28,16 +29,36 @@
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<int> g_stop_signal{0};
+std::atomic<bool> g_reload{false};
 
-extern "C" void on_signal(int) { g_stop.store(true); }
+extern "C" void on_signal(int sig)
+{
+    if (sig == SIGHUP) {
+        g_reload.store(true);
+        return;
+    }
+    g_stop_signal.store(sig);
+    g_stop.store(true);
+}
+
+const mm::ProgramSpec kSpec{"mm-fetcher", "fetcher", {"fetcher.", "log."}, ""};
+const std::vector<std::string> kLiveKeys = {"log.level"};
 
 const char kUsage[] =
-    "usage: mm-fetcher [-c FILE] [--set section.key=value]...\n"
+    "usage: mm-fetcher [-c FILE] [--set section.key=value]... [--check]\n"
     "       mm-fetcher [-c FILE] fetch SHA256|URL   download media of fetcher.mode = ask\n"
+    "       mm-fetcher --version\n"
     "\n"
     "Local POP3 proxy: point the mail client at fetcher.listen; messages are\n"
     "fetched from fetcher.upstream, their media downloaded and verified, and\n"
-    "presented with the original attachments put back.\n";
+    "presented with the original attachments put back.\n"
+    "\n"
+    "  --check    check the configuration, print what is not default, exit\n"
+    "\n"
+    "Signals: SIGTERM or SIGINT stop it (sessions are ended, exit 0); SIGHUP\n"
+    "reopens log.file and re-reads the configuration (log.level applies at once,\n"
+    "the rest at restart).\n";
 
 // "mm-fetcher fetch SHA256|URL": fetcher.mode = ask's way of asking. The running
 // fetcher sees the marker within a second or two; we wait for the verified file.
@@ -48,7 +69,7 @@ int fetch_command(const std::string& jobs_dir, const std::string& media_dir, con
     std::string sha = mm::Downloader::request_fetch(jobs_dir, key, err);
     if (sha.empty()) {
         std::cerr << "mm-fetcher: fetch: " << err << "\n";
-        return 1;
+        return mm::code(mm::Exit::data);
     }
     const std::string path = media_dir + "/" + sha;
     auto until = std::chrono::steady_clock::now() + wait;
@@ -61,7 +82,7 @@ int fetch_command(const std::string& jobs_dir, const std::string& media_dir, con
     }
     std::cerr << "mm-fetcher: fetch: requested " << sha << "; not downloaded yet (is mm-fetcher running?"
               << " see its log)\n";
-    return 75;   // EX_TEMPFAIL
+    return mm::code(mm::Exit::temp_fail);
 }
 
 } // namespace
@@ -77,19 +98,35 @@ int main(int argc, char** argv)
     std::vector<std::string> command;
     HostPort tls_listen;
     std::string tls_cert, tls_key, upstream_ca;
+    CommonArgs args;
     try {
-        CommonArgs args = parse_common_args(argc, argv);
-        if (args.help) {
-            std::cout << kUsage << "\n" << config_help({"fetcher.", "log."});
-            return 0;
-        }
-        command = args.rest;
-        if (!command.empty() && command[0] == "fetch" && command.size() != 2)
-            throw ConfigError("fetch needs one argument: the media's SHA-256 or its URL");
-        if (!command.empty() && command[0] != "fetch")
-            throw ConfigError("unexpected argument: " + command.front() + " (see --help)");
-        Config cfg = Config::load(args.config_path, args.overrides);
-        cfg.verify("fetcher");
+        args = parse_common_args(argc, argv);
+    } catch (const ConfigError& e) {
+        std::cerr << "mm-fetcher: " << e.what() << "\n" << kUsage;
+        return code(Exit::usage);
+    }
+    if (args.help) {
+        std::cout << kUsage << program_help(kSpec);
+        return 0;
+    }
+    if (args.version) {
+        std::cout << version_line("mm-fetcher") << "\n";
+        return 0;
+    }
+    command = args.rest;
+    if ((!command.empty() && command[0] != "fetch") || (!command.empty() && command.size() != 2)) {
+        std::cerr << "mm-fetcher: "
+                  << (command[0] == "fetch" ? "fetch needs one argument: the media's SHA-256 or its URL"
+                                            : "unexpected argument: " + printable(command.front(), 80))
+                  << "\n" << kUsage;
+        return code(Exit::usage);
+    }
+    Config cfg = Config::load("", {});
+    try {
+        cfg = load_program_config(args.config_path, args.overrides, kSpec);
+        if (args.check)
+            return run_check(cfg, kSpec);
+        setup_logging(cfg, "mm-fetcher");
         level = cfg.word("log.level");
         HostPort listen = cfg.hostport("fetcher.listen");
         sc.host = listen.host;
@@ -147,23 +184,25 @@ int main(int argc, char** argv)
             if (!read_secret_line(cfg.str("fetcher.prefetch_password_file"), 255, prefetch_password, err))
                 throw cfg.invalid("fetcher.prefetch_password_file", err);
         }
+    } catch (const ExitError& e) {
+        std::cerr << "mm-fetcher: " << e.what() << "\n";
+        return code(e.exit);
     } catch (const ConfigError& e) {
         std::cerr << "mm-fetcher: " << e.what() << "\n";
-        return 78;
+        return code(Exit::config);
     }
-    log_init("mm-fetcher", level);
 
     std::string err;
     if (!prepare_cache(sc.session.sync.cache_dir, err)) {
         std::cerr << "mm-fetcher: fetcher.cache_dir: " << err << "\n";
-        return 73;   // EX_CANTCREAT
+        return code(Exit::cant_create);
     }
     if (!command.empty())
         return fetch_command(dl.jobs_dir, dl.media_dir, command[1], sc.session.upstream.timeout * 10);
     if (!upstream_tls_context(upstream_ca)) {
         std::cerr << "mm-fetcher: cannot create the upstream TLS context"
                   << (upstream_ca.empty() ? "" : " (fetcher.upstream_ca: cannot load " + upstream_ca + ")") << "\n";
-        return 78;
+        return code(Exit::config);
     }
     if (!tls_cert.empty()) {
         SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
@@ -173,7 +212,7 @@ int main(int argc, char** argv)
             SSL_CTX_check_private_key(ctx) != 1) {
             std::cerr << "mm-fetcher: fetcher.tls_cert/tls_key: cannot load " << tls_cert << " and " << tls_key
                       << " as a matching PEM certificate chain and key\n";
-            return 78;
+            return code(Exit::config);
         }
         sc.session.tls = ctx;
     }
@@ -187,29 +226,27 @@ int main(int argc, char** argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGHUP, &sa, nullptr);
     sigset_t block, orig;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &orig);
 
-    int fd = listen_tcp(sc.host, sc.port, err);
-    if (fd < 0) {
-        std::cerr << "mm-fetcher: fetcher.listen: " << err << "\n";
-        return 78;
-    }
-    int tls_fd = -1;
-    if (!tls_listen.host.empty()) {
-        tls_fd = listen_tcp(tls_listen.host, tls_listen.port, err);
-        if (tls_fd < 0) {
-            std::cerr << "mm-fetcher: fetcher.tls_listen: " << err << "\n";
-            return 78;
-        }
+    int fd = -1, tls_fd = -1;
+    try {
+        fd = listen_on("fetcher.listen", HostPort{sc.host, sc.port});
+        if (!tls_listen.host.empty())
+            tls_fd = listen_on("fetcher.tls_listen", tls_listen);
+    } catch (const ExitError& e) {
+        std::cerr << "mm-fetcher: " << e.what() << "\n";
+        return code(e.exit);
     }
     Downloader downloader(dl);
     if (!downloader.start(err)) {
         std::cerr << "mm-fetcher: " << err << "\n";
-        return 73;
+        return code(Exit::cant_create);
     }
     sc.session.sync.downloader = &downloader;
 
@@ -237,11 +274,26 @@ int main(int argc, char** argv)
 
     log_info("listening on " + sc.host + ":" + std::to_string(sc.port) + ", upstream " +
              sc.session.sync.upstream_id);
-    serve(fd, tls_fd, sc, g_stop, &orig);
+    auto reload = [&] {
+        if (!g_reload.exchange(false))
+            return;
+        std::string rerr;
+        if (!log_reopen(rerr))
+            log_error("SIGHUP: " + rerr + "; still logging to the old file");
+        try {
+            Config fresh = load_program_config(args.config_path, args.overrides, kSpec);
+            log_set_level(fresh.word("log.level"));
+            log_info(reload_report(cfg, fresh, kSpec, kLiveKeys));
+            cfg = fresh;
+        } catch (const ExitError& e) {
+            log_error(std::string("SIGHUP: configuration not reloaded: ") + e.what());
+        }
+    };
+    serve(fd, tls_fd, sc, g_stop, &orig, reload);
+    log_info("stopping" + kv("signal", g_stop_signal.load() == SIGINT ? "SIGINT" : "SIGTERM"));
     prefetch_cv.notify_all();
     if (prefetcher.joinable())
         prefetcher.join();
     downloader.stop();
-    log_info("stopped");
     return 0;
 }

@@ -1,6 +1,6 @@
 // server.cpp - accept loop of mm-fetcher: thread per connection, capped by
-// fetcher.max_sessions, clean stop on SIGTERM/SIGINT. Config keys: fetcher.listen,
-// fetcher.max_sessions (through ServerConfig).
+// fetcher.max_sessions, clean stop on SIGTERM/SIGINT, SIGHUP's work done between
+// two waits. Config keys: fetcher.listen, fetcher.max_sessions (through ServerConfig).
 #include "fetcher/server.h"
 
 #include "core/log.h"
@@ -20,7 +20,8 @@
 
 namespace mm {
 
-void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask)
+void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask,
+           const std::function<void()>& between)
 {
     // Static: a session still running after serve() returns must not touch a dead frame.
     static std::mutex mu;
@@ -31,6 +32,8 @@ void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>
         pollfd p[2] = {{listen_fd, POLLIN, 0}, {tls_fd, POLLIN, 0}};
         timespec ts{0, 500 * 1000 * 1000};
         int n = ppoll(p, tls_fd >= 0 ? 2 : 1, &ts, static_cast<const sigset_t*>(wait_mask));
+        if (between)
+            between();
         if (n <= 0)
             continue;
         bool implicit_tls = !(p[0].revents & POLLIN);

@@ -6,6 +6,7 @@
 #include "fetcher/session.h"
 
 #include <atomic>
+#include <functional>
 
 namespace mm {
 
@@ -19,6 +20,9 @@ struct ServerConfig {
 /// Accepts and serves until `stop` is set (checked at least twice a second and on
 /// signals unblocked by `wait_mask` during the wait), then ends the sessions.
 /// tls_fd (fetcher.tls_listen, or -1): its clients speak TLS from the start.
-void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask);
+/// `between` (if set) runs on the accept thread after each wait: the place for
+/// a SIGHUP's work, outside the signal handler.
+void serve(int listen_fd, int tls_fd, const ServerConfig& cfg, std::atomic<bool>& stop, const void* wait_mask,
+           const std::function<void()>& between = {});
 
 } // namespace mm

@@ -1,13 +1,17 @@
 // main.cpp - mm-gateway: the sender's peer HTTPS server (serve) and admin
-// commands on the media store (put, list, show, revoke, gc, stats). Reads mediamail.conf via -c and --set:
-// store.dir, gateway.* and log.level; their bounds are core/config.cpp's, --help lists them.
+// commands on the media store (put, list, show, revoke, gc, stats). Reads mediamail.conf
+// (-c, else the default path) and --set: store.dir, gateway.* and log.*; their bounds
+// are core/config.cpp's, --help lists them. Exit codes: core/exit_codes.h.
 #include "gateway/admin.h"
 #include "gateway/server.h"
+#include "store/layout.h"
 #include "store/store.h"
 
 #include "core/log.h"
+#include "core/program.h"
 
 #include <Poco/Exception.h>
+#include <Poco/Net/SSLException.h>
 #include <Poco/Net/SSLManager.h>
 
 #include <cerrno>
@@ -16,13 +20,15 @@
 #include <cstring>
 #include <fcntl.h>
 #include <iostream>
+#include <memory>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
 namespace {
 
 const char* const kUsage =
-    "usage: mm-gateway [-c FILE] [--set section.key=value]... [COMMAND]\n"
+    "usage: mm-gateway [-c FILE] [--set section.key=value]... [--check] [COMMAND]\n"
     "\n"
     "commands:\n"
     "  serve        run the peer HTTPS server (the default)\n"
@@ -45,16 +51,45 @@ const char* const kUsage =
     "options:\n"
     "  -c, --config FILE   read mediamail.conf from FILE\n"
     "  --set k=v           override a key, e.g. --set gateway.listen=127.0.0.1:8443\n"
-    "  -h, --help          this text, and the keys read\n"
+    "  --check             check the configuration, print what is not default, exit\n"
+    "  -V, --version       print the version\n"
+    "  -h, --help          this text, the keys read and the exit codes\n"
     "\n"
     "The server answers GET and HEAD for <public_url>/m/<id>/<token>[/<name>]\n"
     "and takes receipts as POST <public_url>/m/<id>/<token>/receipt (docs/gateway-api.md).\n"
-    "Signals: SIGTERM or SIGINT stop the server cleanly.\n";
+    "Started as root it binds, opens its files, then runs as gateway.user.\n"
+    "Signals: SIGTERM or SIGINT stop the server cleanly (exit 0); SIGHUP reopens\n"
+    "log.file, loads gateway.tls_cert and tls_key again for new connections and\n"
+    "re-reads the configuration (log.level applies at once; the rest at restart).\n";
+
+const mm::ProgramSpec kSpec{"mm-gateway", "gateway", {"store.dir", "gateway.", "log."}, "gateway.user"};
+
+// The keys a SIGHUP applies without a restart (the TLS pair is always re-read).
+const std::vector<std::string> kLiveKeys = {"log.level", "gateway.tls_cert", "gateway.tls_key"};
+
+struct Invocation {
+    std::string config_path;
+    std::vector<std::string> overrides;
+};
 
 int usage_error(const std::string& msg)
 {
     std::fprintf(stderr, "mm-gateway: %s\n%s", msg.c_str(), kUsage);
-    return 64;   // EX_USAGE, as every MediaMail program
+    return mm::code(mm::Exit::usage);
+}
+
+/// Admin commands read a store; they never make one. A missing store.dir or
+/// index is said plainly (66), with nothing created on the way.
+void require_existing_store(const mm::Config& cfg)
+{
+    const std::string& dir = cfg.str("store.dir");
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw mm::ExitError(mm::Exit::no_input, "store.dir = " + dir + ": no store there (" +
+                                                    (errno == ENOENT ? "no such directory" : "not a directory") + ")");
+    if (stat(mm::layout::index_path(dir).c_str(), &st) != 0)
+        throw mm::ExitError(mm::Exit::no_input, "store.dir = " + dir + ": no store there (no " +
+                                                    mm::layout::index_path(dir) + ")");
 }
 
 int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
@@ -97,9 +132,15 @@ int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
     int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         std::fprintf(stderr, "mm-gateway: cannot open %s: %s\n", file.c_str(), std::strerror(errno));
-        return 1;
+        return mm::code(errno == EACCES ? mm::Exit::permission : mm::Exit::no_input);
     }
-    mm::Store store(cfg);
+    std::unique_ptr<mm::Store> opened;
+    try {
+        opened = std::make_unique<mm::Store>(cfg);
+    } catch (const mm::StoreError& e) {
+        throw mm::ExitError(mm::Exit::cant_create, std::string("store.dir: ") + e.what());
+    }
+    mm::Store& store = *opened;
     auto w = store.create();
     std::vector<char> buf(256 * 1024);
     for (;;) {
@@ -110,7 +151,7 @@ int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
             int e = errno;
             close(fd);
             std::fprintf(stderr, "mm-gateway: cannot read %s: %s\n", file.c_str(), std::strerror(e));
-            return 1;
+            return mm::code(mm::Exit::io);
         }
         if (n == 0)
             break;
@@ -123,26 +164,73 @@ int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
     return 0;
 }
 
-int cmd_serve(const mm::Config& cfg)
+/// SIGHUP: reopen the log, re-read the configuration and the TLS pair, say
+/// what changed. Never exits; whatever fails keeps what was running.
+void reload(mm::Gateway& gw, mm::Config& running, const Invocation& inv)
 {
-    // Block the stop signals in every thread (they inherit this mask) and wait
-    // for them here: no work in a signal handler.
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+    std::string err;
+    if (!mm::log_reopen(err))
+        mm::log_error("SIGHUP: " + err + "; still logging to the old file");
+    mm::Config fresh = running;
+    try {
+        fresh = mm::load_program_config(inv.config_path, inv.overrides, kSpec);
+    } catch (const mm::ExitError& e) {
+        mm::log_error(std::string("SIGHUP: configuration not reloaded: ") + e.what());
+    }
+    mm::log_set_level(fresh.word("log.level"));
+    std::string old_pin = gw.pin();
+    if (!gw.reload_tls(fresh, err)) {
+        mm::log_error("SIGHUP: TLS certificate not reloaded, the old one stays in use:" + mm::kv("why", err));
+    } else if (gw.pin() != old_pin) {
+        mm::log_warning("SIGHUP: the TLS key changed: handles made with the old pin no longer verify" +
+                        mm::kv("pin", gw.pin()));
+    } else {
+        mm::log_info("SIGHUP: TLS certificate reloaded" + mm::kv("pin", gw.pin()));
+    }
+    mm::log_info(mm::reload_report(running, fresh, kSpec, kLiveKeys));
+    running = fresh;
+}
+
+int cmd_serve(mm::Config& cfg, const Invocation& inv)
+{
+    // Block the stop and reload signals in every thread (they inherit this
+    // mask) and wait for them here: no work in a signal handler.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     std::signal(SIGPIPE, SIG_IGN);   // a peer closing mid-transfer is an error return, not a death
 
-    mm::Gateway gw(cfg);
-    gw.start();
-    std::fprintf(stderr, "mm-gateway: listening on https://%s\nmm-gateway: pin %s\n", gw.address().c_str(),
-                 gw.pin().c_str());
+    if (std::string why = mm::public_url_problem(cfg); !why.empty())
+        mm::log_warning("gateway.public_url = " + cfg.str("gateway.public_url") + " " + why);
+    std::unique_ptr<mm::Gateway> gw;
+    try {
+        gw = std::make_unique<mm::Gateway>(cfg);
+    } catch (const mm::BindError& e) {
+        throw mm::listen_failure("gateway.listen", e.where, e.err);
+    } catch (const mm::StoreError& e) {
+        throw mm::ExitError(mm::Exit::cant_create, std::string("store.dir: ") + e.what());
+    } catch (const Poco::Net::SSLContextException& e) {
+        throw mm::ExitError(mm::Exit::config, "gateway.tls_cert, gateway.tls_key: " + e.displayText());
+    }
+    mm::drop_privileges(cfg, kSpec);
+    gw->start();
+    std::fprintf(stderr, "mm-gateway: listening on https://%s\nmm-gateway: pin %s\n", gw->address().c_str(),
+                 gw->pin().c_str());
     std::fflush(stderr);
-    int sig = 0;
-    sigwait(&stop, &sig);
-    mm::log_info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-    gw.stop();
+    for (;;) {
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        if (sig == SIGHUP) {
+            reload(*gw, cfg, inv);
+            continue;
+        }
+        mm::log_info("stopping" + mm::kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+        break;
+    }
+    gw->stop();
     return 0;
 }
 
@@ -158,35 +246,46 @@ int main(int argc, char** argv)
     }
     if (args.help) {
         std::fputs(kUsage, stdout);
-        std::fputs(("\n" + mm::config_help({"store.dir", "gateway.", "log."})).c_str(), stdout);
+        std::fputs(mm::program_help(kSpec).c_str(), stdout);
+        return 0;
+    }
+    if (args.version) {
+        std::puts(mm::version_line("mm-gateway").c_str());
         return 0;
     }
     std::string command = args.rest.empty() ? "serve" : args.rest[0];
     try {
-        mm::Config cfg = mm::Config::load(args.config_path, args.overrides);
-        cfg.verify("gateway");
-        mm::log_init("mm-gateway", cfg.word("log.level"));
+        Invocation inv{args.config_path, args.overrides};
+        mm::Config cfg = mm::load_program_config(inv.config_path, inv.overrides, kSpec);
+        if (args.check)
+            return mm::run_check(cfg, kSpec);
+        mm::setup_logging(cfg, "mm-gateway");
         if (command == "serve") {
             if (args.rest.size() > 1)
                 return usage_error("serve takes no arguments");
             Poco::Net::initializeSSL();
-            int rc = cmd_serve(cfg);
+            int rc = cmd_serve(cfg, inv);
             Poco::Net::uninitializeSSL();
             return rc;
         }
         if (command == "put")
             return cmd_put(cfg, args.rest);
-        if (mm::is_admin_command(command))
+        if (mm::is_admin_command(command)) {
+            require_existing_store(cfg);
             return mm::run_admin(cfg, args.rest);
+        }
         return usage_error("unknown command " + mm::printable(command, 40));
+    } catch (const mm::ExitError& e) {
+        std::fprintf(stderr, "mm-gateway: %s\n", e.what());
+        return mm::code(e.exit);
     } catch (const mm::ConfigError& e) {
         std::fprintf(stderr, "mm-gateway: configuration: %s\n", e.what());
-        return 78;   // EX_CONFIG
+        return mm::code(mm::Exit::config);
     } catch (const Poco::Exception& e) {
         std::fprintf(stderr, "mm-gateway: %s\n", e.displayText().c_str());
-        return 1;
+        return mm::code(mm::Exit::software);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "mm-gateway: %s\n", e.what());
-        return 1;
+        return mm::code(mm::Exit::software);
     }
 }

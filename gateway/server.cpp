@@ -346,6 +346,17 @@ NetLimits net_limits(const Config& cfg)
 
 } // namespace
 
+/// The server TLS context for an identity: TLS 1.2 and up, strong ciphers only.
+Poco::Net::Context::Ptr tls_context(const TlsIdentity& id)
+{
+    Poco::Net::Context::Ptr ctx =
+        new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, id.key_path, id.cert_path, "",
+                               Poco::Net::Context::VERIFY_NONE, 9, false, "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES:!SHA1");
+    ctx->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
+    ctx->preferServerCiphers();
+    return ctx;
+}
+
 struct Gateway::Impl {
     TlsIdentity tls;   // first: a bad key pair fails before the store is touched
     Store store;
@@ -410,11 +421,7 @@ Gateway::Gateway(const Config& cfg)
     HostPort listen = cfg.hostport("gateway.listen");
 
     impl_ = std::make_unique<Impl>(cfg);
-    impl_->ctx = new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, impl_->tls.key_path,
-                                       impl_->tls.cert_path, "", Poco::Net::Context::VERIFY_NONE, 9, false,
-                                       "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES:!SHA1");
-    impl_->ctx->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
-    impl_->ctx->preferServerCiphers();
+    impl_->ctx = tls_context(impl_->tls);
     // Poco's SSLManager otherwise looks for a Poco::Util::Application configuration.
     Poco::Net::SSLManager::instance().initializeServer(new NoPassphrase, new Poco::Net::RejectCertificateHandler(true),
                                                        impl_->ctx);
@@ -448,5 +455,22 @@ void Gateway::stop()
 std::string Gateway::address() const { return impl_->front->address(); }
 
 const std::string& Gateway::pin() const { return impl_->tls.pin; }
+
+bool Gateway::reload_tls(const Config& cfg, std::string& err)
+{
+    try {
+        TlsIdentity id = tls_identity(cfg);
+        Poco::Net::Context::Ptr ctx = tls_context(id);
+        impl_->front->set_tls(ctx->sslContext());
+        impl_->ctx = ctx;   // the front end holds its own reference to the old one while it matters
+        impl_->tls = id;
+        return true;
+    } catch (const Poco::Exception& e) {
+        err = e.displayText();
+    } catch (const std::exception& e) {
+        err = e.what();
+    }
+    return false;
+}
 
 } // namespace mm

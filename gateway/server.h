@@ -21,6 +21,10 @@ public:
     void stop();                        // stops accepting, aborts running requests
     std::string address() const;        // the bound address, "host:port"
     const std::string& pin() const;     // the TLS key pin clients should use
+    /// Loads the TLS pair `cfg` names again (a renewed certificate) and serves it
+    /// on new connections; running ones keep theirs. On failure nothing changes
+    /// and `err` says why.
+    bool reload_tls(const Config& cfg, std::string& err);
 
     struct Impl;
 private:

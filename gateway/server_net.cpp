@@ -20,6 +20,8 @@
 // makes no progress for gateway.timeout.
 #include "gateway/server_net.h"
 
+#include "core/program.h"
+
 #include "core/log.h"
 
 #include <Poco/Exception.h>
@@ -211,7 +213,8 @@ struct PerAddress {
 struct Frontend {
     NetLimits lim;
     RequestHandler handler;
-    SSL_CTX* ctx;
+    std::mutex tls_mu;   // ctx is swapped by a reload while the loop accepts
+    SSL_CTX* ctx;        // one reference owned here; each SSL holds its own
     int lfd = -1, ep = -1, wake = -1;
     std::thread loop_thread;
     std::vector<std::thread> workers;
@@ -242,17 +245,22 @@ struct Frontend {
     Frontend(const Poco::Net::SocketAddress& listen, SSL_CTX* tls, const NetLimits& l, RequestHandler h)
         : lim(l), handler(std::move(h)), ctx(tls)
     {
+        SSL_CTX_up_ref(ctx);
         raise_fd_limit();
         lfd = socket(listen.family() == Poco::Net::SocketAddress::IPv6 ? AF_INET6 : AF_INET,
                      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (lfd < 0)
             throw Poco::IOException(std::string("socket: ") + std::strerror(errno));
+        // SO_REUSEADDR only (binding over TIME_WAIT after a restart); never
+        // SO_REUSEPORT: a second gateway on the port must fail, not share it
+        // with another TLS key.
         int one = 1;
         setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (bind(lfd, listen.addr(), listen.length()) != 0 || ::listen(lfd, SOMAXCONN) != 0) {
             int e = errno;
             ::close(lfd);
-            throw Poco::IOException("cannot listen on " + listen.toString() + ": " + std::strerror(e));
+            SSL_CTX_free(ctx);
+            throw BindError(listen.toString(), e);
         }
         ep = epoll_create1(EPOLL_CLOEXEC);
         wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -275,6 +283,19 @@ struct Frontend {
             ::close(ep);
         if (wake >= 0)
             ::close(wake);
+        SSL_CTX_free(ctx);
+    }
+
+    void set_tls(SSL_CTX* tls)
+    {
+        SSL_CTX_up_ref(tls);
+        SSL_CTX* old;
+        {
+            std::lock_guard<std::mutex> l(tls_mu);
+            old = ctx;
+            ctx = tls;
+        }
+        SSL_CTX_free(old);
     }
 
     // Every connection is a file descriptor: take what the hard limit allows,
@@ -425,7 +446,10 @@ struct Frontend {
             c->fd = fd;
             c->addr = std::move(key);
             c->peer = Poco::Net::SocketAddress(reinterpret_cast<sockaddr*>(&ss), len);
-            c->ssl = SSL_new(ctx);
+            {
+                std::lock_guard<std::mutex> l(tls_mu);
+                c->ssl = SSL_new(ctx);
+            }
             if (!c->ssl) {
                 release_address(c->addr);
                 ::close(fd);
@@ -955,6 +979,8 @@ HttpFrontend::HttpFrontend(const Poco::Net::SocketAddress& listen, SSL_CTX* tls,
 }
 
 HttpFrontend::~HttpFrontend() = default;
+
+void HttpFrontend::set_tls(SSL_CTX* tls) { impl_->set_tls(tls); }
 
 void HttpFrontend::start() { impl_->start(); }
 

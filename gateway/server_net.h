@@ -83,10 +83,14 @@ using RequestHandler = std::function<int(Request&, Response&)>;
 
 class HttpFrontend {
 public:
-    /// Binds `listen` (throws Poco::Exception on failure) and raises the
-    /// RLIMIT_NOFILE soft limit to the hard one.
+    /// Binds `listen` (throws BindError, core/program.h, on failure; never
+    /// SO_REUSEPORT, so a second server on the port fails) and raises the
+    /// RLIMIT_NOFILE soft limit to the hard one. Holds a reference to `tls`.
     HttpFrontend(const Poco::Net::SocketAddress& listen, SSL_CTX* tls, const NetLimits& limits, RequestHandler handler);
     ~HttpFrontend();
+    /// New connections use `tls` from now on (a renewed certificate); running
+    /// ones keep the context they started with.
+    void set_tls(SSL_CTX* tls);
     void start();
     void stop();   // stops accepting, aborts every connection, joins all threads
     std::string address() const;

@@ -10,6 +10,7 @@
 #include "milter/milter.h"
 #include "milter/intake.h"
 
+#include "core/exit_codes.h"
 #include "core/log.h"
 
 #include <cerrno>
@@ -18,7 +19,9 @@
 #include <fcntl.h>
 #include <strings.h>
 #include <libmilter/mfapi.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 namespace mm {
@@ -273,7 +276,27 @@ sfsistat cb_close(SMFICTX* ctx)
 
 } // namespace
 
-int run_milter(MilterSettings& settings)
+namespace {
+
+/// Whether something accepts connections on the unix socket `path` now.
+bool unix_socket_answers(const std::string& path)
+{
+    sockaddr_un sa{};
+    if (path.size() >= sizeof sa.sun_path)
+        return false;
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, path.c_str(), path.size());
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool live = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+    close(fd);
+    return live;
+}
+
+} // namespace
+
+void open_milter(MilterSettings& settings, unsigned mode, long group)
 {
     g_settings = &settings;
     struct smfiDesc desc {};
@@ -292,20 +315,44 @@ int run_milter(MilterSettings& settings)
     desc.xxfi_close = cb_close;
     desc.xxfi_negotiate = cb_negotiate;
 
-    if (smfi_setconn(settings.socket.data()) != MI_SUCCESS) {
-        log_error("milter.socket = '" + settings.socket + "' is not a usable milter socket");
-        return 78;
+    const std::string& sock = settings.socket;
+    if (smfi_setconn(settings.socket.data()) != MI_SUCCESS)
+        throw ExitError(Exit::config, "milter.socket = '" + sock + "' is not a usable milter socket");
+    if (smfi_register(desc) != MI_SUCCESS)
+        throw ExitError(Exit::software, "smfi_register failed");
+    std::string path;
+    for (const char* prefix : {"unix:", "local:"})
+        if (sock.rfind(prefix, 0) == 0)
+            path = sock.substr(std::strlen(prefix));
+    // libmilter removes an existing socket file before binding: a second milter
+    // would silently take the first one's socket over. Refuse instead.
+    if (!path.empty() && unix_socket_answers(path))
+        throw ExitError(Exit::unavailable, "milter.socket: " + sock + " is in use");
+    // The socket is created with the umask's mode: make that the wanted one, so
+    // there is no moment where it is wider, then set it exactly.
+    mode_t old_mask = umask(static_cast<mode_t>(~mode & 0777));
+    errno = 0;
+    bool opened = smfi_opensocket(true) == MI_SUCCESS;
+    int e = errno;
+    umask(old_mask);
+    if (!opened) {
+        if (e == EADDRINUSE)
+            throw ExitError(Exit::unavailable, "milter.socket: " + sock + " is in use");
+        throw ExitError(Exit::unavailable, "milter.socket: cannot listen on " + sock +
+                                               (e ? std::string(": ") + std::strerror(e) : std::string()));
     }
-    if (smfi_register(desc) != MI_SUCCESS) {
-        log_error("smfi_register failed");
-        return 70;
+    if (!path.empty()) {
+        if (chmod(path.c_str(), mode) != 0)
+            throw ExitError(Exit::permission, "milter.socket_mode: cannot chmod " + path + ": " + std::strerror(errno));
+        if (group >= 0 && chown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(group)) != 0)
+            throw ExitError(Exit::permission,
+                            "milter.socket_group: cannot chown " + path + ": " + std::strerror(errno));
     }
-    if (smfi_opensocket(true) != MI_SUCCESS) {
-        log_error("cannot listen on milter.socket = '" + settings.socket + "'");
-        return 69;
-    }
-    log_info("listening on " + settings.socket);
-    return smfi_main() == MI_SUCCESS ? 0 : 70;
+    log_info("listening" + kv("socket", sock));
 }
+
+int serve_milter() { return smfi_main() == MI_SUCCESS ? 0 : code(Exit::software); }
+
+void stop_milter() { smfi_stop(); }
 
 } // namespace mm

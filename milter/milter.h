@@ -32,8 +32,14 @@ struct MilterSettings {
     unsigned proxy_max_clients = 100;           // milter.proxy_max_clients
 };
 
-/// Registers the callbacks, listens on settings.socket and serves until stopped.
-/// Returns the process exit code.
-int run_milter(MilterSettings& settings);
+/// Registers the callbacks and opens settings.socket; a unix socket gets `mode`
+/// and, unless it is -1, group `group`. Throws ExitError (core/exit_codes.h):
+/// 78 for a socket libmilter cannot use, 69 when it is in use (also a unix
+/// socket some live milter answers on: it is never taken over).
+void open_milter(MilterSettings& settings, unsigned mode, long group);
+/// Serves the socket open_milter opened until stop_milter(); returns the exit code.
+int serve_milter();
+/// Makes serve_milter() return soon (from any thread).
+void stop_milter();
 
 } // namespace mm

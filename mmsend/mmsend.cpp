@@ -17,6 +17,7 @@
 #include "store/store_sink.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/program.h"
 #include "core/text.h"
 #include "mime/detach.h"
 
@@ -25,6 +26,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <functional>
 #include <iostream>
 #include <unistd.h>
 
@@ -122,12 +124,22 @@ struct Created {
 // order the engine calls begin() in.
 class SendSink : public MediaSink {
 public:
-    SendSink(Store& store, std::vector<std::string> rcpts, const Options& o, const std::vector<ComposedPart>& parts,
-             bool progress, const std::string& envelope_from)
-        : store_(store), inner_(store, rcpts, {}), rcpts_(std::move(rcpts)), o_(o), parts_(parts),
-          progress_(progress)
+    /// `open_store` is called on the first part to detach, never before: a mail
+    /// with nothing to detach needs no store (and no write access to one).
+    SendSink(std::function<Store&()> open_store, std::vector<std::string> rcpts, const Options& o,
+             const std::vector<ComposedPart>& parts, bool progress, const std::string& envelope_from)
+        : open_store_(std::move(open_store)), rcpts_(std::move(rcpts)), o_(o), parts_(parts), progress_(progress),
+          sender_(sender_identity(envelope_from))
     {
-        inner_.set_sender(sender_identity(envelope_from));
+    }
+
+    StoreSink& inner()
+    {
+        if (!inner_) {
+            inner_ = std::make_unique<StoreSink>(open_store_(), rcpts_, std::function<void()>{});
+            inner_->set_sender(sender_);
+        }
+        return *inner_;
     }
 
     std::unique_ptr<Part> begin(const std::string& type, const std::string& name) override
@@ -143,7 +155,7 @@ public:
         const ComposedPart* cp = idx < parts_.size() ? &parts_[idx] : nullptr;
         if (o_.link && cp)
             return std::make_unique<LinkPart>(*this, *cp, *att, type);
-        return std::make_unique<CopyPart>(*this, inner_.begin(type, name), att, cp ? cp->size : 0, name);
+        return std::make_unique<CopyPart>(*this, inner().begin(type, name), att, cp ? cp->size : 0, name);
     }
 
     std::vector<Created> created;
@@ -205,7 +217,7 @@ private:
             meta.copyright = h.copyright;
             meta.recipients = s_.rcpts_;
             Progress bar("hashing " + cp_.name, cp_.size, s_.progress_);
-            NewItem item = s_.store_.link_file(cp_.path, meta, [&](uint64_t done, uint64_t) { bar.update(done); });
+            NewItem item = s_.open_store_().link_file(cp_.path, meta, [&](uint64_t done, uint64_t) { bar.update(done); });
             bar.finish();
             s_.ids.push_back(item.id);
             if (item.sha256 != h.sha256 || item.size != h.size)
@@ -223,13 +235,14 @@ private:
         std::string type_;
     };
 
-    Store& store_;
-    StoreSink inner_;
+    std::function<Store&()> open_store_;
+    std::unique_ptr<StoreSink> inner_;
     std::vector<std::string> rcpts_;
     const Options& o_;
     const std::vector<ComposedPart>& parts_;
     size_t next_ = 0;
     bool progress_;
+    std::string sender_;   // whom quotas count, set on the StoreSink once it exists
 };
 
 void print_json(const std::vector<Created>& created)
@@ -264,21 +277,28 @@ std::vector<std::string> cli_addresses(const std::vector<std::string>& values, c
     return out;
 }
 
+const ProgramSpec kSpec{"mmsend",
+                        "mmsend",
+                        {"mmsend.", "milter.max_message_size", "milter.min_size", "milter.types", "store.dir",
+                         "gateway.public_url", "gateway.retention", "gateway.tls_", "log."},
+                        ""};
+
 int run_checked(const Options& o)
 {
     Config cfg = [&] {
         try {
-            return Config::load(o.config_path, o.overrides);
-        } catch (const ConfigError& e) {
-            throw Failure(ex_config, e.what());
+            return load_program_config(o.config_path, o.overrides, kSpec);
+        } catch (const ExitError& e) {
+            throw Failure(code(e.exit), e.what());
         }
     }();
+    if (o.check)
+        return run_check(cfg, kSpec);
     try {
-        cfg.verify("mmsend");
-    } catch (const ConfigError& e) {
-        throw Failure(ex_config, e.what());
+        setup_logging(cfg, "mmsend");
+    } catch (const ExitError& e) {
+        throw Failure(code(e.exit), e.what());
     }
-    log_init("mmsend", cfg.word("log.level"));
 
     SubmitSettings ss;
     ss.target = parse_submit_target(cfg.str("mmsend.smtp"));
@@ -338,11 +358,16 @@ int run_checked(const Options& o)
     }
 
     std::unique_ptr<Store> store;
-    try {
-        store = std::make_unique<Store>(cfg);
-    } catch (const std::exception& e) {
-        throw Failure(ex_cantcreat, std::string("media store: ") + e.what());
-    }
+    auto open_store = [&]() -> Store& {
+        if (!store) {
+            try {
+                store = std::make_unique<Store>(cfg);
+            } catch (const std::exception& e) {
+                throw Failure(ex_cantcreat, std::string("media store (store.dir): ") + e.what());
+            }
+        }
+        return *store;
+    };
     DetachPolicy policy;
     policy.min_size = cfg.size("milter.min_size");
     policy.types = cfg.list("milter.types");
@@ -350,7 +375,7 @@ int run_checked(const Options& o)
         policy.min_size = 1;
         policy.types = {"*/*"};
     }
-    SendSink sink(*store, rcpts, o, parts, bars, envelope_from);
+    SendSink sink(open_store, rcpts, o, parts, bars, envelope_from);
     if (!o.link) {
         // The attachments' sizes are known: a store or sender quota that they
         // would exceed is told now, before any encoding or copying.
@@ -360,7 +385,7 @@ int run_checked(const Options& o)
                 total += p.size;
         try {
             if (total > 0)   // a mail without media is never refused
-                store->check_room(sender_identity(envelope_from), total);
+                open_store().check_room(sender_identity(envelope_from), total);
         } catch (const QuotaError& e) {
             throw Failure(ex_tempfail, std::string("media store full, try again later: ") + e.what());
         }
@@ -417,11 +442,11 @@ int run(const std::vector<std::string>& args)
     }
     if (o.help) {
         std::fputs(usage_text(), stdout);
-        std::fputs(("\n" + config_help({"mmsend.", "milter.max_message_size", "milter.min_size", "milter.types",
-                                        "store.dir", "gateway.public_url", "gateway.retention", "gateway.tls_",
-                                        "log."}))
-                       .c_str(),
-                   stdout);
+        std::fputs(program_help(kSpec).c_str(), stdout);
+        return ex_ok;
+    }
+    if (o.version) {
+        std::puts(version_line("mmsend").c_str());
         return ex_ok;
     }
     try {

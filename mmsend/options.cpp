@@ -86,6 +86,12 @@ Options parse_options(const std::vector<std::string>& args)
         } else if (name == "-h" || name == "--help") {
             flag();
             o.help = true;
+        } else if (name == "-V" || name == "--version") {
+            flag();
+            o.version = true;
+        } else if (name == "--check") {
+            flag();
+            o.check = true;
         } else if (name == "--from") {
             if (!o.from.empty())
                 throw UsageError("--from given twice");
@@ -163,7 +169,7 @@ Options parse_options(const std::vector<std::string>& args)
             throw UsageError("unknown option " + name.substr(0, 64));
         }
     }
-    if (o.help)
+    if (o.help || o.version || o.check)
         return o;
     if (compose_opt && sendmail_opt)
         throw UsageError("compose options (--from, --to, --attach ...) and sendmail options (-t, -f, "
@@ -195,6 +201,7 @@ const char* usage_text()
            "              [--attach FILE [--title T] [--note N] [--copyright C]]...\n"
            "              [--detach-all] [--link] [--insecure] [--json] [-q]\n"
            "       mmsend [-c FILE] -t [-f SENDER] [-oi] [--detach-all] [--insecure] [--json] [--] [RCPT]... < MESSAGE\n"
+           "       mmsend [-c FILE] [--set section.key=value]... --check | --version\n"
            "\n"
            "Sends mail with big media detached into the local MediaMail store (served by\n"
            "mm-gateway); the mail carries a small location part instead.\n"
@@ -207,12 +214,13 @@ const char* usage_text()
            "  -q, --quiet       no progress bar\n"
            "  -t                read recipients from To, Cc and Bcc (Bcc is removed)\n"
            "  -f SENDER         envelope sender (default: the From address)\n"
+           "  --check           check the configuration, print what is not default, exit\n"
+           "  -V, --version     print the version\n"
            "\n"
            "Submission: mmsend.smtp = sendmail | smtp://HOST:587 | smtps://HOST:465;\n"
            "password from mmsend.password_file, $MMSEND_PASSWORD or the terminal.\n"
-           "Exit codes (sysexits): 64 usage, 65 bad message, 66 no input file, 69 server\n"
-           "unavailable or refused, 73 cannot store, 75 temporary failure, 77 auth refused,\n"
-           "78 configuration. See mmsend(1).\n";
+           "A mail with nothing to detach never opens the store: any user may send it.\n"
+           "See mmsend(1).\n";
 }
 
 } // namespace mm::send

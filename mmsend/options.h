@@ -3,26 +3,26 @@
 // Exit codes follow sysexits.h; a UsageError always means exit 64.
 #pragma once
 
+#include "core/exit_codes.h"
+
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace mm::send {
 
-// sysexits.h values, named once here so every error path picks one deliberately.
-enum Exit : int {
-    ex_ok = 0,
-    ex_usage = 64,
-    ex_dataerr = 65,
-    ex_noinput = 66,
-    ex_unavailable = 69,
-    ex_software = 70,
-    ex_cantcreat = 73,
-    ex_ioerr = 74,
-    ex_tempfail = 75,
-    ex_noperm = 77,
-    ex_config = 78,
-};
+// Short names for core/exit_codes.h's table, the one all programs share.
+constexpr int ex_ok = code(Exit::ok);
+constexpr int ex_usage = code(Exit::usage);
+constexpr int ex_dataerr = code(Exit::data);
+constexpr int ex_noinput = code(Exit::no_input);
+constexpr int ex_unavailable = code(Exit::unavailable);
+constexpr int ex_software = code(Exit::software);
+constexpr int ex_cantcreat = code(Exit::cant_create);
+constexpr int ex_ioerr = code(Exit::io);
+constexpr int ex_tempfail = code(Exit::temp_fail);
+constexpr int ex_noperm = code(Exit::permission);
+constexpr int ex_config = code(Exit::config);
 
 /// An error that ends mmsend with a sysexits code; the message names the file,
 /// the option or the server's reply.
@@ -55,7 +55,7 @@ struct Options {
     std::vector<std::string> recipients;    // argv
     // Both.
     bool detach_all = false, link = false, insecure = false, json = false, quiet = false;
-    bool help = false;
+    bool help = false, version = false, check = false;
     std::string config_path;
     std::vector<std::string> overrides;
 };

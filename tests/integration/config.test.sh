@@ -32,8 +32,13 @@ for prog in mm-gateway mm-milter mm-fetcher; do
 --set fetcher.parallel=65|--set: bad value for fetcher.parallel = '65': must be from 1 to 64
 --set gateway.timeout=0|--set: bad value for gateway.timeout = '0': must be at least 1s
 --set milter.on_error=drop|--set: bad value for milter.on_error = 'drop': expected one of tempfail|accept
--c $MM_TMP/does-not-exist.conf|$MM_TMP/does-not-exist.conf
 EOF2
+  # A configuration file named with -c that does not exist: 66 (EX_NOINPUT,
+  # docs/exit-codes.md), with the path; without -c a missing default is no error.
+  rc=0
+  timeout 10 "$bin" -c "$MM_TMP/does-not-exist.conf" >"$MM_TMP/err.out" 2>&1 || rc=$?
+  [ $rc -eq 66 ] || mm_fail "$prog -c missing file: exit status $rc, want 66 (EX_NOINPUT)"
+  grep -qF -- "$MM_TMP/does-not-exist.conf" "$MM_TMP/err.out" || mm_fail "$prog: the missing file is not named"
   mm_log "$prog: --help, and bad configuration refused (exit 78) naming key and value"
 done
 
