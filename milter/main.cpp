@@ -72,6 +72,7 @@ int main(int argc, char** argv)
         s.proxy_next = cfg.hostport("milter.proxy_next");
         s.proxy_timeout = cfg.duration("milter.proxy_timeout");
         s.proxy_max_clients = static_cast<unsigned>(cfg.integer("milter.proxy_max_clients"));
+        s.max_recipient_copies = static_cast<unsigned>(cfg.integer("milter.max_recipient_copies"));
         s.store = std::make_unique<mm::Store>(cfg);
         s.spool_dir = cfg.str("store.dir") + "/spool";
         if (mkdir(s.spool_dir.c_str(), 0700) != 0 && errno != EEXIST) {

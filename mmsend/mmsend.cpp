@@ -15,11 +15,13 @@
 #include "store/quota.h"
 #include "store/store.h"
 #include "store/store_sink.h"
+#include "core/address.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "mime/detach.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -124,7 +126,7 @@ class SendSink : public MediaSink {
 public:
     SendSink(Store& store, std::vector<std::string> rcpts, const Options& o, const std::vector<ComposedPart>& parts,
              bool progress, const std::string& envelope_from)
-        : store_(store), inner_(store, rcpts, {}), rcpts_(std::move(rcpts)), o_(o), parts_(parts),
+        : store_(store), inner_(store, rcpts, {}, &copies), rcpts_(std::move(rcpts)), o_(o), parts_(parts),
           progress_(progress)
     {
         inner_.set_sender(sender_identity(envelope_from));
@@ -148,6 +150,7 @@ public:
 
     std::vector<Created> created;
     std::vector<std::string> ids;
+    RecipientCopies copies;   // each recipient's own copy (store_sink.h)
 
 private:
     static void describe(Handle& h, const Attachment* att)
@@ -215,6 +218,7 @@ private:
             h.expires = item.expires;
             h.seg_size = item.seg_size;
             h.seg_sha256 = item.seg_sha256;
+            s_.copies.add(h, item);
             s_.created.push_back(Created{h, true});
         }
         SendSink& s_;
@@ -390,10 +394,47 @@ int run_checked(const Options& o)
         undo();
         throw Failure(ex_cantcreat, std::string("cannot detach media into the store: ") + e.what());
     }
+    // Each recipient (group of addresses that normalize alike) gets its own
+    // copy, whose links carry its own token: only its receipts count for it,
+    // and no recipient can confirm, or learn, for another (docs/gateway-api.md).
+    std::vector<std::pair<std::string, std::vector<std::string>>> groups;
+    if (r.detached > 0) {
+        if (!sink.copies.usable())
+            log_warning("one shared copy for every recipient (" + sink.copies.why() +
+                        "); their receipts will not count");
+        for (const auto& a : rcpts) {
+            if (!sink.copies.usable())
+                break;
+            std::string n = normalize_address(a);
+            auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == n; });
+            if (g != groups.end())
+                g->second.push_back(a);
+            else
+                groups.push_back({n, {a}});
+        }
+    }
+    size_t sent = 0;
     try {
-        submit(ss, envelope_from, rcpts, r.detached > 0 ? out : msg);
+        if (groups.empty()) {
+            submit(ss, envelope_from, rcpts, r.detached > 0 ? out : msg);
+        } else {
+            std::string copy = spool.path("copy.eml");
+            for (const auto& [address, addresses] : groups) {
+                const Substitutions* subs = sink.copies.for_address(address);
+                if (!subs)
+                    throw Failure(ex_software, "no token of its own for " + printable(address, 80));
+                write_substituted(out, copy, *subs);
+                submit(ss, envelope_from, addresses, copy);
+                ++sent;
+            }
+            unlink(copy.c_str());
+        }
     } catch (...) {
-        undo();
+        if (sent == 0)
+            undo();   // no copy left: the items are unreachable
+        else
+            log_error("sent to " + std::to_string(sent) + " of " + std::to_string(groups.size()) +
+                      " recipients before the failure; their links stay valid");
         throw;
     }
     if (o.json)

@@ -139,6 +139,12 @@ std::vector<std::string> items_columns(const std::string& path)
     return raw_rows(path, "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('items') ORDER BY cid");
 }
 
+std::vector<std::string> recipients_columns(const std::string& path)
+{
+    return raw_rows(path,
+                    "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('recipients') ORDER BY cid");
+}
+
 std::vector<std::string> tables(const std::string& path)
 {
     return raw_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
@@ -194,6 +200,8 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
     std::filesystem::create_directories(fresh.store());
     { Index ix(fresh.index(), Index::Open::create); }
     const auto latest_columns = items_columns(fresh.index());
+    const auto latest_recipients = recipients_columns(fresh.index());
+    REQUIRE(latest_recipients.size() == 4);   // item_id, address, token_sha256, revoked (version 4)
 
     struct Case {
         const char* what;
@@ -225,6 +233,7 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
 
         CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
         CHECK(items_columns(t.index()) == latest_columns);
+        CHECK(recipients_columns(t.index()) == latest_recipients);
         CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
 
         // The old item is served as before: same token, same bytes, not linked.
@@ -247,13 +256,27 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
             CHECK(raw_one(t.index(), "SELECT created_unix FROM items WHERE id = '" + old.id + "'") == "0");
         }
 
-        // Receipts work on the migrated index and finish the item as configured.
-        if (!c.receipts)
-            REQUIRE(life->receipt(*item, "a@example.org", old.sha256));
-        REQUIRE(life->receipt(*item, "b@example.org", old.sha256));
+        // The old item has only its item token: receipts with it get the
+        // uniform answer and count for nobody (version 4), so it stays until
+        // it expires or is revoked.
+        CHECK(life->receipt(*item, "a@example.org", old.sha256));
+        CHECK(life->receipt(*item, "mallory@example.org", old.sha256));
+        CHECK(life->show(old.id).item.receipts == (c.receipts ? 1u : 0u));
+        CHECK(life->show(old.id).item.state == "active");
+        REQUIRE(life->revoke(old.id));
         CHECK_FALSE(s.authorize(old.id, old.token));
-        CHECK(life->show(old.id).item.state == "deleted");
+        life->gc();
         CHECK_FALSE(exists(layout::object_path(t.store(), old.sha256)));
+
+        // Receipts with recipients' own tokens work on the migrated index and
+        // finish an item as configured.
+        NewItem r = put(s, "per-recipient media");
+        for (const auto& [address, token] : r.recipient_tokens) {
+            auto own = s.authorize(r.id, token);
+            REQUIRE(own);
+            REQUIRE(life->receipt(*own, address, r.sha256));
+        }
+        CHECK(life->show(r.id).item.state == "deleted");
 
         // New items, linked ones too, go into the migrated index.
         NewItem n = put(s, "new media");
