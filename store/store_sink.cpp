@@ -104,7 +104,7 @@ void RecipientCopies::add(const Handle& h, const NewItem& item)
         return;
     }
     const std::vector<std::string> shared = lines_of(build_location_part(h, "\r\n"));
-    bool first = true;
+    std::set<std::string> mine_keys;   // this item's lines to swap (a line may repeat within the part)
     for (const auto& [address, token] : item.recipient_tokens) {
         Handle own = h;
         own.url = recipient_url(h.url, token);
@@ -122,15 +122,20 @@ void RecipientCopies::add(const Handle& h, const NewItem& item)
                 return;
             }
             // The same line in two items' parts could not be told apart.
-            if (first && !keys_.insert(shared[i]).second) {
+            if (keys_.count(shared[i])) {
                 why_ = "two items with the same token line";
                 return;
             }
-            subs.emplace_back(shared[i], mine[i]);
+            mine_keys.insert(shared[i]);
+            bool known = false;
+            for (const auto& [from, to] : subs)
+                known = known || from == shared[i];
+            if (!known)
+                subs.emplace_back(shared[i], mine[i]);
         }
         ++counts_[address];
-        first = false;
     }
+    keys_.insert(mine_keys.begin(), mine_keys.end());
 }
 
 const Substitutions* RecipientCopies::for_address(const std::string& normalized) const

@@ -27,16 +27,32 @@ receipt() {   # URL RECIPIENT SHA -> status; the body in $MM_TMP/body
   code -X POST --data-urlencode "recipient=$2" --data-urlencode "sha256=$3" "$1/receipt"
 }
 object() { echo "$MM_STORE/objects/${1:0:2}/$1"; }
-# The URL of the newest mail in USER's mailbox with SUBJECT (its "Link:" line).
-url_of() {
+# The mail file in USER's mailbox with SUBJECT.
+mail_of() {
   local f
   f=$(grep -l "^Subject: $2" -r "$MM_MAIL_DIR/$1/Maildir/new" | head -n1)
   [ -n "$f" ] || mm_fail "no mail '$2' for $1"
-  awk '/^Link: /{print $2; exit}' "$f" | tr -d '\r'
+  echo "$f"
 }
-# Every 32-hex token in USER's mail with SUBJECT.
+# The item URL in USER's mail with SUBJECT (the location part, decoded).
+url_of() {
+  python3 - "$(mail_of "$1" "$2")" <<'PY'
+import email, re, sys
+from email import policy
+msg = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=policy.compat32)
+for part in msg.walk():
+    if part.is_multipart():
+        continue
+    text = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+    m = re.search(r"https://\S+/m/[0-9a-f]{32}/[0-9a-f]{32}", text)
+    if m:
+        print(m.group(0))
+        break
+PY
+}
+# Every 32-hex token in USER's mail with SUBJECT (raw and QP-joined).
 tokens_in() {
-  grep -l "^Subject: $2" -r "$MM_MAIL_DIR/$1/Maildir/new" | xargs cat | grep -oE '[0-9a-f]{32}' | sort -u
+  sed -e ':a' -e '/=\r\?$/{N;s/=\r\?\n//;ba}' "$(mail_of "$1" "$2")" | grep -oE '[0-9a-f]{32}' | sort -u
 }
 
 mm_make_video "$MM_TMP/clip.mp4" 2
@@ -61,7 +77,7 @@ K_TOKEN=${BASH_REMATCH[1]}
 [ "$B_TOKEN" != "$K_TOKEN" ] || mm_fail "bob and carol got the same token"
 tokens_in bob "Per recipient" | grep -q "$K_TOKEN" && mm_fail "carol's token is in bob's mail"
 tokens_in carol "Per recipient" | grep -q "$B_TOKEN" && mm_fail "bob's token is in carol's mail"
-grep -q "carol" <(grep -l "^Subject: Per recipient" -r "$MM_MAIL_DIR/bob/Maildir/new" | xargs grep -i "^To:") &&
+grep -qi "^To:.*carol" "$(mail_of bob "Per recipient")" &&
   mm_fail "carol (Bcc) named in bob's copy"
 grep -q "one copy per recipient" "$MM_TMP/mm-milter.log" || mm_fail "the filter did not log the split"
 [ "$(code "$B_URL")" = 200 ] && cmp -s "$MM_TMP/body" "$MM_TMP/clip.mp4" || mm_fail "bob's URL does not serve the video"
