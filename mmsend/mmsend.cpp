@@ -47,7 +47,7 @@ public:
     }
     ~Spool()
     {
-        for (const char* f : {"in.eml", "msg.eml", "out.eml"})
+        for (const char* f : {"in.eml", "msg.eml", "out.eml", "copy.eml"})
             unlink((dir_ + "/" + f).c_str());
         rmdir(dir_.c_str());
     }

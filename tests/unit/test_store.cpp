@@ -5,6 +5,8 @@
 
 #include "store/lifecycle.h"
 #include "store/store.h"
+#include "store/store_sink.h"
+#include "mime/handle.h"
 #include "core/util.h"
 
 #include <dirent.h>
@@ -535,4 +537,68 @@ TEST_CASE("lifecycle: archive_dir inside the store is refused")
     CHECK_THROWS_AS(
         Lifecycle(t.cfg({"gateway.after_delivery=archive", "gateway.archive_dir=" + t.dir + "/store/objects/ab"})),
         ConfigError);
+}
+
+TEST_CASE("Substituter: keys found whatever the chunking, same length out")
+{
+    Substitutions subs = {{"url*1=0123456789abcdef0123456789", "url*1=fedcba9876543210fedcba9876"},
+                          {"Link: https://h/m/aaaaaaaaaaaa", "Link: https://h/m/bbbbbbbbbbbb"}};
+    const std::string in = "x url*1=0123456789abcdef0123456789;\r\nLink: https://h/m/aaaaaaaaaaaa\r\n"
+                           "url*1=0123456789abcdef012345678 (one short)\r\nurl*1=0123456789abcdef0123456789";
+    const std::string want = "x url*1=fedcba9876543210fedcba9876;\r\nLink: https://h/m/bbbbbbbbbbbb\r\n"
+                             "url*1=0123456789abcdef012345678 (one short)\r\nurl*1=fedcba9876543210fedcba9876";
+    for (size_t chunk : {size_t(1), size_t(2), size_t(7), size_t(29), size_t(30), size_t(31), in.size()}) {
+        CAPTURE(chunk);
+        Substituter sub(subs);
+        std::string out;
+        for (size_t off = 0; off < in.size(); off += chunk)
+            sub.feed(in.data() + off, std::min(chunk, in.size() - off), out);
+        sub.finish(out);
+        CHECK(out == want);
+    }
+}
+
+TEST_CASE("RecipientCopies: each recipient's own URL swapped into the location part")
+{
+    TempStore t;
+    Config cfg = t.cfg();
+    Store s(cfg);
+    auto w = s.create();
+    w->write("media", 5);
+    ItemMeta m;
+    m.type = "video/mp4";
+    m.recipients = {"a@example.org", "b@example.org"};
+    NewItem a = w->commit(m);
+    Handle h;
+    h.url = a.url;
+    h.sha256 = a.sha256;
+    h.size = a.size;
+    h.type = "video/mp4";
+    h.name = "clip.mp4";
+    h.pin = a.pin;
+    h.expires = a.expires;
+    RecipientCopies copies;
+    CHECK_FALSE(copies.usable());   // nothing added yet
+    copies.add(h, a);
+    REQUIRE(copies.usable());
+    CHECK(copies.for_address("c@example.org") == nullptr);
+    std::string shared = build_location_part(h, "\r\n");
+    for (const char* who : {"a@example.org", "b@example.org"}) {
+        CAPTURE(who);
+        const Substitutions* subs = copies.for_address(who);
+        REQUIRE(subs);
+        Substituter sub(*subs);
+        std::string out;
+        sub.feed(shared.data(), shared.size(), out);
+        sub.finish(out);
+        Handle own = h;
+        own.url = recipient_url(a.url, token_of(a, who));
+        CHECK(out == build_location_part(own, "\r\n"));
+        CHECK(out.find(a.token) == std::string::npos);
+    }
+    // An item without recipient tokens: nobody can have a copy of their own.
+    NewItem none = a;
+    none.recipient_tokens.clear();
+    copies.add(h, none);
+    CHECK_FALSE(copies.usable());
 }
