@@ -397,20 +397,33 @@ int run_checked(const Options& o)
     // Each recipient (group of addresses that normalize alike) gets its own
     // copy, whose links carry its own token: only its receipts count for it,
     // and no recipient can confirm, or learn, for another (docs/gateway-api.md).
-    std::vector<std::pair<std::string, std::vector<std::string>>> groups;
+    // Decided for all before the first copy goes, so that a recipient without
+    // a token of its own means one shared copy, never a half-sent split.
+    struct Group {
+        std::string address;               // normalized
+        std::vector<std::string> rcpts;    // as given
+        const Substitutions* subs = nullptr;
+    };
+    std::vector<Group> groups;
     if (r.detached > 0) {
-        if (!sink.copies.usable())
-            log_warning("one shared copy for every recipient (" + sink.copies.why() +
-                        "); their receipts will not count");
+        std::string why = sink.copies.usable() ? "" : sink.copies.why();
         for (const auto& a : rcpts) {
-            if (!sink.copies.usable())
+            if (!why.empty())
                 break;
             std::string n = normalize_address(a);
-            auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == n; });
-            if (g != groups.end())
-                g->second.push_back(a);
-            else
-                groups.push_back({n, {a}});
+            auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.address == n; });
+            if (g != groups.end()) {
+                g->rcpts.push_back(a);
+                continue;
+            }
+            const Substitutions* subs = n.empty() ? nullptr : sink.copies.for_address(n);
+            if (!subs)
+                why = "a recipient without its own token: " + printable(a, 80);
+            groups.push_back({n, {a}, subs});
+        }
+        if (!why.empty()) {
+            log_warning("one shared copy for every recipient (" + why + "); their receipts will not count");
+            groups.clear();
         }
     }
     size_t sent = 0;
@@ -419,12 +432,9 @@ int run_checked(const Options& o)
             submit(ss, envelope_from, rcpts, r.detached > 0 ? out : msg);
         } else {
             std::string copy = spool.path("copy.eml");
-            for (const auto& [address, addresses] : groups) {
-                const Substitutions* subs = sink.copies.for_address(address);
-                if (!subs)
-                    throw Failure(ex_software, "no token of its own for " + printable(address, 80));
-                write_substituted(out, copy, *subs);
-                submit(ss, envelope_from, addresses, copy);
+            for (const Group& g : groups) {
+                write_substituted(out, copy, *g.subs);
+                submit(ss, envelope_from, g.rcpts, copy);
                 ++sent;
             }
             unlink(copy.c_str());

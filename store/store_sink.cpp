@@ -3,6 +3,7 @@
 #include "store/store_sink.h"
 
 #include "mime/handle.h"
+#include "core/fileio.h"
 
 #include <cerrno>
 #include <cstring>
@@ -184,50 +185,32 @@ void Substituter::finish(std::string& out)
 
 void write_substituted(const std::string& in, const std::string& out, const Substitutions& subs)
 {
-    int src = open(in.c_str(), O_RDONLY | O_CLOEXEC);
-    if (src < 0)
+    UniqueFd src(open(in.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!src)
         throw std::runtime_error("cannot open " + in + ": " + std::strerror(errno));
-    int dst = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (dst < 0) {
-        int e = errno;
-        close(src);
-        throw std::runtime_error("cannot create " + out + ": " + std::strerror(e));
-    }
+    UniqueFd dst(open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!dst)
+        throw std::runtime_error("cannot create " + out + ": " + std::strerror(errno));
     Substituter sub(subs);
     std::string buf(kCopyBuffer, '\0'), done;
-    bool ok = true;
-    auto flush = [&] {
-        for (size_t off = 0; ok && off < done.size();) {
-            ssize_t w = write(dst, done.data() + off, done.size() - off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            ok = w > 0;
-            off += w > 0 ? static_cast<size_t>(w) : 0;
-        }
-        done.clear();
-    };
     for (;;) {
-        ssize_t n = read(src, buf.data(), buf.size());
+        ssize_t n = read(src.get(), buf.data(), buf.size());
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
-            ok = ok && n == 0;
-            break;
-        }
-        sub.feed(buf.data(), static_cast<size_t>(n), done);
-        flush();
-        if (!ok)
+        if (n < 0)
+            throw std::runtime_error("cannot read " + in + ": " + std::strerror(errno));
+        if (n == 0)
+            sub.finish(done);
+        else
+            sub.feed(buf.data(), static_cast<size_t>(n), done);
+        if (!write_all(dst.get(), done.data(), done.size()))
+            throw std::runtime_error("cannot write " + out + ": " + std::strerror(errno));
+        done.clear();
+        if (n == 0)
             break;
     }
-    if (ok) {
-        sub.finish(done);
-        flush();
-    }
-    int e = errno;
-    close(src);
-    ok = close(dst) == 0 && ok;
-    if (!ok)
-        throw std::runtime_error("cannot write " + out + ": " + std::strerror(e));
+    if (close(dst.release()) != 0)
+        throw std::runtime_error("cannot write " + out + ": " + std::strerror(errno));
 }
 
 } // namespace mm

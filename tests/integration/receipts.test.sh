@@ -8,7 +8,8 @@
 #  (b) mm-gateway revoke ID --recipient carol cuts carol only;
 #  (c) mmsend to two recipients: two different URLs;
 #  (d) the milter path (one message for every recipient, the item token): the
-#      uniform answer, 204 for a recipient and a stranger alike, nothing counted.
+#      uniform answer, 204 for a recipient and a stranger alike, nothing counted;
+#  (e) the filter above milter.max_recipient_copies: one shared copy, as (d).
 set -euo pipefail
 : "${MM_SOURCE_DIR:?}" "${MM_BUILD_DIR:?}"
 . "$MM_SOURCE_DIR/tests/integration/lib/mailstack.sh"
@@ -155,5 +156,26 @@ done
 "${ADMIN[@]}" show "$UID_" --json | grep -q '"state":"active".*"receipts":0' || mm_fail "shared-token receipts were counted"
 [ "$(code "$UB")" = 200 ] || mm_fail "shared-token receipts ended the item"
 mm_log "(d) milter path: 204 for recipients and strangers alike, nothing counted, the item stays"
+
+# ---- (e) the filter over milter.max_recipient_copies: one shared copy --------------
+mm_stop_program mm-milter
+end=$((SECONDS + 10))
+while ! mm__port_is_free "$MM_FILTER_PORT" && [ $SECONDS -lt $end ]; do sleep 0.1; done
+mm_start_program mm-milter --set milter.max_recipient_copies=1
+mm_wait_port "$MM_MILTER_PORT" 20 || mm_fail "mm-milter did not restart: $(tail -5 "$MM_TMP/mm-milter.log")"
+mm_wait_port "$MM_FILTER_PORT" 20 || mm_fail "mm-milter's filter did not restart: $(tail -5 "$MM_TMP/mm-milter.log")"
+send "$MM_SUBMIT_PORT" "Over the bound"
+mm_wait_delivered bob 5 60 || mm_fail "bob's copy over the bound not delivered"
+mm_wait_delivered carol 5 60 || mm_fail "carol's copy over the bound not delivered"
+OB=$(url_of bob "Over the bound")
+OK_=$(url_of carol "Over the bound")
+[ -n "$OB" ] && [ "$OB" = "$OK_" ] || mm_fail "over max_recipient_copies: not one shared URL ($OB vs $OK_)"
+grep -q "2 recipients, over milter.max_recipient_copies" "$MM_TMP/mm-milter.log" ||
+  mm_fail "the filter did not log why it sent one shared copy"
+for who in bob@example.test carol@example.test mallory@example.test; do
+  [ "$(receipt "$OB" "$who" "$SHA")" = 204 ] || mm_fail "over the bound, $who: not the uniform 204"
+done
+[ "$(code "$OB")" = 200 ] || mm_fail "shared-token receipts over the bound ended the item"
+mm_log "(e) 2 recipients over milter.max_recipient_copies = 1: one shared URL, the uniform 204, the item stays"
 
 echo "PASS: receipts"
