@@ -140,6 +140,8 @@ const KeyDef kKeys[] = {
           "the after-filter smtpd the filter hands each message on to"),
     seconds("milter.proxy_timeout", "300s", 1, kNoMax, "how long the filter waits for either side"),
     number("milter.proxy_max_clients", "100", 1, kIntMax, "sessions the filter serves at once; more get 421"),
+    number("milter.max_recipient_copies", "1000", 0, 1000,
+           "recipient groups the filter sends their own copy (own tokens); above: one shared copy"),
 
     typed("fetcher.listen", Type::hostport, "127.0.0.1:1110", "address the POP3 proxy listens on"),
     url("fetcher.upstream", "pop3s://localhost:995", "pop3|pop3s",

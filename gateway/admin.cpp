@@ -1,4 +1,4 @@
-// admin.cpp - "mm-gateway list | show ID | revoke ID | gc | stats [--json]":
+// admin.cpp - "mm-gateway list | show ID | revoke ID [--recipient ADDR] | gc | stats [--json]":
 // the sender's view of the store (items, recipients, receipts, space). Reads
 // store.dir, gateway.after_delivery, gateway.archive_dir through Store and Lifecycle.
 #include "gateway/admin.h"
@@ -67,7 +67,7 @@ int cmd_show(Lifecycle& life, const std::string& id, bool json)
         for (size_t i = 0; i < d.recipients.size(); ++i)
             out += std::string(i ? "," : "") + "{\"address\":" + json_quote(d.recipients[i].address) +
                    ",\"receipt\":" + (d.recipients[i].receipt.empty() ? "null" : json_quote(d.recipients[i].receipt)) +
-                   "}";
+                   ",\"revoked\":" + (d.recipients[i].revoked ? "true" : "false") + "}";
         std::cout << out << "]}\n";
         return 0;
     }
@@ -89,7 +89,8 @@ int cmd_show(Lifecycle& life, const std::string& id, bool json)
     line("expires:", s.expires);
     std::printf("recipients: %zu, receipts: %llu\n", d.recipients.size(), static_cast<unsigned long long>(s.receipts));
     for (const auto& r : d.recipients)
-        std::printf("  %-40s %s\n", cell(r.address, 40).c_str(), r.receipt.empty() ? "-" : r.receipt.c_str());
+        std::printf("  %-40s %s%s\n", cell(r.address, 40).c_str(), r.receipt.empty() ? "-" : r.receipt.c_str(),
+                    r.revoked ? " revoked" : "");
     return 0;
 }
 
@@ -147,10 +148,13 @@ int run_admin(const Config& cfg, const std::vector<std::string>& args)
 {
     const std::string& cmd = args.at(0);
     bool json = false;
+    std::string recipient;   // revoke ID --recipient ADDR
     std::vector<std::string> pos;
     for (size_t i = 1; i < args.size(); ++i) {
         if (args[i] == "--json")
             json = true;
+        else if (cmd == "revoke" && args[i] == "--recipient" && i + 1 < args.size() && recipient.empty())
+            recipient = args[++i];
         else if (!args[i].empty() && args[i][0] == '-') {
             std::fprintf(stderr, "mm-gateway: %s: unknown option %s\n", cmd.c_str(), printable(args[i], 40).c_str());
             return 64;   // EX_USAGE
@@ -172,6 +176,16 @@ int run_admin(const Config& cfg, const std::vector<std::string>& args)
         return cmd_gc(life, json);
     if (cmd == "stats")
         return cmd_stats(life, json);
+    if (!recipient.empty()) {
+        // One recipient's own token: the item and the other recipients stay.
+        bool done = life.revoke_recipient(pos[0], recipient);
+        if (json)
+            std::printf("{\"revoked\":%s}\n", done ? "true" : "false");
+        else
+            std::printf(done ? "revoked for %s\n" : "not revoked: %s was already revoked\n",
+                        printable(recipient, 80).c_str());
+        return done ? 0 : 1;
+    }
     bool done = life.revoke(pos[0]);
     if (json)
         std::printf("{\"revoked\":%s}\n", done ? "true" : "false");

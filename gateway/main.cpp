@@ -36,11 +36,13 @@ const char* const kUsage =
     "           [--date DATE] [--recipient ADDRESS]...\n"
     "               store FILE as a new item and print its URL, pin, sha256,\n"
     "               size and expiry (TYPE defaults to application/octet-stream,\n"
-    "               NAME to the file's base name); receipts are accepted from\n"
-    "               each --recipient\n"
+    "               NAME to the file's base name), and one URL per --recipient\n"
+    "               (\"recipient: ADDRESS URL\"): only that URL's receipts count\n"
     "  list         every item: id, state, size, expiry, receipts, name\n"
     "  show ID      one item with its recipients and their receipts\n"
     "  revoke ID    make an item's link answer 404 from now on\n"
+    "  revoke ID --recipient ADDRESS\n"
+    "               the same for that recipient's own URL only\n"
     "  gc           apply the after-delivery policy, remove expired items and\n"
     "               media no active item needs (the server also does this\n"
     "               every gateway.gc_interval)\n"
@@ -161,6 +163,8 @@ int cmd_put(const mm::Config& cfg, const std::vector<std::string>& args)
     mm::NewItem item = w->commit(meta);
     std::printf("url: %s\npin: %s\nsha256: %s\nsize: %llu\nexpires: %s\n", item.url.c_str(), item.pin.c_str(),
                 item.sha256.c_str(), static_cast<unsigned long long>(item.size), item.expires.c_str());
+    for (const auto& [address, token] : item.recipient_tokens)
+        std::printf("recipient: %s %s\n", address.c_str(), mm::recipient_url(item.url, token).c_str());
     return 0;
 }
 

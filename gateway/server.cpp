@@ -207,7 +207,11 @@ private:
         std::optional<Item> item = store_.authorize(id, token);
         if (!item || !life_.receipt(*item, recipient, sha256))
             return not_found(resp);
-        log_info("receipt for item " + id.substr(0, 8) + " from " + printable(normalize_address(recipient), 80));
+        // Only a recipient's own token makes a receipt; the item token's answer is the same whoever is named.
+        if (!item->recipient.empty())
+            log_info("receipt for item " + id.substr(0, 8) + " from " + printable(item->recipient, 80));
+        else
+            log_info("receipt for item " + id.substr(0, 8) + " with the shared token: answered, not counted");
         common_headers(resp);
         resp.setStatusAndReason(HTTPResponse::HTTP_NO_CONTENT);
         resp.send();

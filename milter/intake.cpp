@@ -80,6 +80,7 @@ void Intake::reset()
     failed_why_.clear();
     recipients_.clear();
     sender_.clear();
+    copies_.clear();
     content_types_.clear();
     encodings_.clear();
     started_ = std::chrono::steady_clock::now();
@@ -170,7 +171,7 @@ bool Intake::end_of_headers(std::string_view blank)
     if (ok && fd_ < 0 && pass_why_.empty()) {
         // The whole header block is still in memory: the prescan can see the
         // message from its first byte, as the engine will see the file.
-        pre_sink_ = std::make_unique<StoreSink>(*s_.store, recipients_, nullptr);
+        pre_sink_ = std::make_unique<StoreSink>(*s_.store, recipients_, nullptr, &copies_);
         pre_sink_->set_sender(sender_);
         prescan_ = std::make_unique<PrescanThread>(s_.policy, *pre_sink_);
         prescan_->feed(head_.data(), head_.size());
@@ -280,7 +281,7 @@ Verdict Intake::finish(const std::function<void()>& progress)
             if (!parsed)
                 log_info("parsing while receiving failed (" + why + "); parsing the spool file");
         }
-        sink = std::make_unique<StoreSink>(*s_.store, recipients_, progress);
+        sink = std::make_unique<StoreSink>(*s_.store, recipients_, progress, &copies_);
         sink->set_sender(sender_);
         r = detach_message(spool_path_, out_path_, s_.policy, *sink, &pre, std::move(parsed));
     } catch (const QuotaError& e) {

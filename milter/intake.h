@@ -75,6 +75,10 @@ public:
     const std::string& failed_why() const { return failed_why_; }
     uint64_t size() const { return size_; }
     const std::vector<std::string>& recipients() const { return recipients_; }
+    /// After a detached verdict: what each recipient's own copy differs by
+    /// (store_sink.h). The milter front end cannot use it (one message for
+    /// every recipient); the SMTP filter sends each recipient its own copy.
+    const RecipientCopies& copies() const { return copies_; }
 
     /// End of message: the rewrite. `progress` is called during long work.
     /// A detached verdict's out_path belongs to the caller until reset().
@@ -107,6 +111,7 @@ private:
     std::string failed_why_;  // a spool error, answered at the next event that may answer
     std::vector<std::string> recipients_;
     std::string sender_;
+    RecipientCopies copies_;
     std::vector<std::string> content_types_;   // top-level Content-Type values
     std::vector<std::string> encodings_;       // top-level Content-Transfer-Encoding values
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -135,6 +135,7 @@ int main(int argc, char** argv)
         s.proxy_next = cfg.hostport("milter.proxy_next");
         s.proxy_timeout = cfg.duration("milter.proxy_timeout");
         s.proxy_max_clients = static_cast<unsigned>(cfg.integer("milter.proxy_max_clients"));
+        s.max_recipient_copies = static_cast<unsigned>(cfg.integer("milter.max_recipient_copies"));
         try {
             s.store = std::make_unique<mm::Store>(cfg);
         } catch (const std::exception& e) {

@@ -30,6 +30,7 @@ struct MilterSettings {
     HostPort proxy_next;         // milter.proxy_next
     std::chrono::seconds proxy_timeout{300};   // milter.proxy_timeout
     unsigned proxy_max_clients = 100;           // milter.proxy_max_clients
+    unsigned max_recipient_copies = 1000;       // milter.max_recipient_copies
 };
 
 /// Registers the callbacks and opens settings.socket; a unix socket gets `mode`

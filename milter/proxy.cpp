@@ -5,14 +5,28 @@
 // and the new message. Its final reply is the client's. Anything that goes
 // wrong before that is a 4xx for the client and RSET for the next hop, so a
 // message is either handed on whole or stays with the client.
+//
+// A rewritten message goes to each envelope recipient (each group of RCPTs
+// with the same normalized address) as its own copy, whose links carry that
+// recipient's own token: one transaction per recipient on the same next-hop
+// connection, all before the client hears its one reply to DATA. SMTP has no
+// per-recipient answer after DATA, so the client gets the worst: a copy that
+// failed while others were taken makes it 451 and the client sends the whole
+// message again (duplicates, never losses). Above milter.max_recipient_copies
+// recipients, or when the copies cannot be made safely, one shared copy goes
+// with the item token (receipts with it count for nobody, docs/postfix.md).
+// Reads milter.max_recipient_copies too.
 #include "milter/proxy.h"
 
 #include "milter/intake.h"
 #include "milter/smtp.h"
 
+#include "core/address.h"
 #include "core/log.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <chrono>
 #include <cstring>
 #include <fcntl.h>
@@ -42,8 +56,10 @@ private:
     bool connect_next();
     bool relay(const std::string& line, const std::string& verb);
     bool data();
-    bool send_file(const std::string& path, Reply& final_reply);
+    bool send_file(const std::string& path, Reply& final_reply, const Substitutions* subs = nullptr);
+    bool send_copies(const std::string& path, Reply& final_reply, bool& split);
     void reset_next();
+    void forget_envelope();
     void log_outcome(const Verdict& v, const std::string& next_reply);
 
     const MilterSettings& s_;
@@ -52,6 +68,11 @@ private:
     Intake intake_;
     bool mail_ = false;     // a MAIL FROM the next hop accepted
     unsigned rcpts_ = 0;    // RCPT TOs it accepted since
+    // The accepted envelope as sent, to replay it once per recipient.
+    std::string mail_line_;
+    std::vector<std::pair<std::string, std::string>> rcpt_lines_;   // line, normalized address
+    // XFORWARD (Postfix) lasts one transaction: replayed before each copy's MAIL.
+    std::vector<std::string> xforward_lines_;
 };
 
 std::string next_name(const MilterSettings& s)
@@ -149,15 +170,22 @@ bool Session::relay(const std::string& line, const std::string& verb)
                 intake_.sender("", from);
             mail_ = true;
             rcpts_ = 0;
+            mail_line_ = line;
+            rcpt_lines_.clear();
         } else if (verb == "RCPT") {
             std::string address;
-            if (smtp::path_argument(line, address))
+            if (smtp::path_argument(line, address)) {
                 intake_.recipient(address);
+                rcpt_lines_.emplace_back(line, normalize_address(address));
+            } else {
+                rcpt_lines_.emplace_back(line, "");   // no token for it: the shared copy
+            }
             ++rcpts_;
+        } else if (verb == "XFORWARD") {
+            if (xforward_lines_.size() < 16)
+                xforward_lines_.push_back(line);
         } else if (verb == "RSET" || verb == "EHLO" || verb == "HELO") {
-            intake_.reset();
-            mail_ = false;
-            rcpts_ = 0;
+            forget_envelope();
         }
     }
     return client_.write(r.wire());
@@ -169,9 +197,17 @@ void Session::reset_next()
     Reply r;
     if (!next_->write("RSET\r\n") || smtp::read_reply(*next_, r) != ReadResult::ok)
         log_warning("next hop " + next_name(s_) + " did not answer RSET");
+    forget_envelope();
+}
+
+void Session::forget_envelope()
+{
     intake_.reset();
     mail_ = false;
     rcpts_ = 0;
+    mail_line_.clear();
+    rcpt_lines_.clear();
+    xforward_lines_.clear();
 }
 
 void Session::log_outcome(const Verdict& v, const std::string& next_reply)
@@ -240,25 +276,123 @@ bool Session::data()
         break;
     }
     Reply final_reply;
-    if (!send_file(path, final_reply)) {
+    bool split = false;
+    bool sent = v.kind == Verdict::Kind::detached ? send_copies(path, final_reply, split)
+                                                   : send_file(path, final_reply);
+    if (!sent) {
         log_error("filter: next hop " + next_name(s_) + " lost while taking the message");
         client_.write(kNextHopLost, sizeof kNextHopLost - 1);
         return false;
     }
+    if (split && final_reply.positive())
+        v.action += ", one copy per recipient";
     // The reply first: once the next hop has queued the message, every moment
     // before the client hears so is one in which a crash makes it send again.
     bool told = client_.write(final_reply.wire());
     log_outcome(v, first_line(final_reply));
-    intake_.reset();
-    mail_ = false;
-    rcpts_ = 0;
+    forget_envelope();
     return told;
 }
 
-/// DATA to the next hop and the message at `path`, dot-stuffed. final_reply is
-/// its answer to DATA when that is not 354, else its answer to the message.
-/// False when the connection broke.
-bool Session::send_file(const std::string& path, Reply& final_reply)
+/// The rewritten message at `path` to the next hop: each recipient group its
+/// own copy when it can be made (see the top of this file), else the shared
+/// one on the envelope already there. `split` says which. final_reply is the
+/// answer for the client. False when the connection broke.
+bool Session::send_copies(const std::string& path, Reply& final_reply, bool& split)
+{
+    split = false;
+    const RecipientCopies& copies = intake_.copies();
+    // Groups of RCPT lines by normalized address, in the client's order.
+    std::vector<std::pair<std::string, std::vector<const std::string*>>> groups;
+    std::vector<const Substitutions*> subs;
+    std::string why = copies.usable() ? "" : copies.why();
+    for (const auto& [line, address] : rcpt_lines_) {
+        if (!why.empty())
+            break;
+        const Substitutions* own = address.empty() ? nullptr : copies.for_address(address);
+        if (!own) {
+            why = "a recipient without its own token";
+            break;
+        }
+        auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == address; });
+        if (g != groups.end()) {
+            g->second.push_back(&line);
+        } else {
+            groups.push_back({address, {&line}});
+            subs.push_back(own);
+        }
+    }
+    if (why.empty() && groups.size() > s_.max_recipient_copies)
+        why = std::to_string(groups.size()) + " recipients, over milter.max_recipient_copies";
+    if (!why.empty()) {
+        log_info("filter: one shared copy for every recipient (" + why + "); their receipts will not count");
+        return send_file(path, final_reply);
+    }
+    split = true;
+    if (groups.size() == 1)
+        return send_file(path, final_reply, subs[0]);   // the envelope is already there
+
+    // The envelope the client gave goes; each group gets its own.
+    Reply r;
+    if (!next_->write("RSET\r\n") || smtp::read_reply(*next_, r) != ReadResult::ok)
+        return false;
+    unsigned taken = 0;
+    std::optional<Reply> failed;
+    for (size_t i = 0; i < groups.size(); ++i) {
+        for (const auto& x : xforward_lines_) {
+            Reply xr;   // its answer changes nothing: the copy goes either way
+            if (!next_->write(x + "\r\n") || smtp::read_reply(*next_, xr) != ReadResult::ok)
+                return false;
+        }
+        Reply got;
+        bool ok = next_->write(mail_line_ + "\r\n") && smtp::read_reply(*next_, got) == ReadResult::ok;
+        if (!ok)
+            return false;
+        bool any = false;
+        if (got.positive()) {
+            for (const std::string* line : groups[i].second) {
+                Reply rr;
+                if (!next_->write(*line + "\r\n") || smtp::read_reply(*next_, rr) != ReadResult::ok)
+                    return false;
+                if (rr.positive())
+                    any = true;
+                else
+                    got = rr;
+            }
+            if (any && !send_file(path, got, subs[i]))
+                return false;
+        }
+        if (any && got.positive()) {
+            ++taken;
+            final_reply = got;
+        } else {
+            log_warning("filter: next hop refused the copy for " + printable(groups[i].first, 80) + ": " +
+                        first_line(got));
+            if (!failed)
+                failed = got;
+            if (!next_->write("RSET\r\n") || smtp::read_reply(*next_, r) != ReadResult::ok)
+                return false;
+        }
+    }
+    if (!failed)
+        return true;
+    if (taken == 0) {
+        final_reply = *failed;   // nobody has it: the next hop's own answer
+        return true;
+    }
+    // Some have it, some not: the client must send it again (duplicates for
+    // those that have it, but no recipient goes without).
+    final_reply = Reply{};
+    final_reply.code = 451;
+    final_reply.lines = {"4.3.0 MediaMail: the next mail server took the message for only " + std::to_string(taken) +
+                         " of " + std::to_string(groups.size()) + " recipients, try again later"};
+    return true;
+}
+
+/// DATA to the next hop and the message at `path`, dot-stuffed, through
+/// `subs` when given. final_reply is its answer to DATA when that is not 354,
+/// else its answer to the message. False when the connection broke.
+bool Session::send_file(const std::string& path, Reply& final_reply, const Substitutions* subs)
 {
     if (!next_->write("DATA\r\n") || smtp::read_reply(*next_, final_reply) != ReadResult::ok)
         return false;
@@ -272,7 +406,10 @@ bool Session::send_file(const std::string& path, Reply& final_reply)
         return false;
     }
     DotEncoder dots;
-    std::string buf(kIntakeChunk, '\0'), out;
+    std::optional<Substituter> sub;
+    if (subs)
+        sub.emplace(*subs);
+    std::string buf(kIntakeChunk, '\0'), out, swapped;
     out.reserve(kIntakeChunk * 2);
     bool ok = true;
     for (;;) {
@@ -286,7 +423,13 @@ bool Session::send_file(const std::string& path, Reply& final_reply)
         if (n == 0)
             break;
         out.clear();
-        dots.feed(buf.data(), static_cast<size_t>(n), out);
+        if (sub) {
+            swapped.clear();
+            sub->feed(buf.data(), static_cast<size_t>(n), swapped);
+            dots.feed(swapped.data(), swapped.size(), out);
+        } else {
+            dots.feed(buf.data(), static_cast<size_t>(n), out);
+        }
         if (!next_->write(out)) {
             ok = false;
             break;
@@ -296,6 +439,11 @@ bool Session::send_file(const std::string& path, Reply& final_reply)
     if (!ok)
         return false;
     out.clear();
+    if (sub) {
+        swapped.clear();
+        sub->finish(swapped);
+        dots.feed(swapped.data(), swapped.size(), out);
+    }
     dots.finish(out);
     return next_->write(out) && smtp::read_reply(*next_, final_reply) == ReadResult::ok;
 }

@@ -15,12 +15,14 @@
 #include "store/quota.h"
 #include "store/store.h"
 #include "store/store_sink.h"
+#include "core/address.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/program.h"
 #include "core/text.h"
 #include "mime/detach.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -47,7 +49,7 @@ public:
     }
     ~Spool()
     {
-        for (const char* f : {"in.eml", "msg.eml", "out.eml"})
+        for (const char* f : {"in.eml", "msg.eml", "out.eml", "copy.eml"})
             unlink((dir_ + "/" + f).c_str());
         rmdir(dir_.c_str());
     }
@@ -136,7 +138,7 @@ public:
     StoreSink& inner()
     {
         if (!inner_) {
-            inner_ = std::make_unique<StoreSink>(open_store_(), rcpts_, std::function<void()>{});
+            inner_ = std::make_unique<StoreSink>(open_store_(), rcpts_, std::function<void()>{}, &copies);
             inner_->set_sender(sender_);
         }
         return *inner_;
@@ -160,6 +162,7 @@ public:
 
     std::vector<Created> created;
     std::vector<std::string> ids;
+    RecipientCopies copies;   // each recipient's own copy (store_sink.h)
 
 private:
     static void describe(Handle& h, const Attachment* att)
@@ -227,6 +230,7 @@ private:
             h.expires = item.expires;
             h.seg_size = item.seg_size;
             h.seg_sha256 = item.seg_sha256;
+            s_.copies.add(h, item);
             s_.created.push_back(Created{h, true});
         }
         SendSink& s_;
@@ -415,10 +419,57 @@ int run_checked(const Options& o)
         undo();
         throw Failure(ex_cantcreat, std::string("cannot detach media into the store: ") + e.what());
     }
+    // Each recipient (group of addresses that normalize alike) gets its own
+    // copy, whose links carry its own token: only its receipts count for it,
+    // and no recipient can confirm, or learn, for another (docs/gateway-api.md).
+    // Decided for all before the first copy goes, so that a recipient without
+    // a token of its own means one shared copy, never a half-sent split.
+    struct Group {
+        std::string address;               // normalized
+        std::vector<std::string> rcpts;    // as given
+        const Substitutions* subs = nullptr;
+    };
+    std::vector<Group> groups;
+    if (r.detached > 0) {
+        std::string why = sink.copies.usable() ? "" : sink.copies.why();
+        for (const auto& a : rcpts) {
+            if (!why.empty())
+                break;
+            std::string n = normalize_address(a);
+            auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) { return x.address == n; });
+            if (g != groups.end()) {
+                g->rcpts.push_back(a);
+                continue;
+            }
+            const Substitutions* subs = n.empty() ? nullptr : sink.copies.for_address(n);
+            if (!subs)
+                why = "a recipient without its own token: " + printable(a, 80);
+            groups.push_back({n, {a}, subs});
+        }
+        if (!why.empty()) {
+            log_warning("one shared copy for every recipient (" + why + "); their receipts will not count");
+            groups.clear();
+        }
+    }
+    size_t sent = 0;
     try {
-        submit(ss, envelope_from, rcpts, r.detached > 0 ? out : msg);
+        if (groups.empty()) {
+            submit(ss, envelope_from, rcpts, r.detached > 0 ? out : msg);
+        } else {
+            std::string copy = spool.path("copy.eml");
+            for (const Group& g : groups) {
+                write_substituted(out, copy, *g.subs);
+                submit(ss, envelope_from, g.rcpts, copy);
+                ++sent;
+            }
+            unlink(copy.c_str());
+        }
     } catch (...) {
-        undo();
+        if (sent == 0)
+            undo();   // no copy left: the items are unreachable
+        else
+            log_error("sent to " + std::to_string(sent) + " of " + std::to_string(groups.size()) +
+                      " recipients before the failure; their links stay valid");
         throw;
     }
     if (o.json)

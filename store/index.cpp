@@ -41,7 +41,10 @@ const char* const kSchema =
     "CREATE TABLE IF NOT EXISTS recipients ("
     " item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,"
     " address TEXT NOT NULL,"
-    " PRIMARY KEY (item_id, address));";
+    " token_sha256 TEXT NOT NULL DEFAULT '',"   // the recipient's own token (version 4), hashed
+    " revoked INTEGER NOT NULL DEFAULT 0,"       // mm-gateway revoke ID --recipient ADDR
+    " PRIMARY KEY (item_id, address));"
+    "CREATE INDEX IF NOT EXISTS recipients_token ON recipients(item_id, token_sha256);";
 
 // Version 3's table, in a new index and in the migration alike. Receipts are
 // keyed by the normalized address, so a repeated receipt is a no-op.
@@ -191,9 +194,21 @@ void add_link_columns(sqlite3* db, const std::string& path)
 // Lifecycle created this table on open before user_version was kept.
 void add_receipts(sqlite3* db, const std::string& path) { exec(db, path, kReceiptsTable); }
 
-// Version 4 belongs to per-recipient tokens, added by that change; kept here
-// as an empty step so both changes number their steps alike.
-void reserved_step_4(sqlite3*, const std::string&) {}
+// Versions 4 and 6: each recipient's own token (hashed, like the item's) and
+// its revocation. Rows from before have no token: those recipients only ever
+// got the item token, whose receipts count for nobody (lifecycle.cpp).
+// The quota change (version 5) landed first with version 4 an empty step, so
+// stores made by that release are at version 5 without these columns; step 6
+// runs the same idempotent function again to give them what step 4 gives
+// everyone else (on a store that had step 4 it finds everything in place).
+void add_recipient_tokens(sqlite3* db, const std::string& path)
+{
+    if (!column_exists(db, path, "recipients", "token_sha256"))
+        exec(db, path, "ALTER TABLE recipients ADD COLUMN token_sha256 TEXT NOT NULL DEFAULT ''");
+    if (!column_exists(db, path, "recipients", "revoked"))
+        exec(db, path, "ALTER TABLE recipients ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0");
+    exec(db, path, "CREATE INDEX IF NOT EXISTS recipients_token ON recipients(item_id, token_sha256)");
+}
 
 // Version 5: quota accounting (quota.h). Who stored each item and when, and
 // the running writers' reservations: the index is shared by every process that
@@ -223,8 +238,9 @@ const struct Migration {
 } kMigrations[] = {
     {2, add_link_columns},
     {3, add_receipts},
-    {4, reserved_step_4},
+    {4, add_recipient_tokens},
     {5, add_quota_accounting},
+    {6, add_recipient_tokens},   // again: see above
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == Index::kVersion - 1, "one migration per version after 1");
 
@@ -340,7 +356,8 @@ int Index::version()
     return user_version(db_, path_);
 }
 
-void Index::insert_item(const ItemRecord& rec, const std::vector<std::string>& recipients)
+void Index::insert_item(const ItemRecord& rec, const std::vector<std::string>& recipients,
+                        const std::vector<std::string>& token_sha256s)
 {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     const Item& it = rec.item;
@@ -365,9 +382,9 @@ void Index::insert_item(const ItemRecord& rec, const std::vector<std::string>& r
         .bind(15, static_cast<int64_t>(it.link_size))
         .bind(16, it.link_mtime_ns)
         .run();
-    for (const auto& r : recipients) {
-        Statement rcpt(db_, path_, "INSERT OR IGNORE INTO recipients (item_id, address) VALUES (?,?)");
-        rcpt.bind(1, it.id).bind(2, r).run();
+    for (size_t i = 0; i < recipients.size(); ++i) {
+        Statement rcpt(db_, path_, "INSERT OR IGNORE INTO recipients (item_id, address, token_sha256) VALUES (?,?,?)");
+        rcpt.bind(1, it.id).bind(2, recipients[i]).bind(3, i < token_sha256s.size() ? token_sha256s[i] : std::string()).run();
     }
 }
 
@@ -487,6 +504,35 @@ std::vector<std::string> Index::recipients(const std::string& id)
     std::vector<std::string> out;
     while (q.row())
         out.push_back(q.text(0));
+    return out;
+}
+
+std::optional<RecipientToken> Index::find_recipient_token(const std::string& id, const std::string& token_sha256)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_,
+                "SELECT address, revoked FROM recipients WHERE item_id = ? AND token_sha256 = ? AND token_sha256 != ''");
+    q.bind(1, id).bind(2, token_sha256);
+    if (!q.row())
+        return std::nullopt;
+    return RecipientToken{q.text(0), q.num(1) != 0};
+}
+
+bool Index::revoke_recipient(const std::string& id, const std::string& address)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement up(db_, path_, "UPDATE recipients SET revoked = 1 WHERE item_id = ? AND address = ? AND revoked = 0");
+    return up.bind(1, id).bind(2, address).run() > 0;
+}
+
+std::set<std::string> Index::revoked_recipients(const std::string& id)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, "SELECT address FROM recipients WHERE item_id = ? AND revoked != 0");
+    q.bind(1, id);
+    std::set<std::string> out;
+    while (q.row())
+        out.insert(q.text(0));
     return out;
 }
 

@@ -27,6 +27,12 @@ struct ItemRecord {
     int64_t expires_unix = 0;
 };
 
+/// A recipient found by its own token (schema version 4).
+struct RecipientToken {
+    std::string address;   // as the sending program gave it
+    bool revoked = false;
+};
+
 /// An item by id and media, as the lifecycle walks them.
 struct ItemRef {
     std::string id, sha256;
@@ -37,9 +43,11 @@ class Index {
 public:
     /// The schema this program writes. 1: items and recipients; 2: items'
     /// link_path, link_size, link_mtime_ns (mmsend --link); 3: receipts;
-    /// 4: reserved (per-recipient tokens, added by that change); 5: items'
-    /// sender and created_unix, and reservations (store quotas, quota.h).
-    static constexpr int kVersion = 5;
+    /// 4: recipients' token_sha256 (each one's own token) and revoked flag;
+    /// 5: items' sender and created_unix, and reservations (store quotas,
+    /// quota.h); 6: version 4 again, for stores made while step 4 was an empty
+    /// placeholder (index.cpp, add_recipient_tokens).
+    static constexpr int kVersion = 6;
 
     enum class Open {
         create,     // make the file if it is missing (Store: the first program to run)
@@ -84,8 +92,11 @@ public:
 
     // ---- items (the write methods belong inside write()) ----
 
-    /// Records an item and its envelope recipients (as given; duplicates ignored).
-    void insert_item(const ItemRecord& rec, const std::vector<std::string>& recipients);
+    /// Records an item and its envelope recipients (as given; duplicates ignored),
+    /// recipients[i] with the SHA-256 of its own token token_sha256s[i] (none
+    /// when the list is shorter).
+    void insert_item(const ItemRecord& rec, const std::vector<std::string>& recipients,
+                     const std::vector<std::string>& token_sha256s = {});
     std::optional<ItemRecord> find_item(const std::string& id);
     /// Deletes the row; its recipients and receipts go with it. False if none.
     bool delete_item(const std::string& id);
@@ -111,6 +122,12 @@ public:
 
     /// The item's envelope recipients as the sending program gave them, sorted.
     std::vector<std::string> recipients(const std::string& id);
+    /// The recipient of item `id` whose token has this SHA-256 (never one without a token).
+    std::optional<RecipientToken> find_recipient_token(const std::string& id, const std::string& token_sha256);
+    /// Marks one recipient row (address as stored) revoked. False if none or already.
+    bool revoke_recipient(const std::string& id, const std::string& address);
+    /// The item's revoked recipients, addresses as stored.
+    std::set<std::string> revoked_recipients(const std::string& id);
     /// Receipts by normalized address: address -> RFC 3339 time received.
     std::map<std::string, std::string> receipts(const std::string& id);
     /// Records a receipt; a repeated one is a no-op.

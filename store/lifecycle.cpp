@@ -143,10 +143,13 @@ struct Lifecycle::Impl {
         return out;
     }
 
-    // Within a write transaction: is every recipient of the item covered by a receipt?
+    // Within a write transaction: is every recipient of the item covered by a
+    // receipt? A revoked recipient is no longer waited for: it cannot fetch.
     bool all_received(const std::string& id)
     {
         std::set<std::string> want = recipients_of(id);
+        for (const auto& r : index->revoked_recipients(id))
+            want.erase(normalize_address(r));
         std::map<std::string, std::string> got = index->receipts(id);
         if (want.empty())
             return false;   // nobody to confirm: only expiry ends such an item
@@ -186,6 +189,15 @@ Lifecycle::Lifecycle(const Config& cfg) : impl_(std::make_unique<Impl>())
 
 Lifecycle::~Lifecycle() = default;
 
+// Whose receipt this is comes from the token, never from the body: a
+// recipient's own token (Item::recipient) makes a receipt for that address
+// only, and a receipt naming anyone else is refused like an unknown item, so
+// nobody can confirm for another recipient (with after_delivery = delete, end
+// the item before the others have it). The item token is shared by every copy
+// of a mail that could not be split per recipient (the milter path): its
+// receipts are answered the same way whatever address they name, recipient or
+// not, and count for nobody, so they neither reveal the recipients (Bcc) nor
+// end the item.
 bool Lifecycle::receipt(const Item& item, const std::string& recipient, const std::string& sha256)
 {
     Impl& s = *impl_;
@@ -195,9 +207,11 @@ bool Lifecycle::receipt(const Item& item, const std::string& recipient, const st
     bool digest_ok = equal_ct(sha256, item.sha256);
     if (addr.empty() || !digest_ok)
         return false;
+    if (item.recipient.empty())
+        return true;   // the item token: the uniform answer, nothing recorded
+    if (addr != item.recipient)
+        return false;
     return s.index->write([&] {
-        if (!s.recipients_of(item.id).count(addr))
-            return false;
         s.index->add_receipt(item.id, addr, rfc3339(time(nullptr)));
         if (s.all_received(item.id)) {
             try {
@@ -209,6 +223,26 @@ bool Lifecycle::receipt(const Item& item, const std::string& recipient, const st
             }
         }
         return true;
+    });
+}
+
+bool Lifecycle::revoke_recipient(const std::string& id_or_prefix, const std::string& recipient)
+{
+    Impl& s = *impl_;
+    std::string addr = normalize_address(recipient);
+    if (addr.empty())
+        throw StoreError("not an address: " + printable(recipient, 80));
+    return s.index->write([&] {
+        std::string id = s.resolve(id_or_prefix);
+        bool found = false, done = false;
+        for (const auto& stored : s.index->recipients(id))
+            if (normalize_address(stored) == addr) {
+                found = true;
+                done = s.index->revoke_recipient(id, stored) || done;
+            }
+        if (!found)
+            throw StoreError("item " + id.substr(0, 8) + " has no recipient " + printable(recipient, 80));
+        return done;
     });
 }
 
@@ -309,9 +343,11 @@ ItemDetail Lifecycle::show(const std::string& id_or_prefix)
     ItemDetail d;
     d.item = std::move(*sum);
     std::map<std::string, std::string> got = s.index->receipts(id);
+    std::set<std::string> revoked = s.index->revoked_recipients(id);
     for (const auto& address : s.index->recipients(id)) {
         auto it = got.find(normalize_address(address));
-        d.recipients.push_back(RecipientStatus{address, it == got.end() ? "" : it->second});
+        d.recipients.push_back(
+            RecipientStatus{address, it == got.end() ? "" : it->second, revoked.count(address) > 0});
     }
     return d;
 }

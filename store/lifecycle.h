@@ -25,6 +25,7 @@ struct ItemSummary {
 struct RecipientStatus {
     std::string address;
     std::string receipt;         // RFC 3339 time of its receipt, empty if none yet
+    bool revoked = false;        // its own token cut off (revoke_recipient)
 };
 
 struct ItemDetail {
@@ -55,15 +56,22 @@ public:
     ~Lifecycle();
 
     /// Records that `recipient` has the item `item` (already authorized by
-    /// Store::authorize) with the given SHA-256. False, and nothing recorded,
-    /// when the digest differs or the address is not an envelope recipient:
-    /// the caller answers those exactly like an unknown item. When this was the
-    /// last missing receipt, the after-delivery policy runs at once.
+    /// Store::authorize) with the given SHA-256. With a recipient's own token
+    /// (item.recipient set): false, and nothing recorded, when the digest
+    /// differs or the address is not that recipient; the caller answers those
+    /// exactly like an unknown item. With the item token: true whenever the
+    /// digest matches, whoever the address is, and nothing recorded (no
+    /// oracle; see lifecycle.cpp). When this was the last missing receipt
+    /// (revoked recipients are not waited for), the after-delivery policy runs.
     bool receipt(const Item& item, const std::string& recipient, const std::string& sha256);
 
     /// Marks an item revoked: every request for it gets the usual 404 from now.
     /// The id may be a unique prefix of at least 6 digits. False if not found.
     bool revoke(const std::string& id_or_prefix);
+    /// Cuts one recipient off: its own token answers 404 from now, the item
+    /// and the others' tokens stay. False if it was already revoked; throws
+    /// StoreError when the item or the recipient is unknown.
+    bool revoke_recipient(const std::string& id_or_prefix, const std::string& recipient);
 
     /// Applies the after-delivery policy to finished items, removes expired
     /// items and media no active item needs. Safe to run from any process.

@@ -8,6 +8,7 @@
 #include "store/layout.h"
 #include "store/quota.h"
 #include "mime/segments.h"
+#include "core/address.h"
 #include "core/fileio.h"
 #include "core/util.h"
 
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <set>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -162,10 +164,27 @@ void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const L
     rec.item.link_mtime_ns = link.mtime_ns;
     rec.token_sha256 = sha256_hex(item.token);
     rec.expires_unix = static_cast<int64_t>(expires);
+    // One token per distinct recipient (by normalized address, as receipts are
+    // keyed); an address that does not normalize gets none, so only the item
+    // token reaches it and its receipts count for nobody.
+    std::vector<std::string> addresses, hashes;
+    std::set<std::string> seen;
+    for (const auto& r : meta.recipients) {
+        std::string a = normalize_address(r);
+        if (a.empty() || !seen.insert(a).second)
+            continue;
+        std::string token = random_hex(16);
+        addresses.push_back(r);
+        hashes.push_back(sha256_hex(token));
+        item.recipient_tokens.emplace_back(a, std::move(token));
+    }
+    for (const auto& r : meta.recipients)
+        if (normalize_address(r).empty())
+            addresses.push_back(r);   // recorded (the admin sees it), without a token
     // On failure the object may stay: without a row nobody can reach it, and
     // another item may share it (dedup). The collector removes orphans.
     s_.index->write([&] {
-        s_.index->insert_item(rec, meta.recipients);
+        s_.index->insert_item(rec, addresses, hashes);
         // The item now counts in the reservation's place, in one transaction.
         s_.index->set_item_sender(item.id, sender, static_cast<int64_t>(now), reservation);
     });
@@ -350,10 +369,19 @@ std::optional<Item> Store::authorize(const std::string& id, const std::string& t
         (void)equal_ct(want, kNoToken);
         return std::nullopt;
     }
-    const Item& it = rec->item;
-    // Compare hashes in constant time so the check leaks nothing about the token.
-    if (!equal_ct(want, rec->token_sha256))
-        return std::nullopt;
+    Item& it = rec->item;
+    // Compare hashes in constant time so the check leaks nothing about the
+    // token. The recipients' tokens are looked up by their hash: an index
+    // lookup on a SHA-256 tells a prober nothing about the token either.
+    bool item_token = equal_ct(want, rec->token_sha256);
+    std::optional<RecipientToken> rt = impl_->index->find_recipient_token(id, want);
+    if (!item_token) {
+        if (!rt || rt->revoked)
+            return std::nullopt;
+        it.recipient = normalize_address(rt->address);
+        if (it.recipient.empty())
+            return std::nullopt;
+    }
     if (it.state != "active")
         return std::nullopt;
     if (static_cast<int64_t>(time(nullptr)) >= rec->expires_unix)
@@ -361,6 +389,13 @@ std::optional<Item> Store::authorize(const std::string& id, const std::string& t
     if (!is_hex_digest(it.sha256))
         return std::nullopt;
     return std::move(rec->item);
+}
+
+std::string recipient_url(const std::string& url, const std::string& token)
+{
+    if (url.size() < token.size())
+        return url;
+    return url.substr(0, url.size() - token.size()) + token;
 }
 
 namespace {

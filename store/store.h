@@ -44,7 +44,14 @@ struct NewItem {
     std::string expires;  // RFC 3339
     uint64_t seg_size = 0;     // the handle's segments (segments.h), hashed while stored
     std::string seg_sha256;
+    /// Each envelope recipient's own token in clear (normalized address, token;
+    /// one per distinct address): its URL is url with the item token replaced
+    /// (recipient_url()). Only that recipient's receipts count (lifecycle.h).
+    std::vector<std::pair<std::string, std::string>> recipient_tokens;
 };
+
+/// `url` (an item URL ending in its 32-digit token) with that token replaced.
+std::string recipient_url(const std::string& url, const std::string& token);
 
 /// An item as the gateway serves it.
 struct Item {
@@ -55,6 +62,10 @@ struct Item {
     std::string link_path;
     uint64_t link_size = 0;
     int64_t link_mtime_ns = 0;
+    // Set by Store::authorize when the token was a recipient's own (the
+    // normalized address); empty for the item token, which every copy of a
+    // mail shares when it could not be split per recipient.
+    std::string recipient;
 };
 
 class Store {
@@ -90,6 +101,8 @@ public:
 
     /// The item for (id, token) if the token is valid and the item not expired
     /// or revoked; otherwise nullopt, whatever the reason (no oracle for callers).
+    /// The token is the item's or one recipient's own (Item::recipient says
+    /// whose); a revoked recipient's token is refused like a wrong one.
     std::optional<Item> authorize(const std::string& id, const std::string& token);
 
     /// Absolute path of an item's bytes.

@@ -30,9 +30,11 @@ head -c 1500000 /dev/urandom >"$MM_TMP/a.bin"
 head -c 700000 /dev/urandom >"$MM_TMP/b.bin"
 mm_gateway_put "$MM_TMP/a.bin" --type video/mp4 --recipient Bob@Example.test --recipient '<carol@example.test>'
 A_URL=$MM_ITEM_URL A_ID=$MM_ITEM_ID A_SHA=$MM_ITEM_SHA A_TOKEN=$MM_ITEM_TOKEN
+# Each recipient's own URL: only its receipts count (docs/gateway-api.md).
+A_BOB=$(mm_recipient_url bob@example.test) A_CAROL=$(mm_recipient_url carol@example.test)
 # The same media in a second mail: stored once, two items.
 mm_gateway_put "$MM_TMP/a.bin" --type video/mp4 --recipient dave@example.test
-A2_URL=$MM_ITEM_URL A2_ID=$MM_ITEM_ID
+A2_URL=$MM_ITEM_URL A2_ID=$MM_ITEM_ID A2_DAVE=$(mm_recipient_url dave@example.test)
 [ "$(find "$MM_STORE/objects" -type f | wc -l)" = 1 ] || mm_fail "identical media stored twice"
 mm_log "identical media in two items: one object"
 
@@ -75,35 +77,41 @@ mm_log "16 malformed or oversized receipt bodies refused with 400/413"
 
 echo "checking: receipts that do not match answer the uniform 404"
 [ "$(receipt "${A_URL%/*}/$WRONG" bob@example.test "$A_SHA")" = 404 ] || mm_fail "receipt with wrong token not 404"; same404 "wrong token"
-[ "$(receipt "$A_URL" bob@example.test "${A_SHA//a/b}")" = 404 ] || mm_fail "receipt with wrong sha256 not 404"; same404 "wrong sha256"
-[ "$(receipt "$A_URL" mallory@example.test "$A_SHA")" = 404 ] || mm_fail "receipt from a non-recipient not 404"; same404 "non-recipient"
-[ "$(receipt "$A_URL" dave@example.test "$A_SHA")" = 404 ] || mm_fail "receipt from another item's recipient not 404"; same404 "other item's recipient"
+[ "$(receipt "$A_BOB" bob@example.test "${A_SHA//a/b}")" = 404 ] || mm_fail "receipt with wrong sha256 not 404"; same404 "wrong sha256"
+[ "$(receipt "$A_URL" bob@example.test "${A_SHA//a/b}")" = 404 ] || mm_fail "item-token receipt with wrong sha256 not 404"; same404 "wrong sha256, item token"
+[ "$(receipt "$A_BOB" mallory@example.test "$A_SHA")" = 404 ] || mm_fail "receipt from a non-recipient not 404"; same404 "non-recipient"
+[ "$(receipt "$A_BOB" dave@example.test "$A_SHA")" = 404 ] || mm_fail "receipt from another item's recipient not 404"; same404 "other item's recipient"
+[ "$(receipt "$A_BOB" carol@example.test "$A_SHA")" = 404 ] || mm_fail "bob's token made carol's receipt"; same404 "another recipient"
+# The item token: the same 204 for a recipient and a stranger, nothing counted.
+[ "$(receipt "$A_URL" mallory@example.test "$A_SHA")" = 204 ] || mm_fail "item token, non-recipient: not the uniform 204"
+[ "$(receipt "$A_URL" bob@example.test "$A_SHA")" = 204 ] || mm_fail "item token, recipient: not the uniform 204"
 "${ADMIN[@]}" show "$A_ID" --json | grep -q '"receipts":0' || mm_fail "a refused receipt was recorded"
 mm_log "wrong token, wrong sha256, non-recipient, another item's recipient: the same 404, nothing recorded"
 
 echo "checking: receipts -> after_delivery = delete"
-[ "$(receipt "$A_URL" BOB@example.TEST "$A_SHA")" = 204 ] || mm_fail "good receipt not 204"
-[ "$(receipt "$A_URL" bob@example.test "${A_SHA^^}")" = 204 ] || mm_fail "repeated receipt (upper-case hex) not 204"
+[ "$(receipt "$A_BOB" BOB@example.TEST "$A_SHA")" = 204 ] || mm_fail "good receipt not 204"
+[ "$(receipt "$A_BOB" bob@example.test "${A_SHA^^}")" = 204 ] || mm_fail "repeated receipt (upper-case hex) not 204"
 [ "$(code "$A_URL")" = 200 ] || mm_fail "item gone after the first of two receipts"
 "${ADMIN[@]}" show "${A_ID:0:8}" | grep -q 'receipts: 1' || mm_fail "show does not count one receipt"
-[ "$(receipt "$A_URL" carol@example.test "$A_SHA")" = 204 ] || mm_fail "second receipt not 204"
+[ "$(receipt "$A_CAROL" carol@example.test "$A_SHA")" = 204 ] || mm_fail "second receipt not 204"
 [ "$(code "$A_URL")" = 404 ] || mm_fail "delivered item still served"; same404 "delivered item"
 "${ADMIN[@]}" show "$A_ID" --json | grep -q '"state":"deleted"' || mm_fail "item not marked deleted"
 [ -f "$(object "$A_SHA")" ] || mm_fail "shared object removed while another item needs it"
 [ "$(code "$A2_URL")" = 200 ] && cmp -s "$MM_TMP/body" "$MM_TMP/a.bin" || mm_fail "the other item lost its media"
 mm_log "2 of 2 receipts: item deleted (same 404), shared media kept for the other item"
-[ "$(receipt "$A2_URL" dave@example.test "$A_SHA")" = 204 ] || mm_fail "receipt for the second item not 204"
+[ "$(receipt "$A2_DAVE" dave@example.test "$A_SHA")" = 204 ] || mm_fail "receipt for the second item not 204"
 [ -f "$(object "$A_SHA")" ] && mm_fail "object kept after its last item was delivered"
-[ "$(receipt "$A2_URL" dave@example.test "$A_SHA")" = 404 ] || mm_fail "receipt after delete not 404"
+[ "$(receipt "$A2_DAVE" dave@example.test "$A_SHA")" = 404 ] || mm_fail "receipt after delete not 404"
 mm_log "last item delivered: media file removed; a late receipt gets 404"
 
 echo "checking: revoke"
 mm_gateway_put "$MM_TMP/b.bin" --type video/mp4 --recipient bob@example.test
-B_URL=$MM_ITEM_URL B_ID=$MM_ITEM_ID B_SHA=$MM_ITEM_SHA
+B_URL=$MM_ITEM_URL B_ID=$MM_ITEM_ID B_SHA=$MM_ITEM_SHA B_BOB=$(mm_recipient_url bob@example.test)
 [ "$(code "$B_URL")" = 200 ] || mm_fail "new item not served"
 "${ADMIN[@]}" revoke "${B_ID:0:10}" >"$MM_TMP/revoke.out" || mm_fail "revoke failed"
 [ "$(code "$B_URL")" = 404 ] || mm_fail "revoked item still served"; same404 "revoked"
 [ "$(receipt "$B_URL" bob@example.test "$B_SHA")" = 404 ] || mm_fail "receipt for revoked item not 404"
+[ "$(receipt "$B_BOB" bob@example.test "$B_SHA")" = 404 ] || mm_fail "recipient's receipt for revoked item not 404"; same404 "revoked, recipient token"
 if "${ADMIN[@]}" revoke "$B_ID" >/dev/null; then mm_fail "revoking twice succeeded"; fi
 if "${ADMIN[@]}" revoke 0000000 >/dev/null 2>&1; then mm_fail "revoking an unknown id succeeded"; fi
 if "${ADMIN[@]}" show ../../etc >/dev/null 2>&1; then mm_fail "show accepted a path"; fi
@@ -130,13 +138,14 @@ mm_log "expired after 2 s: row and media removed by the server's collector, the 
 echo "checking: restart with after_delivery = archive; items intact"
 mm_gateway_put "$MM_TMP/b.bin" --type video/mp4 --name b.mp4 --recipient bob@example.test --recipient carol@example.test
 R_URL=$MM_ITEM_URL R_ID=$MM_ITEM_ID R_SHA=$MM_ITEM_SHA
-[ "$(receipt "$R_URL" bob@example.test "$R_SHA")" = 204 ] || mm_fail "receipt before restart not 204"
+R_BOB=$(mm_recipient_url bob@example.test) R_CAROL=$(mm_recipient_url carol@example.test)
+[ "$(receipt "$R_BOB" bob@example.test "$R_SHA")" = 204 ] || mm_fail "receipt before restart not 204"
 mm_stop_program mm-gateway
 start_gateway --set gateway.after_delivery=archive
 [ "$(code "$R_URL")" = 200 ] && cmp -s "$MM_TMP/body" "$MM_TMP/b.bin" || mm_fail "item lost across restart"
 "${ADMIN[@]}" show "$R_ID" | grep -q 'receipts: 1' || mm_fail "receipt lost across restart"
 mm_log "after restart: item served byte for byte, its receipt still recorded"
-[ "$(receipt "$R_URL" carol@example.test "$R_SHA")" = 204 ] || mm_fail "receipt after restart not 204"
+[ "$(receipt "$R_CAROL" carol@example.test "$R_SHA")" = 204 ] || mm_fail "receipt after restart not 204"
 [ -f "$MM_TMP/archive/$R_SHA" ] || mm_fail "not archived"
 [ "$(sha256sum <"$MM_TMP/archive/$R_SHA" | cut -d' ' -f1)" = "$R_SHA" ] || mm_fail "archived copy differs"
 [ -f "$(object "$R_SHA")" ] && mm_fail "archived media still in the store"

@@ -102,18 +102,41 @@ const char* const kLinkColumns =
 const char* const kReceipts =
     "CREATE TABLE receipts (item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,"
     " address TEXT NOT NULL, received TEXT NOT NULL, PRIMARY KEY (item_id, address));";
+// Per-recipient tokens as their own branch wrote them (its version 4, before
+// the quota change): recipients' token_sha256 and revoked.
+const char* const kRecipientTokens =
+    "ALTER TABLE recipients ADD COLUMN token_sha256 TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE recipients ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX recipients_token ON recipients(item_id, token_sha256);";
+// The quota change as it was released with version 4 an empty placeholder:
+// its version 5 index has these and no recipient tokens.
+const char* const kQuota =
+    "ALTER TABLE items ADD COLUMN sender TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE items ADD COLUMN created_unix INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX items_sender ON items(sender, created_unix);"
+    "CREATE TABLE reservations (id TEXT PRIMARY KEY, sender TEXT NOT NULL, bytes INTEGER NOT NULL,"
+    " written INTEGER NOT NULL, pid INTEGER NOT NULL, updated_unix INTEGER NOT NULL);";
 
 struct OldItem {
     std::string id = std::string(30, 'a') + "01";
     std::string token = std::string(30, 'b') + "02";
+    std::string a_token = std::string(30, 'c') + "03";   // a@example.org's own, with recipient tokens
     std::string content = "media from an older store\n";
     std::string sha256 = sha256_hex(content);
 };
 
+// The parts of an older index beyond version 1.
+struct Shape {
+    bool link_columns = false, receipts = false;
+    bool recipient_tokens = false;   // a@example.org has its own token (OldItem::a_token)
+    bool quota = false;              // the item was stored by alice@example.org
+};
+
 // An older store: its index in the given shape, one item with two recipients,
 // the item's object in place (and a receipt when the shape has receipts).
-void make_old_store(const TempDir& t, const OldItem& it, int user_version, bool link_columns, bool receipts)
+void make_old_store(const TempDir& t, const OldItem& it, int user_version, const Shape& shape)
 {
+    const bool link_columns = shape.link_columns, receipts = shape.receipts;
     std::filesystem::create_directories(t.store() + "/objects/" + it.sha256.substr(0, 2));
     std::filesystem::create_directories(t.store() + "/tmp");
     std::ofstream(t.store() + "/objects/" + it.sha256.substr(0, 2) + "/" + it.sha256) << it.content;
@@ -122,12 +145,21 @@ void make_old_store(const TempDir& t, const OldItem& it, int user_version, bool 
         sql += kLinkColumns;
     if (receipts)
         sql += kReceipts;
+    if (shape.recipient_tokens)
+        sql += kRecipientTokens;
+    if (shape.quota)
+        sql += kQuota;
     int64_t expires = time(nullptr) + 86400;
     sql += "INSERT INTO items (id, token_sha256, sha256, size, type, name, title, note, copyright, date, created,"
            " expires, expires_unix) VALUES ('" + it.id + "', '" + sha256_hex(it.token) + "', '" + it.sha256 + "', " +
            std::to_string(it.content.size()) + ", 'video/mp4', 'old.mp4', 'Old', '', '', '', '" +
            rfc3339(time(nullptr)) + "', '" + rfc3339(expires) + "', " + std::to_string(expires) + ");";
-    sql += "INSERT INTO recipients VALUES ('" + it.id + "', 'a@example.org'), ('" + it.id + "', 'b@example.org');";
+    sql += "INSERT INTO recipients (item_id, address) VALUES ('" + it.id + "', 'a@example.org'), ('" + it.id +
+           "', 'b@example.org');";
+    if (shape.recipient_tokens)
+        sql += "UPDATE recipients SET token_sha256 = '" + sha256_hex(it.a_token) + "' WHERE address = 'a@example.org';";
+    if (shape.quota)
+        sql += "UPDATE items SET sender = 'alice@example.org', created_unix = " + std::to_string(time(nullptr)) + ";";
     if (receipts)
         sql += "INSERT INTO receipts VALUES ('" + it.id + "', 'a@example.org', '2026-01-01T00:00:00Z');";
     sql += "PRAGMA user_version = " + std::to_string(user_version) + ";";
@@ -137,6 +169,12 @@ void make_old_store(const TempDir& t, const OldItem& it, int user_version, bool 
 std::vector<std::string> items_columns(const std::string& path)
 {
     return raw_rows(path, "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('items') ORDER BY cid");
+}
+
+std::vector<std::string> recipients_columns(const std::string& path)
+{
+    return raw_rows(path,
+                    "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('recipients') ORDER BY cid");
 }
 
 std::vector<std::string> tables(const std::string& path)
@@ -194,27 +232,34 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
     std::filesystem::create_directories(fresh.store());
     { Index ix(fresh.index(), Index::Open::create); }
     const auto latest_columns = items_columns(fresh.index());
+    const auto latest_recipients = recipients_columns(fresh.index());
+    REQUIRE(latest_recipients.size() == 4);   // item_id, address, token_sha256, revoked (version 4)
 
     struct Case {
         const char* what;
         int user_version;
-        bool link_columns, receipts;
+        Shape shape;
         bool lifecycle_first;   // the first opener is Lifecycle, not Store
     } cases[] = {
-        {"version 1: items and recipients only", 1, false, false, false},
-        {"version 1, opened first by the lifecycle", 1, false, false, true},
-        {"version 2: with link columns", 2, true, false, false},
-        {"version 3: with receipts (before quotas, step 5)", 3, true, true, false},
-        {"unversioned, as stores before user_version were", 0, false, false, false},
-        {"unversioned with link columns", 0, true, false, false},
-        {"unversioned with link columns and receipts", 0, true, true, true},
+        {"version 1: items and recipients only", 1, {}, false},
+        {"version 1, opened first by the lifecycle", 1, {}, true},
+        {"version 2: with link columns", 2, {true}, false},
+        {"version 3: with receipts (before quotas, step 5)", 3, {true, true}, false},
+        // The two changes that both took number 4, each as it was written alone.
+        {"version 4 of the per-recipient tokens branch (no quota yet)", 4, {true, true, true, false}, false},
+        {"version 5 with step 4 an empty placeholder (the quota release): tokens added by step 6", 5,
+         {true, true, false, true}, false},
+        {"version 5 placeholder store, opened first by the lifecycle", 5, {true, true, false, true}, true},
+        {"unversioned, as stores before user_version were", 0, {}, false},
+        {"unversioned with link columns", 0, {true}, false},
+        {"unversioned with link columns and receipts", 0, {true, true}, true},
     };
     for (const auto& c : cases) {
         std::string what = c.what;
         CAPTURE(what);
         TempDir t;
         OldItem old;
-        make_old_store(t, old, c.user_version, c.link_columns, c.receipts);
+        make_old_store(t, old, c.user_version, c.shape);
         Config cfg = t.cfg({"gateway.after_delivery=delete"});
         std::unique_ptr<Lifecycle> life;
         if (c.lifecycle_first)
@@ -225,6 +270,7 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
 
         CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
         CHECK(items_columns(t.index()) == latest_columns);
+        CHECK(recipients_columns(t.index()) == latest_recipients);
         CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
 
         // The old item is served as before: same token, same bytes, not linked.
@@ -238,22 +284,58 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
         CHECK(s.linked_file_intact(*item, why));
         ItemDetail d = life->show(old.id);
         CHECK(d.recipients.size() == 2);
-        CHECK(d.item.receipts == (c.receipts ? 1u : 0u));
+        CHECK(d.item.receipts == (c.shape.receipts ? 1u : 0u));
         {
-            // Version 5: an old item has no sender and counts in no sender's window.
+            // Version 5: an item from before it has no sender and counts in no
+            // sender's window; one stored under quotas keeps its sender.
             Index ix(t.index(), Index::Open::existing);
-            CHECK(ix.item_sender(old.id).empty());
-            CHECK(ix.quota_usage("", 1, "").sender_bytes == 0);
-            CHECK(raw_one(t.index(), "SELECT created_unix FROM items WHERE id = '" + old.id + "'") == "0");
+            if (c.shape.quota) {
+                CHECK(ix.item_sender(old.id) == "alice@example.org");
+            } else {
+                CHECK(ix.item_sender(old.id).empty());
+                CHECK(ix.quota_usage("", 1, "").sender_bytes == 0);
+                CHECK(raw_one(t.index(), "SELECT created_unix FROM items WHERE id = '" + old.id + "'") == "0");
+            }
         }
+        // Version 4: a recipient's own token survives every later step; rows
+        // from before have none (and the item token alone reaches them).
+        CHECK(raw_rows(t.index(), "SELECT address, token_sha256 != '', revoked FROM recipients WHERE item_id = '" +
+                                      old.id + "' ORDER BY address") ==
+              std::vector<std::string>{c.shape.recipient_tokens ? "a@example.org|1|0" : "a@example.org|0|0",
+                                       "b@example.org|0|0"});
+        CHECK(s.authorize(old.id, old.a_token).has_value() == c.shape.recipient_tokens);
+        if (c.shape.recipient_tokens)
+            CHECK(s.authorize(old.id, old.a_token)->recipient == "a@example.org");
 
-        // Receipts work on the migrated index and finish the item as configured.
-        if (!c.receipts)
-            REQUIRE(life->receipt(*item, "a@example.org", old.sha256));
-        REQUIRE(life->receipt(*item, "b@example.org", old.sha256));
+        // The old item has only its item token: receipts with it get the
+        // uniform answer and count for nobody (version 4), so it stays until
+        // it expires or is revoked.
+        CHECK(life->receipt(*item, "a@example.org", old.sha256));
+        CHECK(life->receipt(*item, "mallory@example.org", old.sha256));
+        CHECK(life->show(old.id).item.receipts == (c.shape.receipts ? 1u : 0u));
+        CHECK(life->show(old.id).item.state == "active");
+        if (c.shape.recipient_tokens) {
+            // a's own token still makes a's receipt (recorded once); b has no
+            // token of its own, so the item is not finished by receipts.
+            REQUIRE(life->receipt(*s.authorize(old.id, old.a_token), "a@example.org", old.sha256));
+            CHECK_FALSE(life->receipt(*s.authorize(old.id, old.a_token), "b@example.org", old.sha256));
+            CHECK(life->show(old.id).item.receipts == 1u);
+            CHECK(life->show(old.id).item.state == "active");
+        }
+        REQUIRE(life->revoke(old.id));
         CHECK_FALSE(s.authorize(old.id, old.token));
-        CHECK(life->show(old.id).item.state == "deleted");
+        life->gc();
         CHECK_FALSE(exists(layout::object_path(t.store(), old.sha256)));
+
+        // Receipts with recipients' own tokens work on the migrated index and
+        // finish an item as configured.
+        NewItem r = put(s, "per-recipient media");
+        for (const auto& [address, token] : r.recipient_tokens) {
+            auto own = s.authorize(r.id, token);
+            REQUIRE(own);
+            REQUIRE(life->receipt(*own, address, r.sha256));
+        }
+        CHECK(life->show(r.id).item.state == "deleted");
 
         // New items, linked ones too, go into the migrated index.
         NewItem n = put(s, "new media");
@@ -313,7 +395,7 @@ TEST_CASE("index: several processes opening one index at once all migrate it saf
             OldItem old;
             std::filesystem::create_directories(t.store());
             if (c.old)
-                make_old_store(t, old, 1, false, false);
+                make_old_store(t, old, 1, Shape{});
             // The openers wait on a pipe, so that they start together, as
             // mm-milter and mm-gateway do when the host boots.
             int go[2];

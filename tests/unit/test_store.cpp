@@ -5,6 +5,8 @@
 
 #include "store/lifecycle.h"
 #include "store/store.h"
+#include "store/store_sink.h"
+#include "mime/handle.h"
 #include "core/util.h"
 
 #include <dirent.h>
@@ -69,6 +71,15 @@ NewItem put(Store& s, const std::string& data, const std::string& name = "clip.m
     m.name = name;
     m.recipients = {"a@example.org", "b@example.org"};
     return w->commit(m);
+}
+
+// The token of one recipient of `a` (normalized address), or "" if none.
+std::string token_of(const NewItem& a, const std::string& address)
+{
+    for (const auto& [addr, token] : a.recipient_tokens)
+        if (addr == address)
+            return token;
+    return "";
 }
 
 std::string slurp(const std::string& path)
@@ -305,13 +316,15 @@ TEST_CASE("lifecycle: receipts are refused unless digest and recipient match")
     Store s(cfg);
     Lifecycle life(cfg);
     NewItem a = put(s, "receipt me");   // recipients a@example.org, b@example.org
-    auto item = s.authorize(a.id, a.token);
+    auto item = s.authorize(a.id, token_of(a, "a@example.org"));
     REQUIRE(item);
+    CHECK(item->recipient == "a@example.org");
     struct Case {
         std::string recipient, sha;
         bool ok;
     } cases[] = {
         {"c@example.org", a.sha256, false},                      // not a recipient
+        {"b@example.org", a.sha256, false},                      // another recipient: the same refusal
         {"a@example.org", std::string(64, '0'), false},         // wrong digest
         {"a@example.org", a.sha256.substr(0, 63), false},
         {"", a.sha256, false},
@@ -326,7 +339,92 @@ TEST_CASE("lifecycle: receipts are refused unless digest and recipient match")
     }
     ItemDetail d = life.show(a.id);
     CHECK(d.item.receipts == 1);
+    CHECK(d.recipients.at(1).receipt.empty());   // b's state untouched by a's token
     CHECK(d.item.state == "active");   // b has not confirmed; and the default policy is keep
+}
+
+TEST_CASE("lifecycle: the item token answers alike for every address and counts for nobody")
+{
+    TempStore t;
+    Config cfg = t.cfg({"gateway.after_delivery=delete"});
+    Store s(cfg);
+    Lifecycle life(cfg);
+    NewItem a = put(s, "shared token");
+    auto item = s.authorize(a.id, a.token);
+    REQUIRE(item);
+    CHECK(item->recipient.empty());
+    struct Case {
+        std::string recipient, sha;
+        bool ok;
+    } cases[] = {
+        {"a@example.org", a.sha256, true},           // a recipient ...
+        {"b@example.org", a.sha256, true},
+        {"mallory@example.org", a.sha256, true},     // ... and not: the same answer
+        {"nobody@example.net", a.sha256, true},
+        {"a@example.org", std::string(64, '0'), false},   // the digest still matters (it is in the mail)
+        {"mallory@example.org", std::string(64, '0'), false},
+        {"not an address", a.sha256, false},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.recipient);
+        CHECK(life.receipt(*item, c.recipient, c.sha) == c.ok);
+    }
+    CHECK(life.show(a.id).item.receipts == 0);
+    CHECK(life.show(a.id).item.state == "active");   // both "confirmed", nothing deleted
+    CHECK(life.gc().delivered_items == 0);
+}
+
+TEST_CASE("store: each recipient has its own token; authorize says whose")
+{
+    TempStore t;
+    Config cfg = t.cfg();
+    Store s(cfg);
+    auto w = s.create();
+    w->write("x", 1);
+    ItemMeta m;
+    m.type = "video/mp4";
+    m.recipients = {"A@Example.org", "<a@example.org>", "b@example.org", "not an address"};
+    NewItem a = w->commit(m);
+    REQUIRE(a.recipient_tokens.size() == 2);   // one per normalized address
+    std::string ta = token_of(a, "a@example.org"), tb = token_of(a, "b@example.org");
+    REQUIRE(ta.size() == 32);
+    REQUIRE(tb.size() == 32);
+    CHECK(ta != tb);
+    CHECK(ta != a.token);
+    CHECK(recipient_url(a.url, ta) == a.url.substr(0, a.url.size() - 32) + ta);
+    CHECK(s.authorize(a.id, ta)->recipient == "a@example.org");
+    CHECK(s.authorize(a.id, tb)->recipient == "b@example.org");
+    CHECK(s.authorize(a.id, a.token)->recipient.empty());
+    // Another item's recipient token is no token for this one.
+    auto w2 = s.create();
+    w2->write("y", 1);
+    NewItem b = w2->commit(m);
+    CHECK_FALSE(s.authorize(a.id, token_of(b, "a@example.org")));
+    CHECK_FALSE(s.authorize(b.id, ta));
+}
+
+TEST_CASE("lifecycle: revoke_recipient cuts one recipient's token only")
+{
+    TempStore t;
+    Config cfg = t.cfg({"gateway.after_delivery=delete"});
+    Store s(cfg);
+    Lifecycle life(cfg);
+    NewItem a = put(s, "revoke one");
+    std::string ta = token_of(a, "a@example.org"), tb = token_of(a, "b@example.org");
+    CHECK(life.revoke_recipient(a.id.substr(0, 8), "B@example.org"));
+    CHECK_FALSE(life.revoke_recipient(a.id, "b@example.org"));   // already
+    CHECK_THROWS_AS(life.revoke_recipient(a.id, "c@example.org"), StoreError);
+    CHECK_THROWS_AS(life.revoke_recipient(a.id, "not an address"), StoreError);
+    CHECK_THROWS_AS(life.revoke_recipient("000000", "a@example.org"), StoreError);
+    CHECK_FALSE(s.authorize(a.id, tb));
+    REQUIRE(s.authorize(a.id, ta));
+    CHECK(s.authorize(a.id, a.token));
+    ItemDetail d = life.show(a.id);
+    CHECK(d.recipients.at(1).revoked);
+    CHECK_FALSE(d.recipients.at(0).revoked);
+    // The revoked recipient is no longer waited for: a's receipt finishes the item.
+    REQUIRE(life.receipt(*s.authorize(a.id, ta), "a@example.org", a.sha256));
+    CHECK(life.show(a.id).item.state == "deleted");
 }
 
 TEST_CASE("lifecycle: after_delivery keep, delete and archive")
@@ -339,19 +437,24 @@ TEST_CASE("lifecycle: after_delivery keep, delete and archive")
         Lifecycle life(cfg);
         NewItem a = put(s, "delivered media");
         NewItem shared = put(s, "delivered media");   // same bytes, another mail
-        auto item = s.authorize(a.id, a.token);
+        auto item = s.authorize(a.id, token_of(a, "a@example.org"));
         REQUIRE(item);
         REQUIRE(life.receipt(*item, "a@example.org", a.sha256));
         CHECK(s.authorize(a.id, a.token));
-        REQUIRE(life.receipt(*item, "b@example.org", a.sha256));
+        auto item_b = s.authorize(a.id, token_of(a, "b@example.org"));
+        REQUIRE(item_b);
+        REQUIRE(life.receipt(*item_b, "b@example.org", a.sha256));
         bool gone = policy != "keep";
         CHECK(s.authorize(a.id, a.token).has_value() == !gone);
         CHECK(life.show(a.id).item.state == (policy == "keep" ? "active" : policy == "delete" ? "deleted" : "archived"));
         CHECK(object_exists(t, a.sha256));   // the other item still needs it
         CHECK(s.authorize(shared.id, shared.token));
-        auto other = s.authorize(shared.id, shared.token);
+        auto other = s.authorize(shared.id, token_of(shared, "a@example.org"));
+        REQUIRE(other);
         REQUIRE(life.receipt(*other, "a@example.org", a.sha256));
-        REQUIRE(life.receipt(*other, "b@example.org", a.sha256));
+        auto other_b = s.authorize(shared.id, token_of(shared, "b@example.org"));
+        REQUIRE(other_b);
+        REQUIRE(life.receipt(*other_b, "b@example.org", a.sha256));
         CHECK(object_exists(t, a.sha256) == !gone);
         struct stat st;
         CHECK((stat((t.dir + "/archive/" + a.sha256).c_str(), &st) == 0) == (policy == "archive"));
@@ -373,7 +476,9 @@ TEST_CASE("lifecycle: an item without recipients is never delivered by receipts"
     NewItem a = w->commit(m);
     auto item = s.authorize(a.id, a.token);
     REQUIRE(item);
-    CHECK_FALSE(life.receipt(*item, "anyone@example.org", a.sha256));
+    // The item token's uniform answer; nothing counted.
+    CHECK(life.receipt(*item, "anyone@example.org", a.sha256));
+    CHECK(life.show(a.id).item.receipts == 0);
     CHECK(life.gc().delivered_items == 0);
     CHECK(s.authorize(a.id, a.token));
 }
@@ -432,4 +537,68 @@ TEST_CASE("lifecycle: archive_dir inside the store is refused")
     CHECK_THROWS_AS(
         Lifecycle(t.cfg({"gateway.after_delivery=archive", "gateway.archive_dir=" + t.dir + "/store/objects/ab"})),
         ConfigError);
+}
+
+TEST_CASE("Substituter: keys found whatever the chunking, same length out")
+{
+    Substitutions subs = {{"url*1=0123456789abcdef0123456789", "url*1=fedcba9876543210fedcba9876"},
+                          {"Link: https://h/m/aaaaaaaaaaaa", "Link: https://h/m/bbbbbbbbbbbb"}};
+    const std::string in = "x url*1=0123456789abcdef0123456789;\r\nLink: https://h/m/aaaaaaaaaaaa\r\n"
+                           "url*1=0123456789abcdef012345678 (one short)\r\nurl*1=0123456789abcdef0123456789";
+    const std::string want = "x url*1=fedcba9876543210fedcba9876;\r\nLink: https://h/m/bbbbbbbbbbbb\r\n"
+                             "url*1=0123456789abcdef012345678 (one short)\r\nurl*1=fedcba9876543210fedcba9876";
+    for (size_t chunk : {size_t(1), size_t(2), size_t(7), size_t(29), size_t(30), size_t(31), in.size()}) {
+        CAPTURE(chunk);
+        Substituter sub(subs);
+        std::string out;
+        for (size_t off = 0; off < in.size(); off += chunk)
+            sub.feed(in.data() + off, std::min(chunk, in.size() - off), out);
+        sub.finish(out);
+        CHECK(out == want);
+    }
+}
+
+TEST_CASE("RecipientCopies: each recipient's own URL swapped into the location part")
+{
+    TempStore t;
+    Config cfg = t.cfg();
+    Store s(cfg);
+    auto w = s.create();
+    w->write("media", 5);
+    ItemMeta m;
+    m.type = "video/mp4";
+    m.recipients = {"a@example.org", "b@example.org"};
+    NewItem a = w->commit(m);
+    Handle h;
+    h.url = a.url;
+    h.sha256 = a.sha256;
+    h.size = a.size;
+    h.type = "video/mp4";
+    h.name = "clip.mp4";
+    h.pin = a.pin;
+    h.expires = a.expires;
+    RecipientCopies copies;
+    CHECK_FALSE(copies.usable());   // nothing added yet
+    copies.add(h, a);
+    REQUIRE(copies.usable());
+    CHECK(copies.for_address("c@example.org") == nullptr);
+    std::string shared = build_location_part(h, "\r\n");
+    for (const char* who : {"a@example.org", "b@example.org"}) {
+        CAPTURE(who);
+        const Substitutions* subs = copies.for_address(who);
+        REQUIRE(subs);
+        Substituter sub(*subs);
+        std::string out;
+        sub.feed(shared.data(), shared.size(), out);
+        sub.finish(out);
+        Handle own = h;
+        own.url = recipient_url(a.url, token_of(a, who));
+        CHECK(out == build_location_part(own, "\r\n"));
+        CHECK(out.find(a.token) == std::string::npos);
+    }
+    // An item without recipient tokens: nobody can have a copy of their own.
+    NewItem none = a;
+    none.recipient_tokens.clear();
+    copies.add(h, none);
+    CHECK_FALSE(copies.usable());
 }

@@ -316,11 +316,20 @@ mm_postfix_doc_lines() {
 mm_gateway_put() {
   local out
   out=$("$(mm_bin mm-gateway)" -c "$MM_CONF" put "$@") || mm_fail "mm-gateway put $1 failed"
+  MM_PUT_OUT=$out
   MM_ITEM_URL=$(awk '/^url:/{print $2}' <<<"$out")
   MM_ITEM_SHA=$(awk '/^sha256:/{print $2}' <<<"$out")
   [[ "$MM_ITEM_URL" =~ /m/([0-9a-f]{32})/([0-9a-f]{32})$ ]] || mm_fail "mm-gateway put printed no item URL"
   MM_ITEM_ID=${BASH_REMATCH[1]}
   MM_ITEM_TOKEN=${BASH_REMATCH[2]}
+}
+
+# The URL with ADDRESS's own token (normalized address) from the last mm_gateway_put.
+mm_recipient_url() {
+  local u
+  u=$(awk -v a="$1" '$1 == "recipient:" && $2 == a {print $3}' <<<"$MM_PUT_OUT")
+  [ -n "$u" ] || mm_fail "mm-gateway put printed no URL for $1"
+  echo "$u"
 }
 
 # Stop the program started by mm_start_program NAME (SIGTERM, wait up to 10 s); fail if it does not exit 0.
