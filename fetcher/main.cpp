@@ -10,6 +10,9 @@
 #include "core/log.h"
 #include "fetcher/sync.h"
 #include "fetcher/server.h"
+#include "fetcher/status.h"
+#include "core/status_http.h"
+#include "core/stream.h"
 #include "fetcher/upstream.h"
 #include "core/util.h"
 
@@ -34,6 +37,8 @@ extern "C" void on_signal(int) { g_stop.store(true); }
 const char kUsage[] =
     "usage: mm-fetcher [-c FILE] [--set section.key=value]...\n"
     "       mm-fetcher [-c FILE] fetch SHA256|URL   download media of fetcher.mode = ask\n"
+    "       mm-fetcher [-c FILE] status             mail held back and its downloads, from the\n"
+    "                                               running fetcher's fetcher.status_listen\n"
     "\n"
     "Local POP3 proxy: point the mail client at fetcher.listen; messages are\n"
     "fetched from fetcher.upstream, their media downloaded and verified, and\n"
@@ -64,6 +69,27 @@ int fetch_command(const std::string& jobs_dir, const std::string& media_dir, con
     return 75;   // EX_TEMPFAIL
 }
 
+// "mm-fetcher status": asks the running fetcher (fetcher.status_listen) rather
+// than reading the cache: which mail is held and why is what that process
+// decided at its last sync, and the cache alone cannot tell a held mail from
+// one merely not re-presented yet.
+int status_command(const mm::HostPort& at)
+{
+    if (at.host.empty()) {
+        std::cerr << "mm-fetcher: status: fetcher.status_listen is empty: set it (e.g. 127.0.0.1:1180) and "
+                     "restart mm-fetcher\n";
+        return 78;   // EX_CONFIG
+    }
+    std::string body, err;
+    if (!mm::status_get(at.host, at.port, "/status.txt", std::chrono::seconds(5), 1 << 20, body, err)) {
+        std::cerr << "mm-fetcher: status: " << at.host << ":" << at.port << ": " << err
+                  << " (is mm-fetcher running?)\n";
+        return 69;   // EX_UNAVAILABLE
+    }
+    std::cout << body;
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -75,7 +101,7 @@ int main(int argc, char** argv)
     std::string prefetch_user, prefetch_password;
     std::chrono::seconds prefetch_interval{0};
     std::vector<std::string> command;
-    HostPort tls_listen;
+    HostPort tls_listen, status_listen;
     std::string tls_cert, tls_key, upstream_ca;
     try {
         CommonArgs args = parse_common_args(argc, argv);
@@ -86,7 +112,9 @@ int main(int argc, char** argv)
         command = args.rest;
         if (!command.empty() && command[0] == "fetch" && command.size() != 2)
             throw ConfigError("fetch needs one argument: the media's SHA-256 or its URL");
-        if (!command.empty() && command[0] != "fetch")
+        if (!command.empty() && command[0] == "status" && command.size() != 1)
+            throw ConfigError("status takes no arguments");
+        if (!command.empty() && command[0] != "fetch" && command[0] != "status")
             throw ConfigError("unexpected argument: " + command.front() + " (see --help)");
         Config cfg = Config::load(args.config_path, args.overrides);
         cfg.verify("fetcher");
@@ -105,6 +133,7 @@ int main(int argc, char** argv)
         tls_cert = cfg.str("fetcher.tls_cert");
         tls_key = cfg.str("fetcher.tls_key");
         tls_listen = cfg.hostport("fetcher.tls_listen");   // port 0: empty, no TLS listener
+        status_listen = cfg.hostport("fetcher.status_listen");
         SyncOptions& so = sc.session.sync;
         so.cache_dir = cfg.str("fetcher.cache_dir");
         so.upstream_id = up.host + ":" + std::to_string(up.port);
@@ -152,6 +181,8 @@ int main(int argc, char** argv)
         return 78;
     }
     log_init("mm-fetcher", level);
+    if (!command.empty() && command[0] == "status")
+        return status_command(status_listen);
 
     std::string err;
     if (!prepare_cache(sc.session.sync.cache_dir, err)) {
@@ -206,6 +237,17 @@ int main(int argc, char** argv)
             return 78;
         }
     }
+    std::unique_ptr<StatusServer> status;
+    if (!status_listen.host.empty()) {
+        int sfd = listen_tcp(status_listen.host, status_listen.port, err);
+        if (sfd < 0) {
+            std::cerr << "mm-fetcher: fetcher.status_listen: " << err << "\n";
+            return 78;
+        }
+        status = std::make_unique<StatusServer>(sfd, "status_listen", [media = dl.media_dir](const std::string& p) {
+            return fetcher_status_reply(p, fetcher_status(), media);
+        });
+    }
     Downloader downloader(dl);
     if (!downloader.start(err)) {
         std::cerr << "mm-fetcher: " << err << "\n";
@@ -237,7 +279,13 @@ int main(int argc, char** argv)
 
     log_info("listening on " + sc.host + ":" + std::to_string(sc.port) + ", upstream " +
              sc.session.sync.upstream_id);
+    fetcher_status().listening = true;
+    if (status)
+        status->start();
     serve(fd, tls_fd, sc, g_stop, &orig);
+    fetcher_status().listening = false;
+    if (status)
+        status->stop();
     prefetch_cv.notify_all();
     if (prefetcher.joinable())
         prefetcher.join();
