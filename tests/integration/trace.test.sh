@@ -144,6 +144,25 @@ for bad in "--since yesterday" "--since 2026-02-30" "--recipient not-an-address"
 done
 mm_log "list: sender and Message-ID shown; --message-id, --recipient, --since combine; bad values exit 64 naming the option"
 
+echo "checking: the before-queue filter traces its mail too, with the queue id of the next hop's reply"
+MID2="<filter.$$.$RANDOM@example.test>"
+mm_random_mp4 "$MM_TMP/clip2.mp4" $((1024 * 1024 + 4096))
+SHA2=$(sha256sum "$MM_TMP/clip2.mp4" | cut -d' ' -f1)
+printf 'Message-ID: %s\r\n' "$MID2" >"$MM_TMP/media2.eml"
+mm_make_media_mail "$MM_TMP/clip2.mp4" "$MM_TMP/media2.body" video/mp4 "Through the filter"
+cat "$MM_TMP/media2.body" >>"$MM_TMP/media2.eml"
+before=$(mm_count_messages bob)
+MM_SEND_PORT=$MM_SUBMIT_PORT mm_swaks_send_file alice@example.test bob@example.test "$MM_TMP/media2.eml"
+mm_wait_delivered bob $((before + 1)) 60 || mm_fail "the filtered mail was not delivered"
+fline=$(grep "filter: detached 1" "$MM_TMP/mm-milter.log" | grep -F "message_id=$MID2" | tail -1)
+[[ "$fline" =~ \ queue_id=([0-9A-Za-z]+)\ .*\ item=([0-9a-f]{32})\ hash=${SHA2:0:12} ]] ||
+  mm_fail "filter line lacks queue_id/item/hash: $fline"
+FQID=${BASH_REMATCH[1]}
+FITEM=${BASH_REMATCH[2]}
+"$GW" -c "$MM_CONF" list --json --message-id "$MID2" | grep -q "\"id\":\"$FITEM\".*\"queue_id\":\"$FQID\"" ||
+  mm_fail "the index lacks the filter's queue id $FQID for $FITEM"
+mm_log "filter: queue_id=$FQID (from the next hop's 250) item=$FITEM, recorded in the index"
+
 echo "checking: the gateway down: the fetcher holds the mail; status page, text and metrics say so"
 mm_stop_program mm-gateway
 mm_fetchmail_via_fetcher bob "$MM_TMP/fetched"
@@ -155,11 +174,11 @@ if grep -q '<script>' "$MM_TMP/status.html"; then mm_fail "raw <script> on the s
 grep -q 'Alice &lt;alice@example.test&gt;' "$MM_TMP/status.html" || mm_fail "sender not on the page"
 grep -q 'clip.mp4' "$MM_TMP/status.html" && grep -q '2.0 MiB' "$MM_TMP/status.html" || mm_fail "media name/size"
 grep -q '<meta http-equiv="refresh"' "$MM_TMP/status.html" || mm_fail "the page does not refresh itself"
-[ "$(metric mm_fetcher_mails_held "$STATUS_PORT")" = 1 ] || mm_fail "mm_fetcher_mails_held is not 1"
+[ "$(metric mm_fetcher_mails_held "$STATUS_PORT")" = 2 ] || mm_fail "mm_fetcher_mails_held is not 2"
 "$FETCHER" -c "$MM_CONF" "${FETCH_ARGS[@]}" status >"$MM_TMP/status.txt" || mm_fail "mm-fetcher status failed"
-grep -q '^1 mail(s) held back' "$MM_TMP/status.txt" && grep -q "^subject: Video <script>" "$MM_TMP/status.txt" &&
+grep -q '^2 mail(s) held back' "$MM_TMP/status.txt" && grep -q "^subject: Video <script>" "$MM_TMP/status.txt" &&
   grep -q 'clip.mp4  2.0 MiB  \[' "$MM_TMP/status.txt" || mm_fail "mm-fetcher status: $(cat "$MM_TMP/status.txt")"
-mm_log "held: page lists sender, escaped subject, clip.mp4 2.0 MiB, refreshes; mails_held=1; mm-fetcher status the same"
+mm_log "held: page lists sender, escaped subject, clip.mp4 2.0 MiB, refreshes; mails_held=2 (with the filter's mail); mm-fetcher status the same"
 
 chrome() {
   timeout -k 5 90 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
@@ -186,7 +205,8 @@ got=
 for _ in $(seq 1 60); do
   mm_fetchmail_via_fetcher bob "$MM_TMP/fetched"
   got=$(grep -l -F "Message-ID: $MID" "$MM_TMP/fetched"/*.eml 2>/dev/null | head -n1 || true)
-  [ -n "$got" ] && break
+  got2=$(grep -l -F "Message-ID: $MID2" "$MM_TMP/fetched"/*.eml 2>/dev/null | head -n1 || true)
+  [ -n "$got" ] && [ -n "$got2" ] && break
   sleep 1
 done
 [ -n "$got" ] || mm_fail "the mail was never shown: $(tail -5 "$MM_TMP/mm-fetcher.log")"
@@ -203,12 +223,12 @@ served2=$(metric mm_gateway_served_bytes_total "$ADMIN_PORT")
 [ "$(metric 'mm_gateway_items{state="active"}' "$ADMIN_PORT")" -ge 1 ] || mm_fail "no active item in metrics"
 [ "$(metric mm_gateway_store_bytes "$ADMIN_PORT")" -ge $((2 * 1048576)) ] || mm_fail "store bytes"
 for _ in $(seq 1 100); do
-  [ "$(metric mm_gateway_receipts_total "$ADMIN_PORT")" = 1 ] && break
+  [ "$(metric mm_gateway_receipts_total "$ADMIN_PORT")" = 2 ] && break
   sleep 0.1
 done
-[ "$(metric mm_gateway_receipts_total "$ADMIN_PORT")" = 1 ] || mm_fail "no receipt counted"
+[ "$(metric mm_gateway_receipts_total "$ADMIN_PORT")" = 2 ] || mm_fail "not 2 receipts counted"
 grep -q "no mail held back" <("$FETCHER" -c "$MM_CONF" "${FETCH_ARGS[@]}" status) || mm_fail "status still holds"
-mm_log "metrics moved: served $served1 -> $served2 bytes, receipts 1, store bytes and items; fetcher held 0, verified >= 1"
+mm_log "metrics moved: served $served1 -> $served2 bytes, receipts 2, store bytes and items; fetcher held 0, verified >= 1"
 
 echo "checking: the same mail in every program's log"
 gw_get=$(grep -E "GET 200 .* item=$ITEM client=127.0.0.1 status=200" "$MM_TMP/mm-gateway.log" | tail -1)
