@@ -523,8 +523,11 @@ TEST_CASE("index: list filters by recipient, creation time and Message-ID, combi
     NewItem c = put_for("third item", {"dave@example.org"});
     s.record_trace({a.id, b.id}, ItemTrace{"<one@example.org>", "alice@example.org", "AAA1"});
     s.record_trace({c.id}, ItemTrace{"<two@example.org>", "alice@example.org", "BBB2"});
-    // c was made "later": its creation time moved a day ahead.
-    raw_exec(t.index(), "UPDATE items SET created = '2999-01-02T00:00:00Z' WHERE id = '" + c.id + "'");
+    // Creation times set apart (all three were made within the same second):
+    // list is oldest first, and c is the only one "since 2999".
+    raw_exec(t.index(), "UPDATE items SET created = '2000-01-01T00:00:00Z' WHERE id = '" + a.id + "';"
+                        "UPDATE items SET created = '2000-01-02T00:00:00Z' WHERE id = '" + b.id + "';"
+                        "UPDATE items SET created = '2999-01-02T00:00:00Z' WHERE id = '" + c.id + "'");
 
     Lifecycle life(t.cfg());
     auto ids = [&](const ItemFilter& f) {
