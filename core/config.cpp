@@ -110,6 +110,8 @@ const KeyDef kKeys[] = {
     typed("gateway.archive_dir", Type::path, "/var/lib/mediamail/archive",
           "where after_delivery = archive moves delivered media"),
     seconds("gateway.gc_interval", "1h", 1, kNoMax, "how often expired items are collected"),
+    typed("gateway.admin_listen", Type::optional_hostport, "",
+          "loopback ADDRESS:PORT serving /healthz and /metrics in plain HTTP; empty: off"),
 
     text("milter.socket", "inet:8891@127.0.0.1",
          "where mm-milter listens for Postfix: inet:PORT@ADDRESS, inet6:PORT@ADDRESS, unix:PATH; empty: none"),
@@ -151,6 +153,8 @@ const KeyDef kKeys[] = {
     text("fetcher.upstream_ca", "", "PEM CA file of a private upstream server; empty: the system CAs"),
     typed("fetcher.upstream_pin", Type::pin, "",
           "public-key pin of the upstream server, sha256//BASE64; empty: certificate checks as usual"),
+    typed("fetcher.status_listen", Type::optional_hostport, "",
+          "loopback ADDRESS:PORT serving the status page, /healthz and /metrics in plain HTTP; empty: off"),
     typed("fetcher.tls_listen", Type::optional_hostport, "",
           "ADDRESS:PORT for clients speaking TLS from the start (POP3S); empty: off"),
     text("fetcher.tls_cert", "", "PEM certificate chain for tls_listen (then the plain listener offers STLS)"),
@@ -611,6 +615,15 @@ ConfigError Config::invalid(const std::string& key, const std::string& why) cons
     return ConfigError(bad_value(v.origin, key, v.text, why));
 }
 
+// The status and metrics listeners speak plain HTTP without authentication:
+// what they tell (items, senders, subjects) is for this machine only.
+void Config::verify_loopback(const std::string& key) const
+{
+    if (!str(key).empty() && !loopback_host(hostport(key).host))
+        throw invalid(key, "must be a loopback address (127.0.0.1, ::1 or localhost): it serves plain HTTP "
+                           "without authentication");
+}
+
 void Config::verify(std::string_view program) const
 {
     // Every program that logs: a file target needs its file.
@@ -643,7 +656,10 @@ void Config::verify(std::string_view program) const
                           "loopback and use fetcher.tls_listen instead, or set fetcher.allow_plain_listen = true");
         if (duration("fetcher.prefetch_interval").count() > 0 && str("fetcher.prefetch_user").empty())
             throw invalid("fetcher.prefetch_interval", "needs fetcher.prefetch_user");
-    } else if (program != "gateway" && program != "mmsend") {
+        verify_loopback("fetcher.status_listen");
+    } else if (program == "gateway") {
+        verify_loopback("gateway.admin_listen");
+    } else if (program != "mmsend") {
         // gateway.tls_cert/tls_key and gateway.archive_dir are checked where the
         // store uses them (store/tls_identity.cpp, store/lifecycle.cpp).
         throw std::logic_error("Config::verify: no program " + std::string(program));

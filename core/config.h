@@ -69,6 +69,7 @@ private:
     };
     std::map<std::string, Value> values_;
     const Value& get(const std::string& key) const;
+    void verify_loopback(const std::string& key) const;
     void set(const std::string& key, const std::string& value, const std::string& origin);
 };
 

@@ -9,6 +9,7 @@
 
 #include "fetcher/address_policy.h"
 #include "fetcher/receipt.h"
+#include "fetcher/status.h"
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -136,6 +137,7 @@ size_t on_write(char* data, size_t size, size_t nmemb, void* user)
     }
     t->hash->update(data, n);
     t->have += n;
+    fetcher_status().bytes_downloaded.fetch_add(n, std::memory_order_relaxed);
     return n;
 }
 
@@ -617,8 +619,13 @@ bool Downloader::start_transfer(const std::string& id, Job& j, int64_t now)
     }
     last_start_[id] = t->started;
     active_[id] = t.get();
-    log_debug("media " + sha.substr(0, 16) + ": " + (t->receipt ? "receipt" : "download") + " started" +
-              (t->have ? " at " + std::to_string(t->have) : ""));
+    if (t->receipt) {
+        log_debug("media " + sha.substr(0, 16) + ": receipt started");
+    } else {
+        fetcher_status().downloads_active++;
+        log_info("media " + sha.substr(0, 16) + ": download started" + (t->have ? " at " + std::to_string(t->have) : "") +
+                 media_trace(sha, j.handle.url));
+    }
     t.release();   // owned by the easy handle's CURLOPT_PRIVATE until finish()
     return true;
 }
@@ -632,6 +639,8 @@ void Downloader::end_transfer(Transfer* t)
         fsync(fileno(t->out));
         fclose(t->out);
     }
+    if (!t->receipt)
+        fetcher_status().downloads_active--;
     active_.erase(t->id);
     delete t;
 }
@@ -697,7 +706,9 @@ void Downloader::verified(const std::string& id, Job& j, int64_t now)
 {
     const std::string sha = j.handle.sha256;
     ++counters_.verified;
-    log_info("media " + sha.substr(0, 16) + ": verified, " + std::to_string(j.handle.size) + " bytes");
+    fetcher_status().downloads_verified++;
+    log_info("media " + sha.substr(0, 16) + ": verified, " + std::to_string(j.handle.size) + " bytes" +
+             media_trace(sha, j.handle.url));
     // Other sources of the same file have nothing left to fetch; they served
     // nothing, so they get no receipt (it goes to the source that served the bytes).
     for (auto it = jobs_.begin(); it != jobs_.end();) {
@@ -729,6 +740,8 @@ void Downloader::finish(Transfer* t, int result)
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(static_cast<CURLM*>(multi_), t->easy);
     curl_easy_cleanup(t->easy);
+    if (!t->receipt)
+        fetcher_status().downloads_active--;
     active_.erase(t->id);
     auto it = jobs_.find(t->id);
     int64_t now = now_s();
@@ -739,7 +752,9 @@ void Downloader::finish(Transfer* t, int result)
             return;
         Job& j = it->second;
         if (rc == CURLE_OK && status == 204) {
-            log_info("media " + t->sha.substr(0, 16) + ": receipt sent for " + printable(t->recipient, 64));
+            fetcher_status().receipts_sent++;
+            log_info("media " + t->sha.substr(0, 16) + ": receipt sent for " + printable(t->recipient, 64) +
+                     media_trace(t->sha, j.handle.url));
             j.recipients.erase(t->recipient);
         } else if (rc == CURLE_OK && status >= 400 && status < 500) {
             // The gateway does not know the item (expired, deleted) or the request:
@@ -768,11 +783,13 @@ void Downloader::finish(Transfer* t, int result)
         return;
     Job& j = it->second;
     if (t->overflow) {
+        fetcher_status().verify_failures++;
         unlink(part.c_str());
         retry(j, "server sent more than the handle's size", now);
         return;
     }
     if (rc != CURLE_OK) {
+        fetcher_status().download_failures++;
         if (t->refused_address) {
             // Not a failure that time repairs: under this config this source is
             // never fetched (other sources of the same file still are).
@@ -797,11 +814,13 @@ void Downloader::finish(Transfer* t, int result)
         return;
     }
     if (t->have != j.handle.size) {
+        fetcher_status().verify_failures++;
         unlink(part.c_str());
         retry(j, "size mismatch: got " + std::to_string(t->have) + ", handle says " + std::to_string(j.handle.size), now);
         return;
     }
     if (t->hash->hex_digest() != j.handle.sha256) {
+        fetcher_status().verify_failures++;
         unlink(part.c_str());
         retry(j, "SHA-256 mismatch", now);
         return;

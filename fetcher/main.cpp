@@ -10,6 +10,9 @@
 #include "core/log.h"
 #include "fetcher/sync.h"
 #include "fetcher/server.h"
+#include "fetcher/status.h"
+#include "core/status_http.h"
+#include "core/stream.h"
 #include "fetcher/upstream.h"
 #include "core/util.h"
 #include "core/program.h"
@@ -48,6 +51,8 @@ const std::vector<std::string> kLiveKeys = {"log.level"};
 const char kUsage[] =
     "usage: mm-fetcher [-c FILE] [--set section.key=value]... [--check]\n"
     "       mm-fetcher [-c FILE] fetch SHA256|URL   download media of fetcher.mode = ask\n"
+    "       mm-fetcher [-c FILE] status             mail held back and its downloads, from the\n"
+    "                                               running fetcher's fetcher.status_listen\n"
     "       mm-fetcher --version\n"
     "\n"
     "Local POP3 proxy: point the mail client at fetcher.listen; messages are\n"
@@ -85,6 +90,27 @@ int fetch_command(const std::string& jobs_dir, const std::string& media_dir, con
     return mm::code(mm::Exit::temp_fail);
 }
 
+// "mm-fetcher status": asks the running fetcher (fetcher.status_listen) rather
+// than reading the cache: which mail is held and why is what that process
+// decided at its last sync, and the cache alone cannot tell a held mail from
+// one merely not re-presented yet.
+int status_command(const mm::HostPort& at)
+{
+    if (at.host.empty()) {
+        std::cerr << "mm-fetcher: status: fetcher.status_listen is empty: set it (e.g. 127.0.0.1:1180) and "
+                     "restart mm-fetcher\n";
+        return mm::code(mm::Exit::config);
+    }
+    std::string body, err;
+    if (!mm::status_get(at.host, at.port, "/status.txt", std::chrono::seconds(5), 1 << 20, body, err)) {
+        std::cerr << "mm-fetcher: status: " << at.host << ":" << at.port << ": " << err
+                  << " (is mm-fetcher running?)\n";
+        return mm::code(mm::Exit::unavailable);
+    }
+    std::cout << body;
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -96,7 +122,7 @@ int main(int argc, char** argv)
     std::string prefetch_user, prefetch_password;
     std::chrono::seconds prefetch_interval{0};
     std::vector<std::string> command;
-    HostPort tls_listen;
+    HostPort tls_listen, status_listen;
     std::string tls_cert, tls_key, upstream_ca;
     CommonArgs args;
     try {
@@ -114,12 +140,18 @@ int main(int argc, char** argv)
         return 0;
     }
     command = args.rest;
-    if ((!command.empty() && command[0] != "fetch") || (!command.empty() && command.size() != 2)) {
-        std::cerr << "mm-fetcher: "
-                  << (command[0] == "fetch" ? "fetch needs one argument: the media's SHA-256 or its URL"
-                                            : "unexpected argument: " + printable(command.front(), 80))
-                  << "\n" << kUsage;
-        return code(Exit::usage);
+    if (!command.empty()) {
+        std::string bad;
+        if (command[0] == "fetch" && command.size() != 2)
+            bad = "fetch needs one argument: the media's SHA-256 or its URL";
+        else if (command[0] == "status" && command.size() != 1)
+            bad = "status takes no arguments";
+        else if (command[0] != "fetch" && command[0] != "status")
+            bad = "unexpected argument: " + printable(command.front(), 80);
+        if (!bad.empty()) {
+            std::cerr << "mm-fetcher: " << bad << "\n" << kUsage;
+            return code(Exit::usage);
+        }
     }
     Config cfg = Config::load("", {});
     try {
@@ -142,6 +174,7 @@ int main(int argc, char** argv)
         tls_cert = cfg.str("fetcher.tls_cert");
         tls_key = cfg.str("fetcher.tls_key");
         tls_listen = cfg.hostport("fetcher.tls_listen");   // port 0: empty, no TLS listener
+        status_listen = cfg.hostport("fetcher.status_listen");
         SyncOptions& so = sc.session.sync;
         so.cache_dir = cfg.str("fetcher.cache_dir");
         so.upstream_id = up.host + ":" + std::to_string(up.port);
@@ -191,6 +224,8 @@ int main(int argc, char** argv)
         std::cerr << "mm-fetcher: " << e.what() << "\n";
         return code(Exit::config);
     }
+    if (!command.empty() && command[0] == "status")
+        return status_command(status_listen);
 
     std::string err;
     if (!prepare_cache(sc.session.sync.cache_dir, err)) {
@@ -234,15 +269,22 @@ int main(int argc, char** argv)
     sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &orig);
 
-    int fd = -1, tls_fd = -1;
+    int fd = -1, tls_fd = -1, status_fd = -1;
     try {
         fd = listen_on("fetcher.listen", HostPort{sc.host, sc.port});
         if (!tls_listen.host.empty())
             tls_fd = listen_on("fetcher.tls_listen", tls_listen);
+        if (!status_listen.host.empty())
+            status_fd = listen_on("fetcher.status_listen", status_listen);
     } catch (const ExitError& e) {
         std::cerr << "mm-fetcher: " << e.what() << "\n";
         return code(e.exit);
     }
+    std::unique_ptr<StatusServer> status;
+    if (status_fd >= 0)
+        status = std::make_unique<StatusServer>(status_fd, "status_listen", [media = dl.media_dir](const std::string& p) {
+            return fetcher_status_reply(p, fetcher_status(), media);
+        });
     Downloader downloader(dl);
     if (!downloader.start(err)) {
         std::cerr << "mm-fetcher: " << err << "\n";
@@ -289,7 +331,13 @@ int main(int argc, char** argv)
             log_error(std::string("SIGHUP: configuration not reloaded: ") + e.what());
         }
     };
+    fetcher_status().listening = true;
+    if (status)
+        status->start();
     serve(fd, tls_fd, sc, g_stop, &orig, reload);
+    fetcher_status().listening = false;
+    if (status)
+        status->stop();
     log_info("stopping" + kv("signal", g_stop_signal.load() == SIGINT ? "SIGINT" : "SIGTERM"));
     prefetch_cv.notify_all();
     if (prefetcher.joinable())

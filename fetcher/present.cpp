@@ -9,6 +9,7 @@
 #include "fetcher/clamd.h"
 #include "fetcher/growing_media.h"
 #include "fetcher/receipt.h"
+#include "fetcher/status.h"
 #include "core/address.h"
 #include "core/fileio.h"
 #include "core/log.h"
@@ -466,10 +467,75 @@ Presented place_presented(const std::string& raw, const std::string& presented,
     return Presented::shown;
 }
 
+constexpr size_t kMaxShownHeader = 998;   // of From, Subject, Message-ID kept for the status page
+
+/// The held mail as the status page shows it (status.h): from its raw copy's
+/// header block (bounded read) and its location parts.
+void report_held(const std::string& base, const std::string& raw)
+{
+    std::vector<FoundHandle> found;
+    try {
+        found = find_handles(raw);
+    } catch (const std::exception&) {
+        // Held for some other reason than its media: still listed, without them.
+    }
+    const std::string headers = read_header_block(raw);
+    HeldMail m;
+    m.key = base.substr(base.rfind('/') + 1);
+    m.raw_path = raw;
+    m.sender = header_value(headers, "From").substr(0, kMaxShownHeader);
+    m.subject = header_value(headers, "Subject").substr(0, kMaxShownHeader);
+    m.message_id = header_value(headers, "Message-ID").substr(0, kMaxShownHeader);
+    for (const auto& f : found)
+        if (f.parsed.error == HandleError::none) {
+            const Handle& h = f.parsed.handle;
+            m.media.push_back(HeldMedia{h.name.substr(0, kMaxShownHeader), h.type.substr(0, 200), h.sha256,
+                                        item_id_of_url(h.url), h.size});
+        }
+    fetcher_status().held(std::move(m));
+}
+
+/// The trace line of a mail whose media went back in (core/log.h, kv).
+void log_put_back(const std::string& raw, const std::vector<FoundHandle>& found,
+                  const std::vector<std::unique_ptr<MediaInput>>& media)
+{
+    std::string items, hashes;
+    for (size_t i = 0; i < found.size() && i < media.size(); ++i) {
+        if (!media[i])
+            continue;
+        const Handle& h = found[i].parsed.handle;
+        std::string item = item_id_of_url(h.url);
+        items += (items.empty() ? "" : ",") + (item.empty() ? std::string("-") : item);
+        hashes += (hashes.empty() ? "" : ",") + h.sha256.substr(0, 12);
+    }
+    if (hashes.empty())
+        return;
+    fetcher_status().mails_put_back++;
+    log_info("media put back" + kv("message_id", header_value(read_header_block(raw), "Message-ID")) +
+             kv("item", items) + kv("hash", hashes));
+}
+
+Presented present_mail(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
+                       std::shared_ptr<GrowingMessage>& growing);
+
 } // namespace
 
 Presented present_raw(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
                       std::shared_ptr<GrowingMessage>& growing)
+{
+    // Listed before the downloads are asked for, so that their log lines
+    // already find the mail's Message-ID (media_trace).
+    report_held(base, base + ".raw");
+    Presented p = present_mail(base, user, opt, why, growing);
+    if (p == Presented::shown)
+        fetcher_status().released(base.substr(base.rfind('/') + 1));
+    return p;
+}
+
+namespace {
+
+Presented present_mail(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
+                       std::shared_ptr<GrowingMessage>& growing)
 {
     const std::string presented = base + ".eml";
     const std::string raw = base + ".raw";
@@ -535,8 +601,13 @@ Presented present_raw(const std::string& base, const std::string& user, const Sy
         for (size_t i : missing.downloading)
             media[i] = std::make_unique<SniffedMedia>(std::move(media[i]), lower_ascii(found[i].parsed.handle.type),
                                                       found[i].parsed.handle.size);
-    return place_presented(raw, presented, media, notes, following, why);
+    Presented p = place_presented(raw, presented, media, notes, following, why);
+    if (p == Presented::shown)
+        log_put_back(presented, found, media);   // the raw copy may be gone: the same headers are here
+    return p;
 }
+
+} // namespace
 
 bool sender_matches(const std::string& address, const std::vector<std::string>& list)
 {

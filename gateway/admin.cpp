@@ -4,12 +4,17 @@
 #include "gateway/admin.h"
 
 #include "gateway/http.h"
+#include "store/index.h"
 #include "store/lifecycle.h"
 #include "gateway/page.h"
 #include "store/store.h"
 
+#include "core/address.h"
 #include "core/log.h"
+#include "core/util.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <iostream>
 
@@ -34,12 +39,26 @@ std::string json_summary(const ItemSummary& s)
            ",\"name\":" + json_quote(s.name) + ",\"title\":" + json_quote(s.title) + ",\"note\":" +
            json_quote(s.note) + ",\"date\":" + json_quote(s.date) + ",\"created\":" + json_quote(s.created) +
            ",\"expires\":" + json_quote(s.expires) + ",\"linked\":" + (s.linked ? "true" : "false") +
-           ",\"recipients\":" + std::to_string(s.recipients) + ",\"receipts\":" + std::to_string(s.receipts) + "}";
+           ",\"recipients\":" + std::to_string(s.recipients) + ",\"receipts\":" + std::to_string(s.receipts) +
+           ",\"message_id\":" + json_quote(s.message_id) + ",\"envelope_from\":" + json_quote(s.envelope_from) +
+           ",\"queue_id\":" + json_quote(s.queue_id) + "}";
 }
 
-int cmd_list(Lifecycle& life, bool json)
+/// A fixed-width decimal field of `text` at `pos`, within [lo, hi].
+bool field(std::string_view text, size_t pos, size_t len, int lo, int hi, int& out)
 {
-    auto items = life.list();
+    if (pos + len > text.size())
+        return false;
+    for (size_t i = pos; i < pos + len; ++i)
+        if (text[i] < '0' || text[i] > '9')
+            return false;   // from_chars alone would take a sign
+    auto r = std::from_chars(text.data() + pos, text.data() + pos + len, out);
+    return r.ec == std::errc() && out >= lo && out <= hi;
+}
+
+int cmd_list(Lifecycle& life, bool json, const ItemFilter& filter)
+{
+    auto items = life.list(filter);
     if (json) {
         std::string out = "[";
         for (size_t i = 0; i < items.size(); ++i)
@@ -47,12 +66,14 @@ int cmd_list(Lifecycle& life, bool json)
         std::cout << out << "]\n";
         return 0;
     }
-    std::printf("%-32s  %-8s  %10s  %-20s  %-9s  %s\n", "ID", "STATE", "SIZE", "EXPIRES", "RECEIPTS", "NAME");
+    std::printf("%-32s  %-8s  %10s  %-20s  %-9s  %-30s  %-40s  %s\n", "ID", "STATE", "SIZE", "EXPIRES", "RECEIPTS",
+                "SENDER", "MESSAGE-ID", "NAME");
     for (const auto& s : items)
-        std::printf("%-32s  %-8s  %10s  %-20s  %4llu/%-4llu  %s\n", s.id.c_str(), cell(s.state, 8).c_str(),
+        std::printf("%-32s  %-8s  %10s  %-20s  %4llu/%-4llu  %-30s  %-40s  %s\n", s.id.c_str(), cell(s.state, 8).c_str(),
                     human_size(s.size).c_str(), cell(s.expires, 20).c_str(),
                     static_cast<unsigned long long>(s.receipts), static_cast<unsigned long long>(s.recipients),
-                    cell(s.name, 60).c_str());
+                    cell(s.envelope_from.empty() ? "-" : s.envelope_from, 30).c_str(),
+                    cell(s.message_id.empty() ? "-" : s.message_id, 40).c_str(), cell(s.name, 60).c_str());
     std::printf("%zu item%s\n", items.size(), items.size() == 1 ? "" : "s");
     return 0;
 }
@@ -87,6 +108,12 @@ int cmd_show(Lifecycle& life, const std::string& id, bool json)
         line("date:", printable(s.date, 60));
     line("created:", s.created);
     line("expires:", s.expires);
+    if (!s.message_id.empty())
+        line("message-id:", printable(s.message_id, 400));
+    if (!s.envelope_from.empty())
+        line("sender:", printable(s.envelope_from, 320));
+    if (!s.queue_id.empty())
+        line("queue id:", printable(s.queue_id, 64));
     std::printf("recipients: %zu, receipts: %llu\n", d.recipients.size(), static_cast<unsigned long long>(s.receipts));
     for (const auto& r : d.recipients)
         std::printf("  %-40s %s%s\n", cell(r.address, 40).c_str(), r.receipt.empty() ? "-" : r.receipt.c_str(),
@@ -139,6 +166,55 @@ int cmd_stats(Lifecycle& life, bool json)
 
 } // namespace
 
+bool parse_since(std::string_view t, time_t& out)
+{
+    int y, mo, d, h = 0, mi = 0, se = 0, zh = 0, zm = 0;
+    if (!field(t, 0, 4, 1970, 9999, y) || t.size() < 10 || t[4] != '-' || t[7] != '-' ||
+        !field(t, 5, 2, 1, 12, mo) || !field(t, 8, 2, 1, 31, d))
+        return false;
+    size_t pos = 10;
+    int sign = 0;
+    if (pos < t.size()) {
+        if ((t[pos] != 'T' && t[pos] != 't' && t[pos] != ' ') || !field(t, pos + 1, 2, 0, 23, h) ||
+            pos + 3 >= t.size() || t[pos + 3] != ':' || !field(t, pos + 4, 2, 0, 59, mi))
+            return false;
+        pos += 6;
+        if (pos < t.size() && t[pos] == ':') {
+            if (!field(t, pos + 1, 2, 0, 60, se))
+                return false;
+            pos += 3;
+        }
+        if (pos < t.size()) {
+            if (t[pos] == 'Z' || t[pos] == 'z') {
+                ++pos;
+            } else if (t[pos] == '+' || t[pos] == '-') {
+                sign = t[pos] == '+' ? 1 : -1;
+                if (!field(t, pos + 1, 2, 0, 23, zh) || pos + 3 >= t.size() || t[pos + 3] != ':' ||
+                    !field(t, pos + 4, 2, 0, 59, zm))
+                    return false;
+                pos += 6;
+            } else {
+                return false;
+            }
+        }
+        if (pos != t.size())
+            return false;
+    }
+    static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > kDays[mo - 1] || (mo == 2 && d == 29 && !leap))
+        return false;
+    struct tm tm {};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    out = timegm(&tm) - sign * (zh * 3600 + zm * 60);
+    return true;
+}
+
 bool is_admin_command(const std::string& c)
 {
     return c == "list" || c == "show" || c == "revoke" || c == "gc" || c == "stats";
@@ -150,8 +226,43 @@ int run_admin(const Config& cfg, const std::vector<std::string>& args)
     bool json = false;
     std::string recipient;   // revoke ID --recipient ADDR
     std::vector<std::string> pos;
+    ItemFilter filter;
     for (size_t i = 1; i < args.size(); ++i) {
-        if (args[i] == "--json")
+        const std::string& a = args[i];
+        if (cmd == "list" && (a == "--recipient" || a == "--since" || a == "--message-id")) {
+            if (i + 1 >= args.size()) {
+                std::fprintf(stderr, "mm-gateway: list: %s needs a value\n", a.c_str());
+                return 64;
+            }
+            const std::string& v = args[++i];
+            // A filter that cannot match is a typo to point at, not an empty list.
+            if (a == "--recipient") {
+                filter.recipient = normalize_address(v);
+                if (filter.recipient.empty() || filter.recipient.find('@') == std::string::npos) {
+                    std::fprintf(stderr, "mm-gateway: list: --recipient '%s' is not an e-mail address\n",
+                                 printable(v, 80).c_str());
+                    return 64;
+                }
+            } else if (a == "--since") {
+                time_t t;
+                if (!parse_since(v, t)) {
+                    std::fprintf(stderr,
+                                 "mm-gateway: list: --since '%s' is not a date: expected YYYY-MM-DD or ISO 8601 "
+                                 "(YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM])\n",
+                                 printable(v, 80).c_str());
+                    return 64;
+                }
+                filter.since = rfc3339(t);
+            } else {
+                filter.message_id = v;
+                if (v.empty() || v.size() > kMaxMessageIdBytes ||
+                    std::any_of(v.begin(), v.end(), [](char c) { return static_cast<unsigned char>(c) < 0x21; })) {
+                    std::fprintf(stderr, "mm-gateway: list: --message-id '%s' is not a Message-ID\n",
+                                 printable(v, 80).c_str());
+                    return 64;
+                }
+            }
+        } else if (a == "--json")
             json = true;
         else if (cmd == "revoke" && args[i] == "--recipient" && i + 1 < args.size() && recipient.empty())
             recipient = args[++i];
@@ -169,7 +280,7 @@ int run_admin(const Config& cfg, const std::vector<std::string>& args)
     Store store(cfg);   // creates the index (and TLS identity) if this is the first program to run
     Lifecycle life(cfg);
     if (cmd == "list")
-        return cmd_list(life, json);
+        return cmd_list(life, json, filter);
     if (cmd == "show")
         return cmd_show(life, pos[0], json);
     if (cmd == "gc")

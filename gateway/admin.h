@@ -4,10 +4,17 @@
 
 #include "core/config.h"
 
+#include <ctime>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mm {
+
+/// `list --since DATE`: YYYY-MM-DD (midnight UTC) or ISO 8601 date and time,
+/// YYYY-MM-DDTHH:MM[:SS] with Z or +HH:MM / -HH:MM (no zone: UTC). Sets the
+/// instant in unix seconds; false for anything else (every field range-checked).
+bool parse_since(std::string_view text, time_t& out);
 
 /// True if `command` is one of the admin commands.
 bool is_admin_command(const std::string& command);

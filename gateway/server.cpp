@@ -9,6 +9,7 @@
 #include "gateway/server.h"
 
 #include "gateway/http.h"
+#include "gateway/metrics.h"
 #include "store/lifecycle.h"
 #include "gateway/page.h"
 #include "gateway/range.h"
@@ -18,6 +19,8 @@
 #include "core/fileio.h"
 #include "core/address.h"
 #include "core/log.h"
+#include "core/status_http.h"
+#include "core/stream.h"
 #include "core/util.h"
 
 #include <Poco/Net/Context.h>
@@ -129,7 +132,7 @@ private:
         std::string id, token, tail, query;
         if (!parse_media_target(req.getURI(), id, token, tail, query))
             return post ? receipt_refused(req, resp) : not_found(resp);
-        id_prefix = id.substr(0, 8);
+        id_prefix = id;   // the whole id: the trace greps for it (docs/gateway-api.md)
         if (post) {
             if (tail != "/receipt") {
                 resp.setKeepAlive(false);
@@ -150,6 +153,7 @@ private:
         // Each address gets gateway.max_transfers_per_ip bodies at once: one
         // host cannot hold every connection slot with slow downloads.
         if (!head && !resp.begin_transfer()) {
+            gateway_metrics().refused(Limit::transfers_per_ip);
             resp.set("Retry-After", "10");
             return small(resp, HTTPResponse::HTTP_SERVICE_UNAVAILABLE, "too many downloads from your address\n");
         }
@@ -207,11 +211,14 @@ private:
         std::optional<Item> item = store_.authorize(id, token);
         if (!item || !life_.receipt(*item, recipient, sha256))
             return not_found(resp);
+        gateway_metrics().receipt();
         // Only a recipient's own token makes a receipt; the item token's answer is the same whoever is named.
         if (!item->recipient.empty())
-            log_info("receipt for item " + id.substr(0, 8) + " from " + printable(item->recipient, 80));
+            log_info("receipt accepted" + kv("item", id) + kv("hash", item->sha256.substr(0, 12)) +
+                     kv("recipient", item->recipient) + kv("client", req.clientAddress().host().toString()));
         else
-            log_info("receipt for item " + id.substr(0, 8) + " with the shared token: answered, not counted");
+            log_info("receipt answered, not counted: the item's shared token" + kv("item", id) +
+                     kv("hash", item->sha256.substr(0, 12)) + kv("client", req.clientAddress().host().toString()));
         common_headers(resp);
         resp.setStatusAndReason(HTTPResponse::HTTP_NO_CONTENT);
         resp.send();
@@ -368,6 +375,7 @@ struct Gateway::Impl {
     MediaHandler handler;
     Poco::Net::Context::Ptr ctx;
     std::unique_ptr<HttpFrontend> front;   // built once the Context exists
+    std::unique_ptr<StatusServer> admin;   // gateway.admin_listen (metrics.h); none when empty
 
     // The expiry collector: once at start, then every gateway.gc_interval.
     std::chrono::seconds gc_interval;
@@ -433,26 +441,58 @@ Gateway::Gateway(const Config& cfg)
     impl_->front = std::make_unique<HttpFrontend>(
         Poco::Net::SocketAddress(listen.host, listen.port), impl_->ctx->sslContext(), limits,
         [handler](Request& req, Response& resp) { return handler->handleRequest(req, resp); });
+    start_admin(cfg);
+}
+
+// gateway.admin_listen: /healthz and /metrics in plain HTTP, on loopback only
+// (Config::verify refuses any other address).
+void Gateway::start_admin(const Config& cfg)
+{
+    HostPort at = cfg.hostport("gateway.admin_listen");
+    if (at.host.empty())
+        return;
+    std::string err;
+    int fd = listen_tcp(at.host, at.port, err);
+    if (fd < 0)
+        throw cfg.invalid("gateway.admin_listen", err);
+    Impl* s = impl_.get();
+    impl_->admin = std::make_unique<StatusServer>(fd, "admin_listen", [s](const std::string& path) {
+        return gateway_admin_reply(
+            path, gateway_metrics(), [s](std::string& why) { return s->life.readable(why); },
+            [s] {
+                StoreStats st = s->life.stats();
+                return StoreFigures{st.items_by_state, st.objects, st.object_bytes, st.receipts};
+            });
+    });
 }
 
 Gateway::~Gateway()
 {
     if (impl_) {
         impl_->stop_gc();
+        if (impl_->admin)
+            impl_->admin->stop();
         if (impl_->front)
             impl_->front->stop();
+        gateway_metrics().set_listening(false);
     }
 }
 
 void Gateway::start()
 {
     impl_->front->start();
+    gateway_metrics().set_listening(true);
+    if (impl_->admin)
+        impl_->admin->start();
     impl_->gc_thread = std::thread([this] { impl_->gc_loop(); });
 }
 
 void Gateway::stop()
 {
+    gateway_metrics().set_listening(false);
     impl_->stop_gc();
+    if (impl_->admin)
+        impl_->admin->stop();
     impl_->front->stop();
 }
 

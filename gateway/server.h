@@ -1,7 +1,8 @@
 // server.h - mm-gateway's peer HTTPS server: GET/HEAD /m/<id>/<token>[/<name>]
 // serves one stored item, with single byte ranges (RFC 9110) over TLS 1.2+ (OpenSSL; server_net.h).
 // Reads gateway.listen, gateway.threads, gateway.max_connections(_per_ip), gateway.max_transfers_per_ip,
-// gateway.timeout, gateway.header_timeout, gateway.min_rate(_window) (and the store's keys).
+// gateway.timeout, gateway.header_timeout, gateway.min_rate(_window), gateway.admin_listen
+// (/healthz and /metrics, metrics.h) and the store's keys.
 #pragma once
 
 #include "core/config.h"
@@ -28,6 +29,7 @@ public:
 
     struct Impl;
 private:
+    void start_admin(const Config& cfg);   // gateway.admin_listen
     std::unique_ptr<Impl> impl_;
 };
 

@@ -20,6 +20,7 @@
 // makes no progress for gateway.timeout.
 #include "gateway/server_net.h"
 
+#include "gateway/metrics.h"
 #include "core/program.h"
 
 #include "core/log.h"
@@ -428,6 +429,7 @@ struct Frontend {
                 if (a.connections >= lim.max_connections_per_ip) {
                     ::close(fd);
                     ++refused_addr;
+                    gateway_metrics().refused(Limit::connections_per_ip);
                     continue;
                 }
                 ++a.connections;
@@ -436,6 +438,7 @@ struct Frontend {
             // makes room: a new client always gets its chance, and an attacker
             // holding idle sockets loses them first.
             if (static_cast<int>(all.size()) >= lim.max_connections && !evict_oldest()) {
+                gateway_metrics().refused(Limit::connections);
                 release_address(key);
                 ::close(fd);
                 continue;
@@ -708,6 +711,7 @@ struct Frontend {
         // Oldest first, so the expired ones are at the front.
         while (!unready.empty() && now - unready.front()->since > lim.header_timeout) {
             ++cut_head;
+            gateway_metrics().error(ErrorKind::header_timeout);
             close_conn(unready.front(), false);
         }
         std::vector<Conn*> cut;
@@ -716,10 +720,12 @@ struct Frontend {
                 continue;
             if (now - c->last_progress >= lim.timeout) {
                 ++cut_stall;
+                gateway_metrics().error(ErrorKind::stalled);
                 cut.push_back(c);
             } else if (lim.min_rate > 0 && now - c->window_start >= lim.min_rate_window) {
                 if (c->window_bytes < lim.min_rate * static_cast<uint64_t>(lim.min_rate_window.count())) {
                     ++cut_rate;
+                    gateway_metrics().error(ErrorKind::slow_rate);
                     cut.push_back(c);
                 } else {
                     c->window_start = now;
@@ -807,6 +813,7 @@ struct Frontend {
             return false;
         ++a.transfers;
         c->transfer = true;
+        gateway_metrics().transfer_started();
         return true;
     }
 
@@ -815,6 +822,7 @@ struct Frontend {
         if (!c->transfer)
             return;
         c->transfer = false;
+        gateway_metrics().transfer_ended();
         std::lock_guard<std::mutex> l(amu);
         auto it = addrs.find(c->addr);
         if (it != addrs.end())
@@ -966,8 +974,11 @@ struct Frontend {
     {
         if (c->method == "-")
             return;   // a malformed request: no handler ran
+        gateway_metrics().answered(c->status, aborted, c->sent);
         log_info(c->method + " " + (aborted ? std::string("aborted") : std::to_string(c->status)) +
-                 " bytes=" + std::to_string(c->sent) + " id=" + c->log_id + " peer=" + c->peer.toString());
+                 " bytes=" + std::to_string(c->sent) + " id=" + c->log_id + " peer=" + c->peer.toString() +
+                 kv("item", c->log_id) + kv("client", c->peer.host().toString()) +
+                 kv("status", aborted ? std::string("aborted") : std::to_string(c->status)));
         c->method = "-";
     }
 };

@@ -8,6 +8,7 @@
 
 #include "core/fileio.h"
 #include "core/log.h"
+#include "store/index.h"
 
 #include <cerrno>
 #include <cstring>
@@ -40,12 +41,10 @@ void Intake::recipient(std::string address)
 
 void Intake::sender(std::string_view sasl_login, std::string_view envelope_from)
 {
-    std::string_view who = sasl_login;
-    if (who.empty()) {
-        who = envelope_from;
-        if (who.size() >= 2 && who.front() == '<' && who.back() == '>')
-            who = who.substr(1, who.size() - 2);
-    }
+    if (envelope_from.size() >= 2 && envelope_from.front() == '<' && envelope_from.back() == '>')
+        envelope_from = envelope_from.substr(1, envelope_from.size() - 2);
+    envelope_from_ = sanitize_trace(envelope_from, kMaxSenderBytes);
+    std::string_view who = sasl_login.empty() ? envelope_from : sasl_login;
     sender_ = (sasl_login.empty() ? "from:" : "sasl:") + printable(who, 200);
     for (char& ch : sender_)
         ch = static_cast<char>(tolower(static_cast<unsigned char>(ch)));
@@ -81,6 +80,10 @@ void Intake::reset()
     recipients_.clear();
     sender_.clear();
     copies_.clear();
+    envelope_from_.clear();
+    message_id_.clear();
+    item_ids_.clear();
+    item_sha256_.clear();
     content_types_.clear();
     encodings_.clear();
     started_ = std::chrono::steady_clock::now();
@@ -135,6 +138,8 @@ bool Intake::spool_write(const char* p, size_t n)
 
 void Intake::header(std::string_view name, std::string_view value, std::string_view line)
 {
+    if (message_id_.empty() && name.size() == 10 && strncasecmp(name.data(), "Message-ID", 10) == 0)
+        message_id_ = sanitize_trace(value, kMaxMessageIdBytes);   // from the mail: hostile
     if (!keeping())
         return;
     if (pass_why_.empty()) {
@@ -309,6 +314,11 @@ Verdict Intake::finish(const std::function<void()>& progress)
         return v;
     }
     v.kind = Verdict::Kind::detached;
+    for (const StoreSink* k : {pre_sink_.get(), sink.get()})
+        if (k) {
+            item_ids_.insert(item_ids_.end(), k->committed().begin(), k->committed().end());
+            item_sha256_.insert(item_sha256_.end(), k->committed_sha256().begin(), k->committed_sha256().end());
+        }
     v.detached = r.detached;
     v.out_path = out_path_;
     v.out_body_offset = r.out_body_offset;
@@ -319,6 +329,30 @@ Verdict Intake::finish(const std::function<void()>& progress)
     v.eom_ms = static_cast<long>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - eom_started).count());
     return v;
+}
+
+std::string Intake::trace_fields() const
+{
+    std::string items, hashes;
+    for (size_t i = 0; i < item_ids_.size(); ++i) {
+        items += (i ? "," : "") + item_ids_[i];
+        hashes += (i ? "," : "") + item_sha256_[i].substr(0, 12);
+    }
+    std::string out = kv("message_id", message_id_);
+    if (!items.empty())
+        out += kv("item", items) + kv("hash", hashes);
+    return out;
+}
+
+void Intake::record_trace(const std::string& queue_id)
+{
+    if (item_ids_.empty())
+        return;
+    try {
+        s_.store->record_trace(item_ids_, ItemTrace{message_id_, envelope_from_, queue_id});
+    } catch (const std::exception& e) {
+        log_warning("cannot record the trace of items" + kv("item", item_ids_.front()) + ": " + printable(e.what()));
+    }
 }
 
 void RawIntake::hand_over_fields()

@@ -83,6 +83,14 @@ public:
     /// End of message: the rewrite. `progress` is called during long work.
     /// A detached verdict's out_path belongs to the caller until reset().
     Verdict finish(const std::function<void()>& progress);
+    /// The message's trace for its log line (core/log.h, kv): message_id=,
+    /// and after a detached verdict item= and hash= (12 hex digits), each a
+    /// comma-separated list in the order the media appear.
+    std::string trace_fields() const;
+    /// After a detached verdict: records Message-ID, envelope sender and
+    /// `queue_id` ("" when unknown) on the items stored (Store::record_trace).
+    /// A failure is only logged: the items are durable and the mail goes on.
+    void record_trace(const std::string& queue_id);
     /// Milliseconds since begin(), for the log line.
     uint64_t elapsed_ms() const;
     /// Drops the spool, the output and any media decoded ahead.
@@ -112,6 +120,9 @@ private:
     std::vector<std::string> recipients_;
     std::string sender_;
     RecipientCopies copies_;
+    std::string envelope_from_;   // MAIL FROM without angle brackets (ItemTrace)
+    std::string message_id_;      // the first Message-ID field, cleaned and cut
+    std::vector<std::string> item_ids_, item_sha256_;   // stored for this message, after finish()
     std::vector<std::string> content_types_;   // top-level Content-Type values
     std::vector<std::string> encodings_;       // top-level Content-Transfer-Encoding values
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

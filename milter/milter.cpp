@@ -48,12 +48,13 @@ std::string queue_id(SMFICTX* ctx)
     return qid ? printable(qid, 40) : "?";
 }
 
-/// The one log line per message: queue id, action, sizes, time.
+/// The one log line per message: queue id, action, sizes, time, then the
+/// fields that trace it (queue_id=, message_id=, item=, hash=).
 void log_outcome(SMFICTX* ctx, const Intake& m, const std::string& action, const std::string& sizes,
                  const std::string& more = "")
 {
     log_info("queue " + queue_id(ctx) + ": " + action + ", " + sizes + " bytes, " + std::to_string(m.elapsed_ms()) +
-             " ms" + more);
+             " ms" + more + kv("queue_id", queue_id(ctx)) + m.trace_fields());
 }
 
 /// The one place that turns an internal failure into a verdict for the MTA:
@@ -252,6 +253,8 @@ sfsistat cb_eom(SMFICTX* ctx)
               replace_body(ctx, v.out_path, v.out_body_offset);
     if (!ok)
         return on_internal_error(ctx, "could not hand the rewritten body to the MTA");
+    const char* qid = smfi_getsymval(ctx, const_cast<char*>("i"));
+    m.record_trace(qid ? qid : "");
     log_outcome(ctx, m, v.action, v.sizes, " (end of message " + std::to_string(v.eom_ms) + " ms)");
     m.reset();
     return SMFIS_CONTINUE;

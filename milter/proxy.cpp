@@ -20,11 +20,13 @@
 
 #include "milter/intake.h"
 #include "milter/smtp.h"
+#include "store/index.h"
 
 #include "core/address.h"
 #include "core/log.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <optional>
 #include <chrono>
@@ -60,7 +62,7 @@ private:
     bool send_copies(const std::string& path, Reply& final_reply, bool& split);
     void reset_next();
     void forget_envelope();
-    void log_outcome(const Verdict& v, const std::string& next_reply);
+    void log_outcome(const Verdict& v, const std::string& next_reply, const std::string& queue_id = "");
 
     const MilterSettings& s_;
     Stream client_;
@@ -210,11 +212,33 @@ void Session::forget_envelope()
     xforward_lines_.clear();
 }
 
-void Session::log_outcome(const Verdict& v, const std::string& next_reply)
+/// The queue id in the next hop's reply to the message, "" if it names none:
+/// Postfix says "250 2.0.0 Ok: queued as 4Zx1Yk2Lm7z3".
+std::string queued_as(const Reply& r)
+{
+    static constexpr std::string_view kQueuedAs = "queued as ";
+    if (r.code != 250 || r.lines.empty())
+        return "";
+    const std::string& line = r.lines.back();
+    size_t at = line.find(kQueuedAs);
+    if (at == std::string::npos)
+        return "";
+    std::string id;
+    for (size_t i = at + kQueuedAs.size(); i < line.size() && id.size() < kMaxQueueIdBytes; ++i) {
+        char c = line[i];
+        if (!std::isalnum(static_cast<unsigned char>(c)))
+            break;   // Postfix queue ids are letters and digits
+        id += c;
+    }
+    return id;
+}
+
+void Session::log_outcome(const Verdict& v, const std::string& next_reply, const std::string& queue_id)
 {
     std::string more = v.eom_ms >= 0 ? " (end of message " + std::to_string(v.eom_ms) + " ms)" : "";
     log_info("filter: " + v.action + ", " + v.sizes + " bytes, " + std::to_string(intake_.elapsed_ms()) + " ms" + more +
-             (next_reply.empty() ? "" : "; next hop: " + next_reply));
+             (next_reply.empty() ? "" : "; next hop: " + next_reply) + kv("queue_id", queue_id) +
+             intake_.trace_fields());
 }
 
 /// DATA: the message in, the rewrite, the result on. False when a side is gone.
@@ -289,7 +313,10 @@ bool Session::data()
     // The reply first: once the next hop has queued the message, every moment
     // before the client hears so is one in which a crash makes it send again.
     bool told = client_.write(final_reply.wire());
-    log_outcome(v, first_line(final_reply));
+    const std::string qid = queued_as(final_reply);
+    if (v.kind == Verdict::Kind::detached)
+        intake_.record_trace(qid);
+    log_outcome(v, first_line(final_reply), qid);
     forget_envelope();
     return told;
 }

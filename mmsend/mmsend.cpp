@@ -472,6 +472,16 @@ int run_checked(const Options& o)
                       " recipients before the failure; their links stay valid");
         throw;
     }
+    if (!sink.ids.empty()) {
+        // Which mail the items went out in, for `mm-gateway list --message-id`;
+        // the mail is sent, so a failure here only costs the trace.
+        try {
+            MessageHeaders sent = read_message_headers(msg);
+            store->record_trace(sink.ids, ItemTrace{header_value(sent.block, "Message-ID"), envelope_from, ""});
+        } catch (const std::exception& e) {
+            log_warning(std::string("cannot record which mail the items went out in: ") + e.what());
+        }
+    }
     if (o.json)
         print_json(sink.created);
     log_debug("sent to " + std::to_string(rcpts.size()) + " recipient(s), " + std::to_string(r.detached) +

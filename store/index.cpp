@@ -232,6 +232,25 @@ void add_quota_accounting(sqlite3* db, const std::string& path)
          " updated_unix INTEGER NOT NULL)");
 }
 
+// Version 6: which mail each item went out in (ItemTrace), so that one mail can
+// be followed from the milter's log line to the gateway's and found again with
+// `mm-gateway list --message-id`. Items from before keep ''.
+void add_trace_columns(sqlite3* db, const std::string& path)
+{
+    const struct {
+        const char* name;
+        const char* sql;
+    } cols[] = {
+        {"message_id", "ALTER TABLE items ADD COLUMN message_id TEXT NOT NULL DEFAULT ''"},
+        {"envelope_from", "ALTER TABLE items ADD COLUMN envelope_from TEXT NOT NULL DEFAULT ''"},
+        {"queue_id", "ALTER TABLE items ADD COLUMN queue_id TEXT NOT NULL DEFAULT ''"},
+    };
+    for (const auto& c : cols)
+        if (!column_exists(db, path, "items", c.name))
+            exec(db, path, c.sql);
+    exec(db, path, "CREATE INDEX IF NOT EXISTS items_message_id ON items(message_id)");
+}
+
 const struct Migration {
     int to;
     void (*apply)(sqlite3*, const std::string&);
@@ -241,6 +260,7 @@ const struct Migration {
     {4, add_recipient_tokens},
     {5, add_quota_accounting},
     {6, add_recipient_tokens},   // again: see above
+    {7, add_trace_columns},
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == Index::kVersion - 1, "one migration per version after 1");
 
@@ -257,7 +277,7 @@ const char* const kSummarySelect =
     "i.expires_unix, "
     "(SELECT count(*) FROM recipients r WHERE r.item_id = i.id), "
     "(SELECT count(*) FROM receipts x WHERE x.item_id = i.id), "
-    "i.link_path != '' "
+    "i.link_path != '', i.message_id, i.envelope_from, i.queue_id "
     "FROM items i ";
 
 ItemSummary summary_of(Statement& q)
@@ -278,10 +298,44 @@ ItemSummary summary_of(Statement& q)
     s.recipients = static_cast<uint64_t>(q.num(12));
     s.receipts = static_cast<uint64_t>(q.num(13));
     s.linked = q.num(14) != 0;
+    s.message_id = q.text(15);
+    s.envelope_from = q.text(16);
+    s.queue_id = q.text(17);
     return s;
 }
 
 } // namespace
+
+std::string sanitize_trace(std::string_view value, size_t max)
+{
+    std::string out;
+    for (char c : value) {
+        unsigned char u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u != 0x7f)   // CR, LF, NUL, ESC... would forge lines or fool terminals
+            out += c;
+        else if (c == '\t')
+            out += ' ';
+    }
+    size_t b = out.find_first_not_of(' ');
+    if (b == std::string::npos)
+        return std::string();
+    size_t e = out.find_last_not_of(' ');
+    out = out.substr(b, e - b + 1);
+    if (out.size() > max) {
+        out.resize(max);
+        // Not in the middle of a UTF-8 sequence: drop continuation bytes and their lead.
+        size_t k = out.size();
+        while (k > 0 && (static_cast<unsigned char>(out[k - 1]) & 0xC0) == 0x80)
+            --k;
+        if (k > 0 && static_cast<unsigned char>(out[k - 1]) >= 0xC0) {
+            unsigned char lead = static_cast<unsigned char>(out[k - 1]);
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+            if (out.size() - (k - 1) < need)
+                out.resize(k - 1);
+        }
+    }
+    return out;
+}
 
 Index::Index(const std::string& path, Open how) : path_(path)
 {
@@ -330,6 +384,7 @@ void Index::migrate()
             exec(db_, path_, kSchema);   // a new index: straight to the latest
             exec(db_, path_, kReceiptsTable);
             add_quota_accounting(db_, path_);   // version 5's columns, appended as on an old index
+            add_trace_columns(db_, path_);      // and version 6's
         } else {
             if (v == 0)
                 v = 1;   // written before user_version was kept: at least version 1
@@ -644,6 +699,41 @@ std::string Index::item_sender(const std::string& id)
     Statement q(db_, path_, "SELECT sender FROM items WHERE id = ?");
     q.bind(1, id);
     return q.row() ? q.text(0) : std::string();
+}
+
+void Index::set_item_trace(const std::string& id, const ItemTrace& t)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement up(db_, path_, "UPDATE items SET message_id = ?, envelope_from = ?, queue_id = ? WHERE id = ?");
+    up.bind(1, sanitize_trace(t.message_id, kMaxMessageIdBytes))
+        .bind(2, sanitize_trace(t.envelope_from, kMaxSenderBytes))
+        .bind(3, sanitize_trace(t.queue_id, kMaxQueueIdBytes))
+        .bind(4, id)
+        .run();
+}
+
+std::vector<ItemSummary> Index::summaries(const ItemFilter& f)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    // One statement for every combination: an empty filter value matches all.
+    // Recipients are stored as the sender wrote them, so both sides are
+    // compared lower-cased (normalize_address lower-cases the filter too).
+    std::string mid = f.message_id;
+    if (mid.size() >= 2 && mid.front() == '<' && mid.back() == '>')
+        mid = mid.substr(1, mid.size() - 2);
+    Statement q(db_, path_,
+                (std::string(kSummarySelect) +
+                 "WHERE (?1 = '' OR EXISTS (SELECT 1 FROM recipients r WHERE r.item_id = i.id AND "
+                 "lower(r.address) = lower(?1))) "
+                 "AND (?2 = '' OR i.created >= ?2) "
+                 "AND (?3 = '' OR i.message_id = ?3 OR i.message_id = '<' || ?3 || '>') "
+                 "ORDER BY i.created, i.id")
+                    .c_str());
+    q.bind(1, f.recipient).bind(2, f.since).bind(3, mid);
+    std::vector<ItemSummary> out;
+    while (q.row())
+        out.push_back(summary_of(q));
+    return out;
 }
 
 std::vector<ItemSummary> Index::summaries()

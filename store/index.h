@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -39,6 +40,20 @@ struct ItemRef {
     bool linked = false;   // served from the sender's own file, not from objects/
 };
 
+/// `mm-gateway list`'s filters; empty fields filter nothing.
+struct ItemFilter {
+    std::string recipient;    // an envelope recipient, compared normalized (address.h)
+    std::string since;        // RFC 3339 (rfc3339()): items created at or after it
+    std::string message_id;   // the Message-ID, with or without its angle brackets
+};
+
+/// What set_item_trace keeps of each value: control bytes (and DEL) dropped,
+/// spaces and tabs trimmed at both ends, cut at `max` bytes.
+std::string sanitize_trace(std::string_view value, size_t max);
+constexpr size_t kMaxMessageIdBytes = 998;   // RFC 5322 2.1.1: a line's limit
+constexpr size_t kMaxSenderBytes = 320;      // 64 local part + @ + 255 domain
+constexpr size_t kMaxQueueIdBytes = 64;
+
 class Index {
 public:
     /// The schema this program writes. 1: items and recipients; 2: items'
@@ -46,8 +61,9 @@ public:
     /// 4: recipients' token_sha256 (each one's own token) and revoked flag;
     /// 5: items' sender and created_unix, and reservations (store quotas,
     /// quota.h); 6: version 4 again, for stores made while step 4 was an empty
-    /// placeholder (index.cpp, add_recipient_tokens).
-    static constexpr int kVersion = 6;
+    /// placeholder (index.cpp, add_recipient_tokens); 7: items' message_id,
+    /// envelope_from and queue_id (tracing one mail).
+    static constexpr int kVersion = 7;
 
     enum class Open {
         create,     // make the file if it is missing (Store: the first program to run)
@@ -152,10 +168,18 @@ public:
     /// The item's sender as recorded ("" for items from before version 5).
     std::string item_sender(const std::string& id);
 
+    // ---- tracing (version 6) ----
+
+    /// Records which mail the item went out in. The values come from the mail
+    /// (hostile): control bytes are dropped and each is cut (sanitize_trace).
+    void set_item_trace(const std::string& id, const ItemTrace& trace);
+
     // ---- admin views ----
 
     /// Every item, oldest first, with its recipient and receipt counts.
     std::vector<ItemSummary> summaries();
+    /// The items `filter` lets through (its fields combine), oldest first.
+    std::vector<ItemSummary> summaries(const ItemFilter& filter);
     std::optional<ItemSummary> summary(const std::string& id);
     std::map<std::string, uint64_t> items_by_state();
     uint64_t receipt_count();

@@ -332,6 +332,7 @@ GcReport Lifecycle::gc()
 }
 
 std::vector<ItemSummary> Lifecycle::list() { return impl_->index->summaries(); }
+std::vector<ItemSummary> Lifecycle::list(const ItemFilter& filter) { return impl_->index->summaries(filter); }
 
 ItemDetail Lifecycle::show(const std::string& id_or_prefix)
 {
@@ -350,6 +351,22 @@ ItemDetail Lifecycle::show(const std::string& id_or_prefix)
             RecipientStatus{address, it == got.end() ? "" : it->second, revoked.count(address) > 0});
     }
     return d;
+}
+
+bool Lifecycle::readable(std::string& why)
+{
+    try {
+        impl_->index->version();
+    } catch (const std::exception& e) {
+        why = std::string("index: ") + e.what();
+        return false;
+    }
+    const std::string objects = layout::objects_dir(impl_->dir);
+    if (access(objects.c_str(), R_OK | X_OK) != 0) {
+        why = objects + ": " + std::strerror(errno);
+        return false;
+    }
+    return true;
 }
 
 StoreStats Lifecycle::stats()

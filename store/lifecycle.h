@@ -20,6 +20,7 @@ struct ItemSummary {
     int64_t expires_unix = 0;
     bool linked = false;         // served from the sender's own file (mmsend --link)
     uint64_t recipients = 0, receipts = 0;
+    std::string message_id, envelope_from, queue_id;   // ItemTrace; "" before index version 6
 };
 
 struct RecipientStatus {
@@ -45,6 +46,8 @@ struct StoreStats {
     std::map<std::string, uint64_t> items_by_state;
     uint64_t items = 0, receipts = 0, objects = 0, object_bytes = 0, archived_files = 0;
 };
+
+struct ItemFilter;   // index.h
 
 /// Works on the same index as Store, through its own Index (the index is
 /// shared by several processes anyway; SQLite's locks order them).
@@ -78,9 +81,14 @@ public:
     GcReport gc();
 
     std::vector<ItemSummary> list();
+    /// The items `filter` (index.h) lets through, oldest first.
+    std::vector<ItemSummary> list(const ItemFilter& filter);
     /// Throws StoreError when no item or more than one matches.
     ItemDetail show(const std::string& id_or_prefix);
     StoreStats stats();
+    /// Whether the store can be served from: the index answers a query and
+    /// objects/ can be read. False with `why` set (for /healthz).
+    bool readable(std::string& why);
 
     struct Impl;
 private:

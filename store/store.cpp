@@ -522,6 +522,16 @@ bool Store::linked_file_intact(const Item& item, int fd, LinkCheck how, std::str
     return true;
 }
 
+void Store::record_trace(const std::vector<std::string>& ids, const ItemTrace& trace)
+{
+    if (ids.empty())
+        return;
+    impl_->index->write([&] {
+        for (const auto& id : ids)
+            impl_->index->set_item_trace(id, trace);
+    });
+}
+
 bool Store::remove_item(const std::string& id)
 {
     if (!is_lower_hex(id, 32))

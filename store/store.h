@@ -33,6 +33,15 @@ struct ItemMeta {
     std::vector<std::string> recipients;
 };
 
+/// Which mail an item went out in, for following one mail through the logs and
+/// `mm-gateway list --message-id`. From the mail itself: hostile text, cut and
+/// cleaned where it is recorded (Index::set_item_trace).
+struct ItemTrace {
+    std::string message_id;      // the Message-ID header as written ("" if none)
+    std::string envelope_from;   // MAIL FROM's address, without angle brackets
+    std::string queue_id;        // the MTA's queue id ("" when not known)
+};
+
 /// A freshly registered item: everything that goes into its handle.
 struct NewItem {
     std::string id;       // item id (random, 32 hex digits)
@@ -139,6 +148,10 @@ public:
     /// receipts, and its object unless another item still needs it (the rule
     /// is Index::object_needed). False if there was no such item.
     bool remove_item(const std::string& id);
+
+    /// Records which mail the items `ids` went out in (Index::set_item_trace),
+    /// in one transaction. For the detaching programs, once they know it.
+    void record_trace(const std::vector<std::string>& ids, const ItemTrace& trace);
 
     /// The public-key pin of the gateway's TLS key, for handles.
     const std::string& pin() const;

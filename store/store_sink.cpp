@@ -38,8 +38,10 @@ std::vector<std::string> lines_of(const std::string& s)
 class StorePart : public MediaSink::Part {
 public:
     StorePart(std::unique_ptr<Store::Writer> w, ItemMeta meta, const std::function<void()>& progress,
-              std::vector<std::string>& committed, RecipientCopies* copies)
-        : writer_(std::move(w)), meta_(std::move(meta)), progress_(progress), committed_(committed), copies_(copies)
+              std::vector<std::string>& committed, std::vector<std::string>& committed_sha256,
+              RecipientCopies* copies)
+        : writer_(std::move(w)), meta_(std::move(meta)), progress_(progress), committed_(committed),
+          committed_sha256_(committed_sha256), copies_(copies)
     {
     }
     void write(const void* data, size_t len) override
@@ -63,6 +65,7 @@ public:
         meta_.date = h.date;
         NewItem item = writer_->commit(meta_);
         committed_.push_back(item.id);
+        committed_sha256_.push_back(item.sha256);
         // The store hashed what it wrote, the engine counted what it decoded:
         // they must agree, or the handle would promise bytes nobody has.
         if (item.size != h.size || (!h.sha256.empty() && item.sha256 != h.sha256))
@@ -82,6 +85,7 @@ private:
     ItemMeta meta_;
     const std::function<void()>& progress_;
     std::vector<std::string>& committed_;
+    std::vector<std::string>& committed_sha256_;
     RecipientCopies* copies_;
     uint64_t written_ = 0, last_progress_ = 0;
 };
@@ -94,7 +98,8 @@ std::unique_ptr<MediaSink::Part> StoreSink::begin(const std::string& type, const
     meta.type = type;
     meta.name = name;
     meta.recipients = recipients_;
-    return std::make_unique<StorePart>(store_.create(sender_), std::move(meta), progress_, committed_, copies_);
+    return std::make_unique<StorePart>(store_.create(sender_), std::move(meta), progress_, committed_,
+                                       committed_sha256_, copies_);
 }
 
 void RecipientCopies::add(const Handle& h, const NewItem& item)

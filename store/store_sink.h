@@ -84,10 +84,12 @@ public:
     /// Ids of the items committed through this sink, for a caller that must
     /// take them out again when the message as a whole is refused.
     const std::vector<std::string>& committed() const { return committed_; }
+    /// Their media's SHA-256, in the same order (for log lines).
+    const std::vector<std::string>& committed_sha256() const { return committed_sha256_; }
 
 private:
     std::string sender_;
-    std::vector<std::string> committed_;
+    std::vector<std::string> committed_, committed_sha256_;
     Store& store_;
     std::vector<std::string> recipients_;
     std::function<void()> progress_;

@@ -514,3 +514,136 @@ TEST_CASE("index: remove_item and gc agree on when an object is still needed")
         }
     }
 }
+
+TEST_CASE("index: version 5 gains the trace columns (step 6) and keeps its items")
+{
+    TempDir fresh;
+    std::filesystem::create_directories(fresh.store());
+    { Index ix(fresh.index(), Index::Open::create); }
+    const auto latest_columns = items_columns(fresh.index());
+
+    // A version 6 index, as stores were before tracing: made now, then step 7 undone.
+    TempDir t;
+    NewItem a;
+    {
+        Store s(t.cfg());
+        a = put(s, "version five bytes");
+    }
+    raw_exec(t.index(), "DROP INDEX items_message_id; ALTER TABLE items DROP COLUMN message_id; "
+                        "ALTER TABLE items DROP COLUMN envelope_from; ALTER TABLE items DROP COLUMN queue_id; "
+                        "PRAGMA user_version = 6;");
+    REQUIRE(items_columns(t.index()) != latest_columns);
+    Store s(t.cfg());
+    CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
+    CHECK(items_columns(t.index()) == latest_columns);
+    CHECK(s.authorize(a.id, a.token));
+    Lifecycle life(t.cfg());
+    auto all = life.list();
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].message_id.empty());
+    CHECK(all[0].queue_id.empty());
+    // And the old item takes a trace like a new one.
+    s.record_trace({a.id}, ItemTrace{"<old@example.org>", "sender@example.org", "4QX1"});
+    CHECK(life.list(ItemFilter{"", "", "old@example.org"}).size() == 1);
+}
+
+TEST_CASE("index: trace values from the mail are cleaned and cut")
+{
+    struct Case {
+        const char* what;
+        std::string in;
+        size_t max;
+        std::string want;
+    } cases[] = {
+        {"plain", "<a@b.example>", 998, "<a@b.example>"},
+        {"spaces trimmed", "  <a@b>\t ", 998, "<a@b>"},
+        {"CR LF cannot forge a line", "<a@b>\r\nX-Evil: 1", 998, "<a@b>X-Evil: 1"},
+        {"NUL, ESC and DEL dropped", std::string("<a\0b\x1b[31m\x7f>", 11), 998, "<ab[31m>"},
+        {"tab inside becomes a space", "a\tb", 998, "a b"},
+        {"only controls", "\r\n\x01", 998, ""},
+        {"cut at max", std::string(2000, 'x'), 998, std::string(998, 'x')},
+        {"cut never splits UTF-8", "ab\xc3\xa9", 3, "ab"},
+        {"cut after a whole UTF-8 sequence", "a\xc3\xa9z", 3, "a\xc3\xa9"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(std::string(c.what));
+        CHECK(sanitize_trace(c.in, c.max) == c.want);
+    }
+
+    TempDir t;
+    Store s(t.cfg());
+    NewItem a = put(s, "hostile trace bytes");
+    s.record_trace({a.id}, ItemTrace{"<x@y>\r\n" + std::string(5000, 'm'), std::string(1000, 's') + "\n",
+                                     "Q\x01" + std::string(100, 'q')});
+    Lifecycle life(t.cfg());
+    auto all = life.list();
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].message_id.size() == kMaxMessageIdBytes);
+    CHECK(all[0].message_id.rfind("<x@y>mmm", 0) == 0);
+    CHECK(all[0].envelope_from == std::string(kMaxSenderBytes, 's'));
+    CHECK(all[0].queue_id == "Q" + std::string(kMaxQueueIdBytes - 1, 'q'));
+    // An unknown id changes nothing and is no error.
+    s.record_trace({std::string(32, 'f')}, ItemTrace{"<z@z>", "", ""});
+    CHECK(life.list(ItemFilter{"", "", "<z@z>"}).empty());
+}
+
+TEST_CASE("index: list filters by recipient, creation time and Message-ID, combined")
+{
+    TempDir t;
+    Store s(t.cfg());
+    auto put_for = [&](const std::string& data, std::vector<std::string> rcpts) {
+        auto w = s.create();
+        w->write(data.data(), data.size());
+        ItemMeta m;
+        m.type = "video/mp4";
+        m.name = "clip.mp4";
+        m.recipients = std::move(rcpts);
+        return w->commit(m);
+    };
+    NewItem a = put_for("first item", {"Bob@Example.org", "carol@example.org"});
+    NewItem b = put_for("second item", {"carol@example.org"});
+    NewItem c = put_for("third item", {"dave@example.org"});
+    s.record_trace({a.id, b.id}, ItemTrace{"<one@example.org>", "alice@example.org", "AAA1"});
+    s.record_trace({c.id}, ItemTrace{"<two@example.org>", "alice@example.org", "BBB2"});
+    // Creation times set apart (all three were made within the same second):
+    // list is oldest first, and c is the only one "since 2999".
+    raw_exec(t.index(), "UPDATE items SET created = '2000-01-01T00:00:00Z' WHERE id = '" + a.id + "';"
+                        "UPDATE items SET created = '2000-01-02T00:00:00Z' WHERE id = '" + b.id + "';"
+                        "UPDATE items SET created = '2999-01-02T00:00:00Z' WHERE id = '" + c.id + "'");
+
+    Lifecycle life(t.cfg());
+    auto ids = [&](const ItemFilter& f) {
+        std::vector<std::string> out;
+        for (const auto& sum : life.list(f))
+            out.push_back(sum.id);
+        return out;
+    };
+    struct Case {
+        const char* what;
+        ItemFilter f;
+        std::vector<std::string> want;
+    } cases[] = {
+        {"no filter", {}, {a.id, b.id, c.id}},
+        {"recipient, other letter case", {"bob@example.org", "", ""}, {a.id}},
+        {"recipient of two", {"CAROL@example.org", "", ""}, {a.id, b.id}},
+        {"recipient unknown", {"eve@example.org", "", ""}, {}},
+        {"since", {"", "2999-01-01T00:00:00Z", ""}, {c.id}},
+        {"since, nothing that late", {"", "3000-01-01T00:00:00Z", ""}, {}},
+        {"Message-ID with brackets", {"", "", "<one@example.org>"}, {a.id, b.id}},
+        {"Message-ID without brackets", {"", "", "two@example.org"}, {c.id}},
+        {"Message-ID unknown", {"", "", "<three@example.org>"}, {}},
+        {"recipient and Message-ID", {"carol@example.org", "", "one@example.org"}, {a.id, b.id}},
+        {"recipient and Message-ID disagree", {"dave@example.org", "", "one@example.org"}, {}},
+        {"all three", {"dave@example.org", "2999-01-01T00:00:00Z", "<two@example.org>"}, {c.id}},
+        {"SQL in a filter is a value", {"' OR 1=1 --", "", ""}, {}},
+    };
+    for (const auto& cs : cases) {
+        CAPTURE(std::string(cs.what));
+        CHECK(ids(cs.f) == cs.want);
+    }
+    auto all = life.list(ItemFilter{"", "", "two@example.org"});
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].envelope_from == "alice@example.org");
+    CHECK(all[0].queue_id == "BBB2");
+    CHECK(all[0].message_id == "<two@example.org>");
+}
