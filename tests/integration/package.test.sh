@@ -67,11 +67,11 @@ pkg_build_tree() {
     PKG_TREE=$MM_BUILD_DIR/package-tree
     local launcher=()
     command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-    cmake -S "$MM_SOURCE_DIR" -B "$PKG_TREE" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    cmake -S "$MM_SOURCE_DIR" -B "$PKG_TREE" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMM_TESTS=OFF \
       "${launcher[@]}" >"$MM_TMP/cmake.out" 2>&1 || mm_fail "cmake for the package tree: $(tail -5 "$MM_TMP/cmake.out")"
   fi
-  # Only what the package holds: not the unit tests or fuzzers. Another build
-  # directory, same sources and flags: let ccache reuse the main tree's objects.
+  # cpack builds "all" first; a tree of MM_BUILD_DIR's may have tests in it. Another
+  # build directory, same sources and flags: let ccache reuse the main tree's objects.
   CCACHE_NOHASHDIR=true cmake --build "$PKG_TREE" -j2 --target mm-gateway mm-milter mm-fetcher mmsend man package-doc \
     >"$MM_TMP/build.out" 2>&1 || mm_fail "building the package tree: $(tail -20 "$MM_TMP/build.out")"
 }
@@ -160,7 +160,9 @@ pkg_check_files() {
     expect_stat /var/spool/postfix/mediamail "mediamail:postfix 750"
   fi
   # The store holds the TLS key: nobody else may even look in.
-  if setpriv --reuid=nobody --regid=nogroup --clear-groups -- ls /var/lib/mediamail >/dev/null 2>&1; then
+  local as_nobody=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups --)
+  "${as_nobody[@]}" ls /var/lib >/dev/null || mm_fail "cannot run a command as user nobody"
+  if "${as_nobody[@]}" ls /var/lib/mediamail >/dev/null 2>&1; then
     mm_fail "user nobody can list /var/lib/mediamail"
   fi
   mm_log "user, group, binaries, conffile and directories with their owners and modes"
