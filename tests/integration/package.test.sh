@@ -209,6 +209,7 @@ pkg_check_units() {
   local unit
   for unit in "${SYSTEM_UNITS[@]}"; do
     grep -qx 'User=mediamail' "$unit" || mm_fail "$unit does not run as mediamail"
+    # shellcheck disable=SC2016 # the unit's literal $MAINPID
     grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$unit" || mm_fail "$unit has no SIGHUP reload"
   done
   mm_log "systemd-analyze verify passes on the installed system and user units"
