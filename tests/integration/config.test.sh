@@ -57,9 +57,9 @@ rc=0
 mm_log "a check between keys names the key, its value and the other key"
 
 cmake --install "$MM_BUILD_DIR" --prefix "$MM_TMP/prefix" >/dev/null
-for f in bin/mm-gateway bin/mm-milter bin/mm-fetcher etc/mediamail/mediamail.conf; do
+for f in sbin/mm-gateway sbin/mm-milter bin/mm-fetcher bin/mmsend etc/mediamail/mediamail.conf; do
   [ -e "$MM_TMP/prefix/$f" ] || mm_fail "cmake --install did not install $f"
 done
 "$MM_TMP/prefix/bin/mm-fetcher" --help >/dev/null || mm_fail "installed mm-fetcher does not run"
-mm_log "cmake --install puts the programs in bin/ and the sample config in etc/mediamail/"
+mm_log "cmake --install puts the daemons in sbin/, the commands in bin/ and the sample config in etc/mediamail/"
 echo "config: 1 passed, 0 failed"
