@@ -12,7 +12,7 @@
 # MM_FILTER_PORT (mm-milter's before-queue filter), MM_AFTER_PORT (the smtpd it
 # hands on to) and, from mm_postfix_start, MM_SUBMIT_PORT (the smtpd that uses it).
 
-# Path of a built program (bin/NAME under an install prefix, or the build tree).
+# Path of a built program (the build tree, or bin/ or sbin/ under an install prefix).
 mm_bin() {
   local name=$1 dir
   case $name in
@@ -26,6 +26,8 @@ mm_bin() {
     echo "$MM_BUILD_DIR/$dir/$name"
   elif [ -x "$MM_BUILD_DIR/bin/$name" ]; then
     echo "$MM_BUILD_DIR/bin/$name"
+  elif [ -x "$MM_BUILD_DIR/sbin/$name" ]; then
+    echo "$MM_BUILD_DIR/sbin/$name"   # the daemons, under an install prefix
   else
     mm_fail "$name not built under $MM_BUILD_DIR"
   fi
