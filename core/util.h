@@ -40,6 +40,8 @@ bool equal_ct(std::string_view a, std::string_view b);
 
 std::string rfc3339(time_t t);
 bool parse_rfc3339(std::string_view s, time_t& out);
+/// Seconds since the epoch of a UTC calendar time (month 1-12), fields already checked.
+time_t utc_time(int year, int month, int day, int hour, int minute, int second);
 
 /// Lowercased first token of a MIME header value: the type of a Content-Type,
 /// the name of a Content-Transfer-Encoding; no parameters, comments or spaces.

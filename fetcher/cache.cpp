@@ -127,33 +127,42 @@ bool replace_file(const std::string& path, const std::string& text)
 
 constexpr char kKeysMagic[] = "MMKEYS1\n";
 
+// Calls `record` with each complete line of the file at `path` after its magic
+// first line; nothing when the file is missing, too big or of another kind.
+template <class F>
+void for_each_record(const std::string& path, std::string_view magic, F record)
+{
+    const std::string text = read_capped(path, kMaxIndexBytes);
+    if (text.compare(0, magic.size(), magic) != 0)
+        return;
+    size_t pos = magic.size();
+    while (pos < text.size()) {
+        size_t eol = text.find('\n', pos);
+        if (eol == std::string::npos)
+            break;   // cut short: the last line is not trusted
+        record(std::string_view(text.data() + pos, eol - pos));
+        pos = eol + 1;
+    }
+}
+
 } // namespace
 
 CacheIndex read_index(const std::string& path)
 {
     CacheIndex index;
-    const std::string text = read_capped(path, kMaxIndexBytes);
-    if (text.compare(0, sizeof kIndexMagic - 1, kIndexMagic) != 0)
-        return index;
-    size_t pos = sizeof kIndexMagic - 1;
-    while (pos < text.size()) {
-        size_t eol = text.find('\n', pos);
-        if (eol == std::string::npos)
-            break;   // cut short: the last line is not trusted
-        std::string_view line(text.data() + pos, eol - pos);
-        pos = eol + 1;
+    for_each_record(path, kIndexMagic, [&](std::string_view line) {
         // "<key 64 hex> <pack 8 hex> <offset> <size>"
         if (line.size() < 64 + 1 + 8 + 1 + 1 + 1 + 1 || line[64] != ' ' || line[73] != ' ')
-            continue;
+            return;
         std::string_view key = line.substr(0, 64), pack = line.substr(65, 8), rest = line.substr(74);
         size_t sp = rest.find(' ');
         IndexEntry e;
         if (!is_lower_hex(key, 64) || !is_lower_hex(pack, 8) || sp == std::string_view::npos ||
             !parse_dec(rest.substr(0, sp), e.offset) || !parse_dec(rest.substr(sp + 1), e.size))
-            continue;
+            return;
         e.pack = std::string(pack);
         index[std::string(key)] = e;
-    }
+    });
     return index;
 }
 
@@ -169,19 +178,10 @@ bool write_index(const std::string& path, const CacheIndex& index)
 std::set<std::string> read_key_list(const std::string& path)
 {
     std::set<std::string> keys;
-    const std::string text = read_capped(path, kMaxIndexBytes);
-    if (text.compare(0, sizeof kKeysMagic - 1, kKeysMagic) != 0)
-        return keys;
-    size_t pos = sizeof kKeysMagic - 1;
-    while (pos < text.size()) {
-        size_t eol = text.find('\n', pos);
-        if (eol == std::string::npos)
-            break;   // cut short: the last line is not trusted
-        std::string_view line(text.data() + pos, eol - pos);
-        pos = eol + 1;
+    for_each_record(path, kKeysMagic, [&](std::string_view line) {
         if (line.size() == 64 && is_lower_hex(line, 64))
             keys.insert(std::string(line));
-    }
+    });
     return keys;
 }
 

@@ -204,14 +204,7 @@ bool parse_since(std::string_view t, time_t& out)
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > kDays[mo - 1] || (mo == 2 && d == 29 && !leap))
         return false;
-    struct tm tm {};
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = se;
-    out = timegm(&tm) - sign * (zh * 3600 + zm * 60);
+    out = utc_time(y, mo, d, h, mi, se) - sign * (zh * 3600 + zm * 60);
     return true;
 }
 

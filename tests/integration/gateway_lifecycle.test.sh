@@ -155,7 +155,7 @@ mm_log "2 of 2 receipts: media moved to archive_dir (sha256 intact), item answer
 
 echo "checking: admin CLI output"
 "${ADMIN[@]}" list >"$MM_TMP/list.txt"
-head -n1 "$MM_TMP/list.txt" | grep -q '^ID  *STATE  *SIZE  *EXPIRES  *RECEIPTS  *NAME' || mm_fail "list header: $(head -n1 "$MM_TMP/list.txt")"
+head -n1 "$MM_TMP/list.txt" | grep -q '^ID  *STATE  *SIZE  *EXPIRES  *RECEIPTS  *SENDER  *MESSAGE-ID  *NAME' || mm_fail "list header: $(head -n1 "$MM_TMP/list.txt")"
 grep -q "^$R_ID  archived .* 2/2 .*b.mp4" "$MM_TMP/list.txt" || mm_fail "list row for the archived item"
 "${ADMIN[@]}" list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert isinstance(d, list) and all("id" in x for x in d)' ||
   mm_fail "list --json is not a JSON array of items"
