@@ -351,7 +351,7 @@ bool resolve_run_as(const std::string& spec, RunAs& out, std::string& err)
     return group.empty() || resolve_group(group, out.gid, err);
 }
 
-void drop_privileges(const Config& cfg, const ProgramSpec& spec)
+void drop_privileges(const Config& cfg, const ProgramSpec& spec, const std::vector<std::string>& created)
 {
     if (geteuid() != 0)
         return;
@@ -365,6 +365,16 @@ void drop_privileges(const Config& cfg, const ProgramSpec& spec)
     std::string err;
     if (!resolve_run_as(value, r, err))
         throw ExitError(Exit::config, cfg.invalid(spec.user_key, err).what());
+    std::vector<std::string> mine = created;
+    if (cfg.is("log.target", "file"))
+        mine.push_back(cfg.str("log.file"));
+    for (const std::string& path : mine) {
+        struct stat st {};
+        // lchown: a link is never followed to a file of someone else's.
+        if (lstat(path.c_str(), &st) == 0 && st.st_uid == 0 && lchown(path.c_str(), r.uid, r.gid) != 0)
+            throw ExitError(Exit::permission,
+                            spec.user_key + ": cannot give " + path + " to " + value + ": " + std::strerror(errno));
+    }
     // Groups first: once the uid is gone, so is the right to change them.
     if (initgroups(r.user.c_str(), r.gid) != 0 || setgid(r.gid) != 0 || setuid(r.uid) != 0)
         throw ExitError(Exit::permission, spec.user_key + ": cannot switch to " + value + ": " + std::strerror(errno));

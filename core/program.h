@@ -95,7 +95,11 @@ bool resolve_group(const std::string& name, gid_t& out, std::string& err);
 /// with spec.user_key set: initgroups, setgid, setuid, then checks that root
 /// cannot be regained (ExitError 77 if anything fails). As root without it: a
 /// warning. Not root: nothing.
-void drop_privileges(const Config& cfg, const ProgramSpec& spec);
+/// Before the switch, `created` (the files and directories the program may have
+/// made as root, e.g. its store's) and log.file are given to the user when they
+/// exist and belong to root: else the program could not write them once it runs
+/// as the user, nor could the other programs running as it. Not recursive.
+void drop_privileges(const Config& cfg, const ProgramSpec& spec, const std::vector<std::string>& created = {});
 
 /// The SIGHUP report: the program's keys whose value differs between `before`
 /// and `after`, split into those in `live` (applied now) and the others (which

@@ -221,7 +221,7 @@ int cmd_serve(mm::Config& cfg, const Invocation& inv)
     } catch (const Poco::Net::SSLContextException& e) {
         throw mm::ExitError(mm::Exit::config, "gateway.tls_cert, gateway.tls_key: " + e.displayText());
     }
-    mm::drop_privileges(cfg, kSpec);
+    mm::drop_privileges(cfg, kSpec, mm::layout::opened_paths(mm::layout::store_dir(cfg)));
     gw->start();
     std::fprintf(stderr, "mm-gateway: listening on https://%s\nmm-gateway: pin %s\n", gw->address().c_str(),
                  gw->pin().c_str());

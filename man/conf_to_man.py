@@ -151,7 +151,9 @@ def main():
         # Inside a .TP item, further paragraphs must keep its indent: .IP, not .PP.
         out += [".IP" if l == ".PP" else l for l in body]
         out.append(".IP")
-        out.append("Syntax: " + roff(syntax) + ".")
+        # \: after each "|" lets troff break a long list of words (log.facility's)
+        # at the bar, as it could not break it anywhere at 80 columns.
+        out.append("Syntax: " + roff(syntax).replace("|", "|\\:") + ".")
     out += [
         ".SH FILES",
         ".TP",

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/program.h"
 #include "core/stream.h"
+#include "store/layout.h"
 
 #include <atomic>
 #include <cerrno>
@@ -187,7 +188,9 @@ int main(int argc, char** argv)
             }
             mm::open_milter(s, cfg.mode("milter.socket_mode"), group);
         }
-        mm::drop_privileges(cfg, kSpec);
+        std::vector<std::string> created = mm::layout::opened_paths(mm::layout::store_dir(cfg));
+        created.push_back(s.spool_dir);
+        mm::drop_privileges(cfg, kSpec, created);
         if (fd >= 0) {
             mm::log_info("before-queue filter listening" + mm::kv("listen", cfg.str("milter.proxy_listen")) +
                          mm::kv("next", cfg.str("milter.proxy_next")));

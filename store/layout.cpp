@@ -27,6 +27,17 @@ std::string objects_dir(const std::string& dir) { return dir + "/objects"; }
 std::string tmp_dir(const std::string& dir) { return dir + "/tmp"; }
 std::string tls_dir(const std::string& dir) { return dir + "/tls"; }
 
+std::vector<std::string> opened_paths(const std::string& dir)
+{
+    const std::string index = index_path(dir), tls = tls_dir(dir);
+    std::vector<std::string> paths{objects_dir(dir), tmp_dir(dir), index, index + "-wal", index + "-shm",
+                                   index + "-journal", tls, tls + "/key.pem", tls + "/cert.pem"};
+    // A store.dir of "/" is a mistake; the root directory is never given away.
+    if (dir != "/")
+        paths.insert(paths.begin(), dir);
+    return paths;
+}
+
 std::string object_dir(const std::string& dir, const std::string& sha256)
 {
     if (!is_hex_digest(sha256))

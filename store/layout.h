@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mm {
 
@@ -25,6 +26,11 @@ std::string index_path(const std::string& dir);     // dir/index.sqlite
 std::string objects_dir(const std::string& dir);    // dir/objects
 std::string tmp_dir(const std::string& dir);        // dir/tmp: files being written
 std::string tls_dir(const std::string& dir);        // dir/tls: the gateway's own key pair
+
+/// What opening a Store in dir may create: dir, its objects/, tmp/, the index
+/// with its SQLite side files, tls/ and the key pair in it. A program started
+/// as root gives these to its user before it drops to it (drop_privileges).
+std::vector<std::string> opened_paths(const std::string& dir);
 
 /// dir/objects/ab (the first two digits): the directory an object goes in.
 /// Throws StoreError unless sha256 is 64 lowercase hex digits.

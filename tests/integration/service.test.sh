@@ -23,36 +23,19 @@ expect_exit() {
   [ -z "$pattern" ] || grep -Eq -- "$pattern" "$MM_TMP/err" ||
     mm_fail "$*: stderr does not match '$pattern': $(head -c 600 "$MM_TMP/err")"
 }
-# wait_for SECONDS CMD...: polls CMD every 0.1 s.
-wait_for() {
-  local end=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.1
-  done
-}
 alive() { kill -0 "$1" 2>/dev/null; }
 # stop_ok PID NAME: SIGTERM; NAME must exit 0 within 15 s (not in a subshell: wait needs the parent).
 stop_ok() {
   local rc=0
   kill -TERM "$1"
-  wait_for 15 bash -c "! kill -0 $1 2>/dev/null" || mm_fail "$2 still running 15 s after SIGTERM"
+  mm_wait_for 15 bash -c "! kill -0 $1 2>/dev/null" || mm_fail "$2 still running 15 s after SIGTERM"
   wait "$1" || rc=$?
   [ "$rc" = 0 ] || mm_fail "$2 exited $rc on SIGTERM, not 0"
 }
 
 echo "checking: --version and the exit-code table in --help, all four programs"
-VERSION=$(sed -n 's/^project(MediaMail VERSION \([0-9.]*\).*/\1/p' "$MM_SOURCE_DIR/CMakeLists.txt")
-for p in "$GW" "$MI" "$FE" "$MS"; do
-  n=$(basename "$p")
-  [ "$("$p" --version)" = "$n (MediaMail) $VERSION" ] || mm_fail "$n --version: $("$p" --version)"
-  "$p" --help >"$MM_TMP/help"
-  for c in "64  EX_USAGE" "66  EX_NOINPUT" "69  EX_UNAVAILABLE" "73  EX_CANTCREAT" "78  EX_CONFIG"; do
-    grep -q "$c" "$MM_TMP/help" || mm_fail "$n --help lacks '$c'"
-  done
-done
-mm_log "--version says $VERSION; --help prints the exit codes"
+mm_check_version_help "$GW" "$MI" "$FE" "$MS"
+mm_log "--version says $MM_VERSION; --help prints the exit codes"
 
 echo "checking: causes common to every program: 64, 66, 78"
 for p in "$GW" "$MI" "$FE"; do
@@ -138,10 +121,10 @@ URL=$(awk '/^url:/{print $2}' <<<"$out")
 PIN=$(awk '/^pin:/{print $2}' <<<"$out")
 curl -sS -k --pinnedpubkey "$PIN" --limit-rate 2M -o "$MM_TMP/got.bin" "$URL" &
 CURL=$!
-wait_for 10 test -s "$MM_TMP/got.bin" || mm_fail "the download did not start"
+mm_wait_for 10 test -s "$MM_TMP/got.bin" || mm_fail "the download did not start"
 mv "$LOG" "$LOG.1"
 kill -HUP "$GPID"
-wait_for 10 test -s "$LOG" || mm_fail "log.file not reopened after SIGHUP"
+mm_wait_for 10 test -s "$LOG" || mm_fail "log.file not reopened after SIGHUP"
 grep -q "reloaded configuration" "$LOG" || mm_fail "no reload line in the new log: $(cat "$LOG")"
 kill -HUP "$GPID"
 wait "$CURL" || mm_fail "the download was cut by SIGHUP"
@@ -153,11 +136,11 @@ echo "checking: a renewed certificate is served after SIGHUP; a broken one is re
 cp "$MM_TMP/two.crt" "$MM_TMP/gw.crt"
 cp "$MM_TMP/two.key" "$MM_TMP/gw.key"
 kill -HUP "$GPID"
-wait_for 10 bash -c "[ \"\$(grep -c 'the TLS key changed' '$LOG')\" -ge 1 ]" || mm_fail "no TLS reload line: $(cat "$LOG")"
+mm_wait_for 10 bash -c "[ \"\$(grep -c 'the TLS key changed' '$LOG')\" -ge 1 ]" || mm_fail "no TLS reload line: $(cat "$LOG")"
 [ "$(served_pin)" = "$(file_pin "$MM_TMP/two.key")" ] || mm_fail "the new certificate is not served after SIGHUP"
 cp "$MM_TMP/one.key" "$MM_TMP/gw.key"   # a key that does not match the certificate
 kill -HUP "$GPID"
-wait_for 10 grep -q "TLS certificate not reloaded" "$LOG" || mm_fail "a broken pair was not reported"
+mm_wait_for 10 grep -q "TLS certificate not reloaded" "$LOG" || mm_fail "a broken pair was not reported"
 [ "$(served_pin)" = "$(file_pin "$MM_TMP/two.key")" ] || mm_fail "a broken pair replaced the working one"
 alive "$GPID" || mm_fail "mm-gateway died on a broken certificate"
 mm_log "SIGHUP: new certificate served (openssl s_client), broken pair kept out"
@@ -192,7 +175,7 @@ MSET=(--set milter.socket="unix:$SOCK" --set milter.socket_mode=0640 --set milte
   --set milter.proxy_listen= --set log.target=file --set log.file="$MLOG")
 mm_start_program mm-milter "${MSET[@]}"
 MPID=$(cat "$MM_TMP/mm-milter.pid")
-wait_for 20 test -S "$SOCK" || mm_fail "no milter socket: $(tail -5 "$MM_TMP/mm-milter.log")"
+mm_wait_for 20 test -S "$SOCK" || mm_fail "no milter socket: $(tail -5 "$MM_TMP/mm-milter.log")"
 [ "$(stat -c '%a %G' "$SOCK")" = "640 mail" ] || mm_fail "milter socket is $(stat -c '%a %G' "$SOCK")"
 expect_exit 69 "milter.socket: unix:$SOCK is in use" "$MI" -c "$MM_CONF" "${MSET[@]}" --set log.target=stderr
 [ -S "$SOCK" ] && alive "$MPID" || mm_fail "the second milter took the socket over"
@@ -204,7 +187,7 @@ expect_exit 69 "milter.proxy_listen: 127.0.0.1:$MM_FILTER_PORT is in use" "$MI" 
 stop_ok "$P2" "the filter-only milter: no clean stop"
 mv "$MLOG" "$MLOG.1"
 kill -HUP "$MPID"
-wait_for 10 grep -q "reloaded configuration" "$MLOG" || mm_fail "milter: log not reopened on SIGHUP"
+mm_wait_for 10 grep -q "reloaded configuration" "$MLOG" || mm_fail "milter: log not reopened on SIGHUP"
 alive "$MPID" || mm_fail "mm-milter stopped on SIGHUP"
 stop_ok "$MPID" "mm-milter did not exit 0 on SIGTERM"
 [ "$(grep -c 'stopping signal=SIGTERM' "$MLOG")" = 1 ] || mm_fail "milter: not one stopping line"
@@ -220,7 +203,7 @@ expect_exit 69 "fetcher.listen: 127.0.0.1:$MM_FETCHER_PORT is in use" "$FE" -c "
   --set log.target=stderr
 mv "$FLOG" "$FLOG.1"
 kill -HUP "$FPID"
-wait_for 10 grep -q "reloaded configuration" "$FLOG" || mm_fail "fetcher: log not reopened on SIGHUP"
+mm_wait_for 10 grep -q "reloaded configuration" "$FLOG" || mm_fail "fetcher: log not reopened on SIGHUP"
 alive "$FPID" || mm_fail "mm-fetcher died on SIGHUP"
 stop_ok "$FPID" "mm-fetcher did not exit 0 on SIGTERM"
 [ "$(grep -c 'stopping signal=SIGTERM' "$FLOG")" = 1 ] || mm_fail "fetcher: not one stopping line"

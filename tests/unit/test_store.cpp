@@ -3,12 +3,14 @@
 // (the index and its migrations are test_index.cpp's, quotas test_quota.cpp's).
 #include <doctest/doctest.h>
 
+#include "store/layout.h"
 #include "store/lifecycle.h"
 #include "store/store.h"
 #include "store/store_sink.h"
 #include "mime/handle.h"
 #include "core/util.h"
 
+#include <algorithm>
 #include <dirent.h>
 #include <filesystem>
 #include <fstream>
@@ -601,4 +603,21 @@ TEST_CASE("RecipientCopies: each recipient's own URL swapped into the location p
     none.recipient_tokens.clear();
     copies.add(h, none);
     CHECK_FALSE(copies.usable());
+}
+
+// A program started as root gives what opening its store made to its user
+// (drop_privileges): the list must name everything a fresh open creates.
+TEST_CASE("store: layout::opened_paths names every entry a fresh open creates")
+{
+    TempStore t;
+    {
+        Store s(t.cfg());
+    }
+    const std::string dir = t.dir + "/store";
+    std::vector<std::string> listed = layout::opened_paths(dir);
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+        CHECK_MESSAGE(std::find(listed.begin(), listed.end(), e.path().string()) != listed.end(), e.path().string());
+    CHECK(std::find(listed.begin(), listed.end(), dir) != listed.end());
+    const std::vector<std::string> root = layout::opened_paths("/");
+    CHECK(std::find(root.begin(), root.end(), "/") == root.end());
 }

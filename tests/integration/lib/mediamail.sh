@@ -334,6 +334,49 @@ mm_recipient_url() {
   echo "$u"
 }
 
+# mm_wait_for SECONDS CMD...: run CMD every 0.1 s until it succeeds; 1 when SECONDS pass first.
+mm_wait_for() {
+  local end=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ $SECONDS -lt $end ] || return 1
+    sleep 0.1
+  done
+}
+
+# mm_check_version_help PROGRAM...: each says "NAME (MediaMail) VERSION" (the
+# project's version in CMakeLists.txt) to --version and prints the exit-code
+# table of docs/exit-codes.md in --help. Sets MM_VERSION.
+mm_check_version_help() {
+  local version p n c
+  version=$(sed -n 's/^project(MediaMail VERSION \([0-9.]*\).*/\1/p' "$MM_SOURCE_DIR/CMakeLists.txt")
+  [ -n "$version" ] || mm_fail "no project version in CMakeLists.txt"
+  for p in "$@"; do
+    n=$(basename "$p")
+    [ "$("$p" --version)" = "$n (MediaMail) $version" ] || mm_fail "$n --version: $("$p" --version)"
+    "$p" --help >"$MM_TMP/help.txt" || mm_fail "$p --help failed"
+    for c in "64  EX_USAGE" "66  EX_NOINPUT" "69  EX_UNAVAILABLE" "73  EX_CANTCREAT" "78  EX_CONFIG"; do
+      grep -q "$c" "$MM_TMP/help.txt" || mm_fail "$n --help lacks '$c'"
+    done
+  done
+  MM_VERSION=$version
+}
+
+# mm_handles FILE: one line "URL PIN SHA256" for each location part (X-Media-Handle,
+# RFC 2231 continuations joined) of the message FILE.
+mm_handles() {
+  python3 - "$1" <<'EOF'
+import email, email.utils, sys
+with open(sys.argv[1], "rb") as f:
+    msg = email.message_from_binary_file(f)
+for part in msg.walk():
+    if part.get("X-Media-Handle") is None:
+        continue
+    get = lambda k: email.utils.collapse_rfc2231_value(part.get_param(k, header="X-Media-Handle") or "")
+    print(get("url"), get("pin"), get("sha256"))
+EOF
+}
+
 # Stop the program started by mm_start_program NAME (SIGTERM, wait up to 10 s); fail if it does not exit 0.
 mm_stop_program() {
   local pid i
