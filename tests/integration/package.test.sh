@@ -421,7 +421,12 @@ pkg_hup_in_traffic() {
     grep -q "reloaded configuration" "$log" || mm_fail "no reload line in the new $log: $(cat "$log")"
   done
   grep -qE "GET 200 .* item=" "$GW_LOG" || mm_fail "the new gateway log gets no access lines"
-  grep -q "detached 1" "$MI_LOG" || mm_fail "the new milter log gets no detach lines"
+  # The four mails may all have passed before the first HUP: one more, after it.
+  mm_random_mp4 "$MM_TMP/hup-after.mp4" $((1024 * 1024))
+  pkg_mail "$MM_TMP/hup-after.eml" "$MM_TMP/hup-after.mp4" "<hup-after.$$@example.test>" "After SIGHUP"
+  swaks --server "127.0.0.1:$MM_SMTP_PORT" --from alice@example.test --to bob@example.test \
+    --data "@$MM_TMP/hup-after.eml" >"$MM_TMP/swaks-after.out" 2>&1 || mm_fail "sending after SIGHUP failed"
+  mm_wait_for 30 grep -q "detached 1" "$MI_LOG" || mm_fail "the new milter log gets no detach lines"
   mm_log "SIGHUP during a slow download and $n mails: download whole, $n delivered with fetchable handles, both up, moved logs recreated and written"
 }
 
