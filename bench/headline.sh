@@ -51,16 +51,6 @@ queue=$MM_TMP/postfix-queue
 spool=$MM_STORE/spool   # mm-milter's scratch copy of the message in flight (milter and filter)
 [ -d "$spool" ] || mm_fail "no mm-milter spool dir $spool"
 
-# Peak bytes under DIR while it runs, sampled every 100 ms, written to FILE.
-sample_peak() {
-  local dir=$1 file=$2 peak=0 b
-  while :; do
-    b=$(du -sb "$dir" 2>/dev/null | cut -f1 || echo 0)
-    [ "${b:-0}" -gt "$peak" ] && peak=$b && echo "$peak" >"$file"
-    sleep 0.1
-  done
-}
-
 # Read USER's only message from the POP3 server on PORT with curl into OUTDIR,
 # then delete it (DELE outside the timed part is the caller's: mm_curl_dele).
 mm_curl_retr() {
@@ -86,11 +76,11 @@ run_case() {
   local base before start end sbase
   base=$(du -sb "$queue" | cut -f1)
   echo "$base" >"$MM_TMP/peak-$name"
-  sample_peak "$queue" "$MM_TMP/peak-$name" &
+  mm_sample_peak "$queue" "$MM_TMP/peak-$name" &
   local sampler=$!
   sbase=$(du -sb "$spool" | cut -f1)
   echo "$sbase" >"$MM_TMP/speak-$name"
-  sample_peak "$spool" "$MM_TMP/speak-$name" &
+  mm_sample_peak "$spool" "$MM_TMP/speak-$name" &
   local ssampler=$!
   # Every case sends a video no cache has seen (the fetcher's media and the
   # sender's store are keyed by SHA-256): each pays for its upload and download.

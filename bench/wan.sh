@@ -170,15 +170,6 @@ counters() {
       ip -n "$ns" -s -j link show "$dev" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["bytes"])'
   done | tr '\n' ' '
 }
-# Peak bytes under DIR, sampled every 100 ms, into FILE (until killed).
-sample_peak() {
-  local dir=$1 file=$2 peak=0 b
-  while :; do
-    b=$(du -sb "$dir" 2>/dev/null | cut -f1 || echo 0)
-    [ "${b:-0}" -gt "$peak" ] && peak=$b && echo "$peak" >"$file"
-    sleep 0.1
-  done
-}
 pop3() { # PORT-SPEC USER [curl args...]: run curl for POP3 on D
   local url=$1
   shift
@@ -206,9 +197,9 @@ run_case() {
   local qb qc
   qb=$(du -sb "$B_QUEUE" | cut -f1) qc=$(du -sb "$C_QUEUE" | cut -f1)
   echo "$qb" >"$MM_TMP/peak-b" && echo "$qc" >"$MM_TMP/peak-c"
-  sample_peak "$B_QUEUE" "$MM_TMP/peak-b" &
+  mm_sample_peak "$B_QUEUE" "$MM_TMP/peak-b" &
   local s1=$!
-  sample_peak "$C_QUEUE" "$MM_TMP/peak-c" &
+  mm_sample_peak "$C_QUEUE" "$MM_TMP/peak-c" &
   local s2=$!
   local before c0 start delivered end
   before=$(mm_count_messages bob)

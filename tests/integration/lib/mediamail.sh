@@ -252,6 +252,17 @@ mm_maildir_bytes() {
     awk '{s += $1} END {print s + 0}'
 }
 
+# Writes to FILE the peak bytes under DIR, sampled every 100 ms, until killed
+# (run it in the background): DIR FILE. For the benchmarks' queue peaks.
+mm_sample_peak() {
+  local dir=$1 file=$2 peak=0 b
+  while :; do
+    b=$(du -sb "$dir" 2>/dev/null | cut -f1 || echo 0)
+    [ "${b:-0}" -gt "$peak" ] && peak=$b && echo "$peak" >"$file"
+    sleep 0.1
+  done
+}
+
 # Runs COMMAND while sampling the size of DIR every 50 ms, and sets
 # MM_PEAK_GROWTH to the most DIR grew over its size before: DIR COMMAND [ARG...].
 mm_peak_growth() {
