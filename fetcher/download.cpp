@@ -12,6 +12,7 @@
 #include "fetcher/status.h"
 #include "core/fileio.h"
 #include "core/log.h"
+#include "core/stream.h"
 #include "core/util.h"
 
 #include <curl/curl.h>
@@ -177,6 +178,7 @@ void configure(CURL* c, Downloader::Transfer& t, const Handle& h, const Download
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(opt.timeout.count()));
     }
+    curl_easy_setopt(c, CURLOPT_TLS13_CIPHERS, kTls13Suites);
     if (!h.pin.empty()) {
         // The gateway's certificate is self-signed: the pinned key from the mail
         // is its identity, so the chain and host name checks are replaced by it.

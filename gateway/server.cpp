@@ -27,6 +27,7 @@
 #include <Poco/Net/PrivateKeyPassphraseHandler.h>
 #include <Poco/Net/RejectCertificateHandler.h>
 #include <Poco/Net/SSLManager.h>
+#include <openssl/ssl.h>
 
 #include <cctype>
 #include <cerrno>
@@ -358,6 +359,12 @@ NetLimits net_limits(const Config& cfg)
 } // namespace
 
 /// The server TLS context for an identity: TLS 1.2 and up, strong ciphers only.
+///
+/// TLS 1.3 suites in the server's order, AES-128-GCM first: with the default
+/// offer of curl, browsers and OpenSSL clients (AES-256-GCM first) the server's
+/// preference decides, and AES-128-GCM costs this server about a tenth less CPU
+/// per byte for the same protection of a media file (bench/gateway_vs_nginx.sh).
+/// A client that puts ChaCha20 first (phones without AES instructions) keeps it.
 Poco::Net::Context::Ptr tls_context(const TlsIdentity& id)
 {
     Poco::Net::Context::Ptr ctx =
@@ -365,6 +372,10 @@ Poco::Net::Context::Ptr tls_context(const TlsIdentity& id)
                                Poco::Net::Context::VERIFY_NONE, 9, false, "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES:!SHA1");
     ctx->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_2);
     ctx->preferServerCiphers();
+    SSL_CTX* raw = ctx->sslContext();
+    if (SSL_CTX_set_ciphersuites(raw, kTls13Suites) != 1)
+        throw std::runtime_error("OpenSSL refused the TLS 1.3 cipher suites " + std::string(kTls13Suites));
+    SSL_CTX_set_options(raw, SSL_OP_PRIORITIZE_CHACHA);
     return ctx;
 }
 

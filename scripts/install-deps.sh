@@ -25,6 +25,8 @@ PACKAGES=(
   clamav-daemon
   # the reference milter of bench/milter_detach.sh
   mimedefang libnet-dns-perl
+  # the reference milter of bench/milter_throughput.sh (OpenDKIM, verify-only)
+  opendkim
   # the Debian package (cpack -G DEB, tests/integration/package.test.sh):
   # dpkg-shlibdeps (and file), lintian, systemd-analyze, the man page checks, its postinst;
   # python3 above also writes mediamail.conf(5) at build time

@@ -283,6 +283,18 @@ mm_postfix_start() {
   chmod 755 "$q"
   chown postfix:postfix "$d"
   chmod 700 "$d"
+  # The queue's subdirectories as Postfix's own postfix-files makes them, so that
+  # "postfix start" can skip its integrity checks (the quick-start file below):
+  # those run find over /usr/lib/postfix and /etc/postfix and a dozen postconf
+  # processes, 10-20 s per start on a loaded 2-core machine, for a queue this
+  # function has just made.
+  local sub
+  for sub in active bounce corrupt defer deferred flush hold incoming private saved trace; do
+    install -d -o postfix -g root -m 700 "$q/$sub"
+  done
+  install -d -o postfix -g postdrop -m 730 "$q/maildrop"
+  install -d -o postfix -g postdrop -m 710 "$q/public"
+  install -d -o root -g root -m 755 "$q/pid"
   : >"$MM_POSTFIX_LOG"
 
   local maps="" u
@@ -391,8 +403,9 @@ EOF
   mm__postfix_altdir add "$MM_POSTFIX_DIR" || mm_fail "cannot register $MM_POSTFIX_DIR in /etc/postfix/main.cf"
   echo "$MM_POSTFIX_DIR" >"$MM_TMP/postfix.started"
   echo "${MM_NETNS:-}" >"$MM_TMP/postfix.netns"
-  mm__ns postfix -c "$MM_POSTFIX_DIR" check >>"$MM_TMP/postfix.start.out" 2>&1 ||
-    mm_fail "postfix check failed: $(cat "$MM_TMP/postfix.start.out")"
+  # A configuration error still stops the start: master reads main.cf and
+  # master.cf itself, and "postfix start" fails with the reason.
+  touch "$q/quick-start"
   mm__ns postfix -c "$MM_POSTFIX_DIR" start >>"$MM_TMP/postfix.start.out" 2>&1 ||
     mm_fail "postfix start failed: $(cat "$MM_TMP/postfix.start.out")"
   mm__wait_banner "$MM_SMTP_PORT" 220 30 || mm_fail "postfix smtpd not answering on $MM_SMTP_PORT"
