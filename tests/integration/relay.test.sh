@@ -16,7 +16,7 @@ set -euo pipefail
 . "$MM_SOURCE_DIR/tests/integration/lib/mediamail.sh"
 
 [ -x /usr/sbin/sshd ] || mm_fail "/usr/sbin/sshd missing (Debian openssh-server, scripts/install-deps.sh)"
-mib=${MM_RELAY_MIB:-120}
+mib=${MM_RELAY_MIB:-80}
 cases=0
 mm_tmpdir_init
 GW=$(mm_bin mm-gateway)
