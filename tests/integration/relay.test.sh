@@ -132,8 +132,6 @@ refused_case changed-host-key 'host key CHANGED' "$RELAY_PORT" --set "gateway.re
 refused_case unknown-host-key 'host key unknown' "$RELAY_PORT" --set "gateway.relay_known_hosts=$R/known_hosts.unknown"
 refused_case key-not-authorized 'refused gateway.relay_key' "$RELAY_PORT" --set "gateway.relay_key=$R/stranger_key"
 refused_case port-not-permitted "refused to open port $OTHER_PORT" "$OTHER_PORT" --set "gateway.relay_port=$OTHER_PORT"
-grep -q "refused to open port $OTHER_PORT\|Received request to remote forward\|not permitted" "$MM_TMP/sshd.log" ||
-  mm_info "sshd's log has no line about the refused forward"
 
 # ---- the gateway through the relay, with no listening socket of its own
 mm_start_program mm-gateway
@@ -212,38 +210,43 @@ rm -f "$MM_TMP/big.eml"
 mm_wait_delivered bob 1 300 || mm_fail "the media mail was not delivered"
 mm_log "$size bytes detached into the store; the small mail is delivered"
 
-# Kill the whole relay (listener and session) once 10-90 % of the media is in
-# the fetcher's .part file, from the watcher itself: the fetchmail run that
-# starts the download is still waiting for it then.
-python3 - "$MM_TMP/fetcher-cache" "$sha.part" "$size" "$SSHD_PID" >"$MM_TMP/watch.out" 2>&1 <<'PY' &
+# Kill the whole relay (listener and session processes: the forwarded port
+# belongs to the session's process) in the middle of the download: a watcher
+# does it as soon as the fetcher's .part file holds some but not all of the
+# media. The fetchmail run that starts the download is waiting for it then.
+nice -n -5 python3 - "$MM_TMP/fetcher-cache" "$sha.part" "$size" "$SSHD_PID" >"$MM_TMP/watch.out" 2>&1 <<'PY' &
 import os, signal, sys, time
 root, name, size, sshd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
-def relay_pids():
-    pids = [sshd]
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == sshd:
-                        pids.append(int(p))
-            except (OSError, ValueError, IndexError):
-                pass
-    return pids
+parent = {}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                parent[int(p)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+pids = [sshd]
+for pid in pids:
+    pids.extend(c for c, pp in parent.items() if pp == pid)
 
-end = time.time() + 120
+part = None
+end = time.time() + 60
 while time.time() < end:
-    for d, _, files in os.walk(root):
-        if name in files:
-            try:
-                have = os.stat(os.path.join(d, name)).st_size
-            except FileNotFoundError:
-                continue
-            if size // 10 <= have < size * 9 // 10:
-                for pid in relay_pids():
-                    os.kill(pid, signal.SIGKILL)
-                print(have, flush=True)
-                sys.exit(0)
+    if part is None:
+        for d, _, files in os.walk(root):
+            if name in files:
+                part = os.path.join(d, name)
+    if part is not None:
+        try:
+            have = os.stat(part).st_size
+        except FileNotFoundError:
+            break   # renamed: complete before it was seen partial
+        if 0 < have < size:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            print("killed at", have, flush=True)
+            sys.exit(0)
     time.sleep(0.001)
 print("never saw a partial .part")
 sys.exit(1)
@@ -252,7 +255,7 @@ watch=$!
 mm_fetchmail_via_fetcher bob "$MM_TMP/fetched"   # the login starts the background download
 wait "$watch" || mm_fail "could not catch the transfer midway: $(cat "$MM_TMP/watch.out")"
 wait "$SSHD_PID" 2>/dev/null || true
-seen=$(cat "$MM_TMP/watch.out")
+seen=$(sed -n 's/^killed at //p' "$MM_TMP/watch.out")
 mm_wait_for 10 grep -q "state=waiting" "$MM_TMP/mm-gateway.log" || mm_fail "the gateway did not notice the relay's death"
 mm_log "relay sshd killed mid-transfer ($seen of $size bytes in the fetcher's .part)"
 [ -z "$(mm_find_by_subject "$MM_TMP/fetched" "Through the relay" || true)" ] || mm_fail "mail presented before its media was complete"
