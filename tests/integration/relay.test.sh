@@ -159,6 +159,15 @@ grep -q "GET 200 .* client=127.0.0.1 " "$MM_TMP/mm-gateway.log" || mm_fail "no a
 mm_log "curl through the relay: byte-identical with the gateway's pin; a wrong pin fails (TLS ends at the gateway)"
 cases=$((cases + 1))
 
+# SIGHUP reloads (log, TLS pair, configuration) without touching the relay's session.
+kill -HUP "$GW_PID"
+mm_wait_for 10 grep -q "reloaded configuration" "$MM_TMP/mm-gateway.log" || mm_fail "no reload logged after SIGHUP"
+[ "$(grep -c "state=up" "$MM_TMP/mm-gateway.log")" = 1 ] || mm_fail "the relay session was taken down by SIGHUP"
+curl -sS --fail -k --pinnedpubkey "$pin" -o "$MM_TMP/clip.back1" "$MM_ITEM_URL" || mm_fail "curl after SIGHUP failed"
+cmp -s "$MM_TMP/clip.mp4" "$MM_TMP/clip.back1" || mm_fail "curl after SIGHUP: bytes differ"
+mm_log "SIGHUP: configuration reloaded, the relay session kept, still served"
+cases=$((cases + 1))
+
 # A flood of idle channels from 127.0.0.1: each is a connection under the
 # front end's caps, counted against the address the relay reports as the
 # channel's originator (max_connections_per_ip = max_connections = 16 here).
