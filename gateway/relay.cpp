@@ -158,6 +158,8 @@ struct RelayImpl {
     std::mutex mu;
     std::condition_variable cv;
     RelayState state = RelayState::off;   // the relay thread's own
+    unsigned long long refused_channels = 0;   // since the last line about them
+    Clock::time_point last_refused_log{};
 
     ~RelayImpl() { ssh_key_free(key); }
 
@@ -378,11 +380,17 @@ struct RelayImpl {
             // backstop: refused channels are closed before they cost anything.
             if (dport != set.port || bridges.size() >= set.max_channels ||
                 socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
-                log_warning("relay: forwarded channel refused" + kv("peer", origin) +
-                            kv("port", static_cast<long>(dport)) +
-                            kv("why", dport != set.port         ? "not the port asked for"
-                                      : bridges.size() >= set.max_channels ? "too many channels"
-                                                                            : std::strerror(errno)));
+                // One line a minute at most: a flood must not flood the log.
+                ++refused_channels;
+                if (Clock::now() - last_refused_log >= std::chrono::seconds(60)) {
+                    log_warning("relay: forwarded channel(s) refused" + kv("count", refused_channels) +
+                                kv("peer", origin) + kv("port", static_cast<long>(dport)) +
+                                kv("why", dport != set.port                    ? "not the port asked for"
+                                          : bridges.size() >= set.max_channels ? "too many channels"
+                                                                               : std::strerror(errno)));
+                    refused_channels = 0;
+                    last_refused_log = Clock::now();
+                }
                 ssh_channel_close(ch);
                 ssh_channel_free(ch);
                 continue;
