@@ -36,6 +36,7 @@ enum class Type {
     pin,                // sha256//BASE64 of a 32-byte digest, or empty
     mode,               // an octal file mode, 0000 to 0777
     user,               // user[:group], names or numbers, or empty
+    ssh_url,            // ssh://USER@HOST[:PORT] (parse_ssh_url), or empty
 };
 
 constexpr uint64_t kNoMax = UINT64_MAX;
@@ -84,7 +85,8 @@ const KeyDef kKeys[] = {
     bytes("store.max_bytes", "0", 0, "media bytes the store may hold in all; more is refused with 452 4.3.1 (0: no limit)"),
     bytes("store.min_free", "1G", 0, "free space kept on store.dir's file system; media that would eat into it is refused"),
 
-    typed("gateway.listen", Type::hostport, "0.0.0.0:8443", "address mm-gateway listens on for HTTPS requests"),
+    typed("gateway.listen", Type::optional_hostport, "0.0.0.0:8443",
+          "address mm-gateway listens on for HTTPS requests; empty: none (serve through gateway.relay only)"),
     url("gateway.public_url", "https://localhost:8443", "https",
         "base URL put into handles: how receivers reach this gateway from outside"),
     text("gateway.tls_cert", "", "PEM certificate chain of a gateway with a real name (empty: a self-made key)"),
@@ -112,6 +114,16 @@ const KeyDef kKeys[] = {
     seconds("gateway.gc_interval", "1h", 1, kNoMax, "how often expired items are collected"),
     typed("gateway.admin_listen", Type::optional_hostport, "",
           "loopback ADDRESS:PORT serving /healthz and /metrics in plain HTTP; empty: off"),
+    typed("gateway.relay", Type::ssh_url, "",
+          "ssh://USER@HOST[:PORT] of an OpenSSH server that forwards gateway.relay_port here; empty: off"),
+    text("gateway.relay_key", "", "private key file (OpenSSH format, no passphrase) for logging in to gateway.relay"),
+    text("gateway.relay_known_hosts", "",
+         "known_hosts file holding the relay's host key; required with gateway.relay (never trust on first use)"),
+    number("gateway.relay_port", "8443", 1, 65535, "port the relay opens for receivers and forwards to this gateway"),
+    text("gateway.relay_bind", "",
+         "address on the relay that gateway.relay_port is opened on; empty: all of its addresses"),
+    seconds("gateway.relay_backoff_max", "60s", 1, 3600,
+            "longest wait between two attempts to reach the relay (the wait doubles from 1s)"),
 
     text("milter.socket", "inet:8891@127.0.0.1",
          "where mm-milter listens for Postfix: inet:PORT@ADDRESS, inet6:PORT@ADDRESS, unix:PATH; empty: none"),
@@ -305,6 +317,7 @@ std::string syntax_of(const KeyDef& k)
     case Type::pin: return "sha256//BASE64 or empty";
     case Type::mode: return "octal mode, 0000 to 0777";
     case Type::user: return "user[:group] or empty";
+    case Type::ssh_url: return "ssh://USER@HOST[:PORT] or empty";
     }
     return "";
 }
@@ -377,6 +390,10 @@ bool check_value(const KeyDef& k, const std::string& v, std::string& why)
         why = "expected user or user:group (names or numbers)";
         std::string u, g;
         return v.empty() || parse_user_group(v, u, g);
+    }
+    case Type::ssh_url: {
+        SshUrl u;
+        return v.empty() || parse_ssh_url(v, u, why);
     }
     }
     // A number: inside the entry's bounds.
@@ -536,6 +553,84 @@ bool parse_hostport(std::string_view s, HostPort& out)
     return true;
 }
 
+bool parse_ssh_url(std::string_view s, SshUrl& out, std::string& why)
+{
+    // ssh://USER@HOST[:PORT] and nothing else: no password, no path, no
+    // ";fingerprint=" parameter (the host key comes from gateway.relay_known_hosts),
+    // no percent-encoding. Anything the relay login could misread is refused.
+    why = "expected ssh://USER@HOST[:PORT]";
+    constexpr std::string_view kScheme = "ssh://";
+    if (s.size() > 300 || s.substr(0, kScheme.size()) != kScheme)
+        return false;
+    s.remove_prefix(kScheme.size());
+    size_t at = s.find('@');
+    if (at == std::string_view::npos) {
+        why += ": the user is missing";
+        return false;
+    }
+    std::string_view user = s.substr(0, at), rest = s.substr(at + 1);
+    if (user.empty() || user.size() > 32 || user[0] == '-') {
+        why += ": bad user";
+        return false;
+    }
+    for (char c : user)
+        if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) {
+            why += ": bad user";
+            return false;
+        }
+    std::string_view host, port;
+    if (!rest.empty() && rest[0] == '[') {   // an IPv6 literal
+        size_t close = rest.find(']');
+        if (close == std::string_view::npos) {
+            why += ": no ']' after the IPv6 address";
+            return false;
+        }
+        host = rest.substr(1, close - 1);
+        rest.remove_prefix(close + 1);
+        unsigned char a[16];
+        if (inet_pton(AF_INET6, std::string(host).c_str(), a) != 1) {
+            why += ": bad IPv6 address";
+            return false;
+        }
+        if (!rest.empty() && rest[0] != ':') {
+            why += ": unexpected text after the host";
+            return false;
+        }
+    } else {
+        size_t colon = rest.find(':');
+        host = rest.substr(0, colon);
+        rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon);
+        // A DNS name or an IPv4 literal: labels of letters, digits and '-'.
+        bool ok = !host.empty() && host.size() <= 253 && host.front() != '.' && host.back() != '.';
+        size_t label = 0;
+        for (size_t i = 0; ok && i < host.size(); ++i) {
+            char c = host[i];
+            if (c == '.') {
+                ok = label > 0 && host[i - 1] != '-';
+                label = 0;
+            } else {
+                ok = (isalnum(static_cast<unsigned char>(c)) || (c == '-' && label > 0)) && ++label <= 63;
+            }
+        }
+        if (!ok || host.back() == '-') {
+            why += ": bad host";
+            return false;
+        }
+    }
+    uint64_t p = 22;
+    if (!rest.empty()) {   // ":PORT", the whole rest
+        if (!parse_u64(rest.substr(1), p) || p == 0 || p > 65535) {
+            why += ": bad port (1 to 65535, nothing after it)";
+            return false;
+        }
+    }
+    out.user = std::string(user);
+    out.host = std::string(host);
+    out.port = static_cast<uint16_t>(p);
+    why.clear();
+    return true;
+}
+
 void Config::set(const std::string& key, const std::string& value, const std::string& origin)
 {
     const KeyDef* k = find_key(key);
@@ -659,6 +754,24 @@ void Config::verify(std::string_view program) const
         verify_loopback("fetcher.status_listen");
     } else if (program == "gateway") {
         verify_loopback("gateway.admin_listen");
+        bool relay = !str("gateway.relay").empty();
+        if (str("gateway.listen").empty() && !relay)
+            throw invalid("gateway.listen", "empty, and gateway.relay is empty too: nothing to serve on");
+        if (relay) {
+            for (const char* key : {"gateway.relay_key", "gateway.relay_known_hosts"}) {
+                if (str(key).empty())
+                    throw invalid(key, std::string("required with gateway.relay") +
+                                           (std::string_view(key) == "gateway.relay_known_hosts"
+                                                ? ": the gateway never trusts a relay's host key on first use"
+                                                : ""));
+                if (str(key)[0] != '/')
+                    throw invalid(key, "an absolute path is required");
+            }
+            // Handed to the relay as the forward's bind address: a name or an IP literal, nothing else.
+            for (char c : str("gateway.relay_bind"))
+                if (!(isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':'))
+                    throw invalid("gateway.relay_bind", "expected an address or a host name, or empty");
+        }
     } else if (program != "mmsend") {
         // gateway.tls_cert/tls_key and gateway.archive_dir are checked where the
         // store uses them (store/tls_identity.cpp, store/lifecycle.cpp).

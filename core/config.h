@@ -27,6 +27,12 @@ struct HostPort {
     uint16_t port = 0;
 };
 
+/// gateway.relay: ssh://USER@HOST[:PORT] (port 22 when absent).
+struct SshUrl {
+    std::string user, host;   // host without the brackets of an IPv6 literal
+    uint16_t port = 22;
+};
+
 class Config {
 public:
     /// Defaults, then the file (if path is not empty), then each "section.key=value"
@@ -80,6 +86,9 @@ bool parse_size(std::string_view s, uint64_t& out);
 bool parse_duration(std::string_view s, std::chrono::seconds& out);
 bool parse_bool(std::string_view s, bool& out);
 bool parse_hostport(std::string_view s, HostPort& out);
+/// ssh://USER@HOST[:PORT], strictly (no password, path, parameters or escapes);
+/// false with `why` saying what is wrong.
+bool parse_ssh_url(std::string_view s, SshUrl& out, std::string& why);
 /// An octal file mode "0660" / "660": at most 0777 (no setuid, setgid or sticky bit).
 bool parse_mode(std::string_view s, unsigned& out);
 /// "user" or "user:group" (names or numeric ids), split; no lookup.

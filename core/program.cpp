@@ -153,6 +153,9 @@ std::string public_url_problem(const Config& cfg)
         host = host.substr(1, host.find(']') - 1);
     else
         host = host.substr(0, host.rfind(':'));
+    // Without a listener (gateway.relay only) the URL names the relay, which this check cannot judge.
+    if (cfg.str("gateway.listen").empty())
+        return "";
     if (loopback_host(host) && !loopback_host(cfg.hostport("gateway.listen").host))
         return "names this machine's loopback (" + host + ") while gateway.listen = " + cfg.str("gateway.listen") +
                " serves others: every handle would send receivers to their own machine";
@@ -183,6 +186,8 @@ std::vector<std::string> config_problems(const Config& cfg, const ProgramSpec& s
             c.fail("gateway.public_url", why);
         if (cfg.is("gateway.after_delivery", "archive"))
             c.writable_dir("gateway.archive_dir", true);
+        c.readable_file("gateway.relay_key");   // their contents: gateway/relay.cpp's relay_problems()
+        c.readable_file("gateway.relay_known_hosts");
     } else if (role == "milter") {
         std::string err;
         gid_t g;

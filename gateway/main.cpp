@@ -3,6 +3,7 @@
 // (-c, else the default path) and --set: store.dir, gateway.* and log.*; their bounds
 // are core/config.cpp's, --help lists them. Exit codes: core/exit_codes.h.
 #include "gateway/admin.h"
+#include "gateway/relay.h"
 #include "gateway/server.h"
 #include "store/layout.h"
 #include "store/store.h"
@@ -223,8 +224,12 @@ int cmd_serve(mm::Config& cfg, const Invocation& inv)
     }
     mm::drop_privileges(cfg, kSpec, mm::layout::opened_paths(mm::layout::store_dir(cfg)));
     gw->start();
-    std::fprintf(stderr, "mm-gateway: listening on https://%s\nmm-gateway: pin %s\n", gw->address().c_str(),
-                 gw->pin().c_str());
+    if (gw->address().empty())
+        std::fprintf(stderr, "mm-gateway: no listener (gateway.listen is empty): serving through %s\n",
+                     cfg.str("gateway.relay").c_str());
+    else
+        std::fprintf(stderr, "mm-gateway: listening on https://%s\n", gw->address().c_str());
+    std::fprintf(stderr, "mm-gateway: pin %s\n", gw->pin().c_str());
     std::fflush(stderr);
     for (;;) {
         int sig = 0;
@@ -263,8 +268,14 @@ int main(int argc, char** argv)
     try {
         Invocation inv{args.config_path, args.overrides};
         mm::Config cfg = mm::load_program_config(inv.config_path, inv.overrides, kSpec);
-        if (args.check)
-            return mm::run_check(cfg, kSpec);
+        if (args.check) {
+            int rc = mm::run_check(cfg, kSpec);
+            for (const std::string& p : mm::relay_problems(cfg)) {   // the relay's key and known_hosts contents
+                std::fprintf(stderr, "mm-gateway: %s\n", p.c_str());
+                rc = mm::code(mm::Exit::config);
+            }
+            return rc;
+        }
         mm::setup_logging(cfg, "mm-gateway");
         if (command == "serve") {
             if (args.rest.size() > 1)

@@ -34,6 +34,19 @@ const char* limit_name(Limit l)
     return "?";
 }
 
+const char* relay_state_name(RelayState s)
+{
+    switch (s) {
+    case RelayState::off: return "off";
+    case RelayState::connecting: return "connecting";
+    case RelayState::up: return "up";
+    case RelayState::refused: return "refused";
+    case RelayState::waiting: return "waiting";
+    case RelayState::stopped: return "stopped";
+    }
+    return "?";
+}
+
 void GatewayMetrics::answered(int status, bool aborted, uint64_t body_bytes)
 {
     bytes_served_.fetch_add(body_bytes, std::memory_order_relaxed);
@@ -93,6 +106,18 @@ std::string render_gateway_metrics(const GatewayMetrics& m, const StoreFigures& 
         refused.samples.emplace_back(std::string("limit=\"") + limit_name(static_cast<Limit>(l)) + "\"",
                                      m.refusals(static_cast<Limit>(l)));
     f.push_back(std::move(refused));
+    if (m.relay_state() != RelayState::off) {   // gateway.relay set
+        f.push_back({"mm_gateway_relay_up", "1 while the relay's port forward is open (gateway.relay), else 0.",
+                     "gauge", {{"", m.relay_state() == RelayState::up ? 1u : 0u}}});
+        f.push_back({"mm_gateway_relay_reconnects_total",
+                     "Attempts to reach the relay again after a session dropped or an attempt failed.", "counter",
+                     {{"", m.relay_reconnects()}}});
+        int64_t open = m.relay_channels();
+        f.push_back({"mm_gateway_relay_channels", "Forwarded channels from the relay being served now.", "gauge",
+                     {{"", static_cast<uint64_t>(open < 0 ? 0 : open)}}});
+        f.push_back({"mm_gateway_relay_channels_total", "Forwarded channels the relay opened since start.", "counter",
+                     {{"", m.relay_channels_total()}}});
+    }
     return render_prometheus(f);
 }
 
@@ -105,6 +130,9 @@ StatusReply gateway_admin_reply(const std::string& path, const GatewayMetrics& m
         std::string why;
         if (!m.listening())
             why = "the HTTPS listener is not running";
+        else if (m.relay_state() != RelayState::off && m.relay_state() != RelayState::up)
+            why = std::string("the relay's port forward is not open (gateway.relay state ") +
+                  relay_state_name(m.relay_state()) + ")";
         else if (!healthy(why) && why.empty())
             why = "unhealthy";
         r.status = why.empty() ? 200 : 503;

@@ -41,6 +41,18 @@ enum class Limit {
 };
 const char* limit_name(Limit l);
 
+/// The relay session's state (gateway/relay.h): the `state` field of its log
+/// lines, /healthz and mm_gateway_relay_up.
+enum class RelayState {
+    off,          // no gateway.relay
+    connecting,   // TCP, key exchange, host key check, login, forward request
+    up,           // the forward is open: channels are served
+    refused,      // the relay's host key, our key or the forward was refused; retried after the wait
+    waiting,      // the session dropped or an attempt failed; waiting before the next one
+    stopped,
+};
+const char* relay_state_name(RelayState s);
+
 class GatewayMetrics {
 public:
     void error(ErrorKind k) { errors_[static_cast<size_t>(k)].fetch_add(1, std::memory_order_relaxed); }
@@ -52,6 +64,18 @@ public:
     void transfer_ended() { active_transfers_.fetch_sub(1, std::memory_order_relaxed); }
     void receipt() { receipts_.fetch_add(1, std::memory_order_relaxed); }
     void set_listening(bool on) { listening_.store(on); }
+    void set_relay_state(RelayState s) { relay_state_.store(s); }
+    void relay_reconnect() { relay_reconnects_.fetch_add(1, std::memory_order_relaxed); }
+    void relay_channel_opened()
+    {
+        relay_channels_.fetch_add(1, std::memory_order_relaxed);
+        relay_channels_total_.fetch_add(1, std::memory_order_relaxed);
+    }
+    void relay_channel_closed() { relay_channels_.fetch_sub(1, std::memory_order_relaxed); }
+    RelayState relay_state() const { return relay_state_.load(); }
+    uint64_t relay_reconnects() const { return relay_reconnects_.load(); }
+    int64_t relay_channels() const { return relay_channels_.load(); }
+    uint64_t relay_channels_total() const { return relay_channels_total_.load(); }
     bool listening() const { return listening_.load(); }
 
     uint64_t errors(ErrorKind k) const { return errors_[static_cast<size_t>(k)].load(); }
@@ -66,6 +90,9 @@ private:
     std::atomic<uint64_t> bytes_served_{0}, receipts_{0};
     std::atomic<int64_t> active_transfers_{0};
     std::atomic<bool> listening_{false};
+    std::atomic<RelayState> relay_state_{RelayState::off};
+    std::atomic<uint64_t> relay_reconnects_{0}, relay_channels_total_{0};
+    std::atomic<int64_t> relay_channels_{0};
 };
 
 /// The process's counters (one gateway per process).
@@ -82,7 +109,8 @@ std::string render_gateway_metrics(const GatewayMetrics& m, const StoreFigures& 
 
 /// The answer of gateway.admin_listen to `path`: /healthz is 200 "ok" when
 /// `healthy` says so (the store readable, the HTTPS listener running), else 503
-/// with the reason; /metrics renders `figures()` (503 when the store cannot be
+/// with the reason, as it is when gateway.relay is set and its forward is not
+/// up; /metrics renders `figures()` (503 when the store cannot be
 /// read); anything else 404.
 StatusReply gateway_admin_reply(const std::string& path, const GatewayMetrics& m,
                                 const std::function<bool(std::string& why)>& healthy,

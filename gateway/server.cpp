@@ -10,6 +10,7 @@
 
 #include "gateway/http.h"
 #include "gateway/metrics.h"
+#include "gateway/relay.h"
 #include "store/lifecycle.h"
 #include "gateway/page.h"
 #include "gateway/range.h"
@@ -36,6 +37,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <mutex>
+#include <optional>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -387,6 +389,7 @@ struct Gateway::Impl {
     Poco::Net::Context::Ptr ctx;
     std::unique_ptr<HttpFrontend> front;   // built once the Context exists
     std::unique_ptr<StatusServer> admin;   // gateway.admin_listen (metrics.h); none when empty
+    std::unique_ptr<Relay> relay;          // gateway.relay; none when empty
 
     // The expiry collector: once at start, then every gateway.gc_interval.
     std::chrono::seconds gc_interval;
@@ -441,7 +444,7 @@ struct Gateway::Impl {
 Gateway::Gateway(const Config& cfg)
 {
     NetLimits limits = net_limits(cfg);
-    HostPort listen = cfg.hostport("gateway.listen");
+    HostPort listen = cfg.hostport("gateway.listen");   // port 0: no listener (gateway.relay only)
 
     impl_ = std::make_unique<Impl>(cfg);
     impl_->ctx = tls_context(impl_->tls);
@@ -449,9 +452,18 @@ Gateway::Gateway(const Config& cfg)
     Poco::Net::SSLManager::instance().initializeServer(new NoPassphrase, new Poco::Net::RejectCertificateHandler(true),
                                                        impl_->ctx);
     MediaHandler* handler = &impl_->handler;
+    std::optional<Poco::Net::SocketAddress> at;
+    if (listen.port != 0)
+        at.emplace(listen.host, listen.port);
     impl_->front = std::make_unique<HttpFrontend>(
-        Poco::Net::SocketAddress(listen.host, listen.port), impl_->ctx->sslContext(), limits,
+        at ? &*at : nullptr, impl_->ctx->sslContext(), limits,
         [handler](Request& req, Response& resp) { return handler->handleRequest(req, resp); });
+    if (!cfg.str("gateway.relay").empty()) {
+        HttpFrontend* front = impl_->front.get();
+        impl_->relay = std::make_unique<Relay>(cfg, [front](int fd, const sockaddr_storage& peer, socklen_t len) {
+            front->adopt(fd, peer, len);
+        });
+    }
     start_admin(cfg);
 }
 
@@ -483,6 +495,8 @@ Gateway::~Gateway()
         impl_->stop_gc();
         if (impl_->admin)
             impl_->admin->stop();
+        if (impl_->relay)
+            impl_->relay->stop();   // first: it hands connections to the front end
         if (impl_->front)
             impl_->front->stop();
         gateway_metrics().set_listening(false);
@@ -493,6 +507,8 @@ void Gateway::start()
 {
     impl_->front->start();
     gateway_metrics().set_listening(true);
+    if (impl_->relay)
+        impl_->relay->start();
     if (impl_->admin)
         impl_->admin->start();
     impl_->gc_thread = std::thread([this] { impl_->gc_loop(); });
@@ -504,6 +520,8 @@ void Gateway::stop()
     impl_->stop_gc();
     if (impl_->admin)
         impl_->admin->stop();
+    if (impl_->relay)
+        impl_->relay->stop();
     impl_->front->stop();
 }
 

@@ -237,17 +237,40 @@ struct Frontend {
     std::deque<Conn*> queue;
     bool qstop = false;
 
-    std::mutex rmu;   // connections given back by workers
+    std::mutex rmu;   // connections given back by workers, and sockets handed in by adopt()
     std::vector<std::pair<Conn*, Next>> returns;
+    struct Adopted {
+        int fd;
+        sockaddr_storage peer;
+        socklen_t len;
+    };
+    std::vector<Adopted> adopted;
 
     std::mutex amu;   // per-address counts (the loop and workers)
     std::unordered_map<std::string, PerAddress> addrs;
 
-    Frontend(const Poco::Net::SocketAddress& listen, SSL_CTX* tls, const NetLimits& l, RequestHandler h)
+    Frontend(const Poco::Net::SocketAddress* listen_at, SSL_CTX* tls, const NetLimits& l, RequestHandler h)
         : lim(l), handler(std::move(h)), ctx(tls)
     {
         SSL_CTX_up_ref(ctx);
         raise_fd_limit();
+        if (listen_at)
+            bind_listener(*listen_at);
+        ep = epoll_create1(EPOLL_CLOEXEC);
+        wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (ep < 0 || wake < 0)
+            throw Poco::IOException(std::string("epoll: ") + std::strerror(errno));
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = nullptr;   // the listening socket
+        if (lfd >= 0)
+            epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+        ev.data.ptr = &wake;
+        epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+    }
+
+    void bind_listener(const Poco::Net::SocketAddress& listen)
+    {
         lfd = socket(listen.family() == Poco::Net::SocketAddress::IPv6 ? AF_INET6 : AF_INET,
                      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (lfd < 0)
@@ -263,16 +286,6 @@ struct Frontend {
             SSL_CTX_free(ctx);
             throw BindError(listen.toString(), e);
         }
-        ep = epoll_create1(EPOLL_CLOEXEC);
-        wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (ep < 0 || wake < 0)
-            throw Poco::IOException(std::string("epoll: ") + std::strerror(errno));
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.ptr = nullptr;   // the listening socket
-        epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-        ev.data.ptr = &wake;
-        epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
     }
 
     ~Frontend()
@@ -354,6 +367,25 @@ struct Frontend {
         for (Conn* c : graveyard)
             delete c;
         graveyard.clear();
+        std::lock_guard<std::mutex> l(rmu);
+        for (const Adopted& a : adopted)
+            ::close(a.fd);
+        adopted.clear();
+    }
+
+    // A connected socket from elsewhere (gateway/relay.cpp); any thread.
+    void adopt(int fd, const sockaddr_storage& peer, socklen_t len)
+    {
+        {
+            std::lock_guard<std::mutex> l(rmu);
+            if (stopping) {   // stop() closes what is queued before this is seen
+                ::close(fd);
+                return;
+            }
+            adopted.push_back(Adopted{fd, peer, len});
+        }
+        uint64_t one = 1;
+        (void)!write(wake, &one, sizeof one);
     }
 
     // ---- the loop ------------------------------------------------------
@@ -422,53 +454,60 @@ struct Frontend {
                 }
                 return;   // EAGAIN, ECONNABORTED, ...
             }
-            std::string key = address_key(ss);
-            {
-                std::lock_guard<std::mutex> l(amu);
-                PerAddress& a = addrs[key];
-                if (a.connections >= lim.max_connections_per_ip) {
-                    ::close(fd);
-                    ++refused_addr;
-                    gateway_metrics().refused(Limit::connections_per_ip);
-                    continue;
-                }
-                ++a.connections;
-            }
-            // At the global cap the oldest connection still without a request
-            // makes room: a new client always gets its chance, and an attacker
-            // holding idle sockets loses them first.
-            if (static_cast<int>(all.size()) >= lim.max_connections && !evict_oldest()) {
-                gateway_metrics().refused(Limit::connections);
-                release_address(key);
-                ::close(fd);
-                continue;
-            }
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            auto* c = new Conn;
-            c->fd = fd;
-            c->addr = std::move(key);
-            c->peer = Poco::Net::SocketAddress(reinterpret_cast<sockaddr*>(&ss), len);
-            {
-                std::lock_guard<std::mutex> l(tls_mu);
-                c->ssl = SSL_new(ctx);
-            }
-            if (!c->ssl) {
-                release_address(c->addr);
-                ::close(fd);
-                delete c;
-                continue;
-            }
-            SSL_set_fd(c->ssl, fd);
-            SSL_set_accept_state(c->ssl);
-            SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                     SSL_MODE_RELEASE_BUFFERS);
-            SSL_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION);
-            c->since = Clock::now();
-            all.insert(c);
-            mark_unready(c);
-            set_events(c, EPOLLIN);
+            admit(fd, ss, len);
         }
+    }
+
+    // One new connection, accepted here or adopted: the caps first, then the
+    // TLS handshake under gateway.header_timeout like any other.
+    void admit(int fd, const sockaddr_storage& ss, socklen_t len)
+    {
+        std::string key = address_key(ss);
+        {
+            std::lock_guard<std::mutex> l(amu);
+            PerAddress& a = addrs[key];
+            if (a.connections >= lim.max_connections_per_ip) {
+                ::close(fd);
+                ++refused_addr;
+                gateway_metrics().refused(Limit::connections_per_ip);
+                return;
+            }
+            ++a.connections;
+        }
+        // At the global cap the oldest connection still without a request
+        // makes room: a new client always gets its chance, and an attacker
+        // holding idle sockets loses them first.
+        if (static_cast<int>(all.size()) >= lim.max_connections && !evict_oldest()) {
+            gateway_metrics().refused(Limit::connections);
+            release_address(key);
+            ::close(fd);
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        auto* c = new Conn;
+        c->fd = fd;
+        c->addr = std::move(key);
+        c->peer = Poco::Net::SocketAddress(reinterpret_cast<const sockaddr*>(&ss), len);
+        {
+            std::lock_guard<std::mutex> l(tls_mu);
+            c->ssl = SSL_new(ctx);
+        }
+        if (!c->ssl) {
+            release_address(c->addr);
+            ::close(fd);
+            delete c;
+            return;
+        }
+        SSL_set_fd(c->ssl, fd);
+        SSL_set_accept_state(c->ssl);
+        SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                 SSL_MODE_RELEASE_BUFFERS);
+        SSL_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION);
+        c->since = Clock::now();
+        all.insert(c);
+        mark_unready(c);
+        set_events(c, EPOLLIN);
     }
 
     void release_address(const std::string& key)
@@ -675,10 +714,14 @@ struct Frontend {
         uint64_t v;
         (void)!read(wake, &v, sizeof v);
         std::vector<std::pair<Conn*, Next>> got;
+        std::vector<Adopted> in;
         {
             std::lock_guard<std::mutex> l(rmu);
             got.swap(returns);
+            in.swap(adopted);
         }
+        for (const Adopted& a : in)
+            admit(a.fd, a.peer, a.len);
         for (auto [c, next] : got) {
             switch (next) {
             case Next::close: close_conn(c, true); break;
@@ -983,7 +1026,7 @@ struct Frontend {
     }
 };
 
-HttpFrontend::HttpFrontend(const Poco::Net::SocketAddress& listen, SSL_CTX* tls, const NetLimits& limits,
+HttpFrontend::HttpFrontend(const Poco::Net::SocketAddress* listen, SSL_CTX* tls, const NetLimits& limits,
                            RequestHandler handler)
     : impl_(std::make_unique<Frontend>(listen, tls, limits, std::move(handler)))
 {
@@ -997,8 +1040,12 @@ void HttpFrontend::start() { impl_->start(); }
 
 void HttpFrontend::stop() { impl_->stop(); }
 
+void HttpFrontend::adopt(int fd, const sockaddr_storage& peer, socklen_t len) { impl_->adopt(fd, peer, len); }
+
 std::string HttpFrontend::address() const
 {
+    if (impl_->lfd < 0)
+        return "";
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     getsockname(impl_->lfd, reinterpret_cast<sockaddr*>(&ss), &len);

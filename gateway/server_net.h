@@ -17,6 +17,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <sys/socket.h>
 
 typedef struct ssl_ctx_st SSL_CTX;
 
@@ -83,17 +84,23 @@ using RequestHandler = std::function<int(Request&, Response&)>;
 
 class HttpFrontend {
 public:
-    /// Binds `listen` (throws BindError, core/program.h, on failure; never
-    /// SO_REUSEPORT, so a second server on the port fails) and raises the
-    /// RLIMIT_NOFILE soft limit to the hard one. Holds a reference to `tls`.
-    HttpFrontend(const Poco::Net::SocketAddress& listen, SSL_CTX* tls, const NetLimits& limits, RequestHandler handler);
+    /// Binds `listen` unless it is null (throws BindError, core/program.h, on
+    /// failure; never SO_REUSEPORT, so a second server on the port fails) and
+    /// raises the RLIMIT_NOFILE soft limit to the hard one. Holds a reference to `tls`.
+    HttpFrontend(const Poco::Net::SocketAddress* listen, SSL_CTX* tls, const NetLimits& limits,
+                 RequestHandler handler);
     ~HttpFrontend();
     /// New connections use `tls` from now on (a renewed certificate); running
     /// ones keep the context they started with.
     void set_tls(SSL_CTX* tls);
     void start();
     void stop();   // stops accepting, aborts every connection, joins all threads
-    std::string address() const;
+    /// Serves `fd`, a connected non-blocking stream socket (gateway/relay.cpp
+    /// hands in one end of a socketpair per relayed channel), exactly like an
+    /// accepted connection from `peer`: the same caps, deadlines and TLS. Takes
+    /// ownership of fd (closed at once after stop()). Any thread.
+    void adopt(int fd, const sockaddr_storage& peer, socklen_t len);
+    std::string address() const;   // "" without a listener
 
 private:
     std::unique_ptr<struct Frontend> impl_;

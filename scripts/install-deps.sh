@@ -10,6 +10,8 @@ PACKAGES=(
   g++ cmake make pkg-config
   libpoco-dev libgmime-3.0-dev libssl-dev libcurl4-openssl-dev
   libmilter-dev libsqlite3-dev doctest-dev
+  # mm-gateway's relay client (gateway.relay) and the private sshd of its test
+  libssh-dev openssh-server
   # mail stack for integration tests and the demo
   postfix dovecot-core dovecot-pop3d swaks fetchmail
   # tools used by tests, harness and demo
