@@ -115,6 +115,7 @@ Store::Store(const Config& cfg, FreeSpaceFn free_space) : impl_(std::make_unique
     make_dirs(s.dir, 0750);
     ensure_dir(layout::objects_dir(s.dir), 0750);
     ensure_dir(layout::tmp_dir(s.dir), 0700);
+    ensure_dir(layout::uploads_dir(s.dir), 0700);
     s.index = std::make_unique<Index>(layout::index_path(s.dir), Index::Open::create);
 }
 
@@ -208,12 +209,55 @@ public:
         }
     }
 
+    // An upload's file (Store::resume_upload): what is there already is hashed
+    // first, and the file stays when we go without a commit.
+    struct Resume {};
+    FileWriter(Store::Impl& s, Resume, const std::string& upload_id, std::string sender, uint64_t expected)
+        : s_(s), sender_(std::move(sender)), reservation_("upload-" + upload_id), keep_(true)
+    {
+        tmp_path_ = layout::upload_path(s_.dir, upload_id);
+        fd_ = open(tmp_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd_ < 0)
+            throw StoreError("cannot open " + tmp_path_ + ": " + errno_text(errno));
+        try {
+            struct stat st;
+            if (fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))
+                throw StoreError(tmp_path_ + " is not a regular file");
+            uint64_t have = static_cast<uint64_t>(st.st_size);
+            if (have > expected)
+                throw StoreError(tmp_path_ + " holds more than the upload's declared size");
+            reserved_ = s_.index->write([&] { return s_.reserve(reservation_, sender_, expected, have, 0); });
+            std::string buf(1 << 20, '\0');
+            while (size_ < have) {
+                ssize_t n = pread(fd_, buf.data(), buf.size(), static_cast<off_t>(size_));
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n <= 0)
+                    throw StoreError("cannot read " + tmp_path_ + ": " + (n < 0 ? errno_text(errno) : "short file"));
+                hash_.update(buf.data(), static_cast<size_t>(n));
+                segments_.update(buf.data(), static_cast<size_t>(n));
+                size_ += static_cast<uint64_t>(n);
+            }
+            started_ = size_;
+            if (lseek(fd_, static_cast<off_t>(size_), SEEK_SET) < 0)
+                throw StoreError("cannot seek in " + tmp_path_ + ": " + errno_text(errno));
+        } catch (...) {
+            close(fd_);
+            fd_ = -1;
+            release();
+            throw;
+        }
+    }
+
+    uint64_t size() const override { return size_; }
+
     ~FileWriter() override
     {
         if (fd_ >= 0)
             close(fd_);
         if (!done_) {
-            unlink(tmp_path_.c_str());
+            if (!keep_)
+                unlink(tmp_path_.c_str());
             release();
         }
     }
@@ -232,7 +276,8 @@ public:
                 if (fd_ >= 0)
                     close(fd_);
                 fd_ = -1;
-                unlink(tmp_path_.c_str());
+                if (!keep_)
+                    unlink(tmp_path_.c_str());
                 release();
                 throw;
             }
@@ -324,6 +369,7 @@ private:
 
     Store::Impl& s_;
     std::string sender_, reservation_;
+    bool keep_ = false;       // an upload's file: it stays without a commit
     uint64_t reserved_ = 0;   // bytes our row in reservations holds
     static constexpr uint64_t kReserveStep = 8ULL << 20;
     std::string tmp_path_;
@@ -342,6 +388,14 @@ std::unique_ptr<Store::Writer> Store::create(const std::string& sender, uint64_t
 {
     return std::make_unique<FileWriter>(*impl_, sender, expected);
 }
+
+std::unique_ptr<Store::Writer> Store::resume_upload(const std::string& upload_id, const std::string& sender,
+                                                    uint64_t expected)
+{
+    return std::make_unique<FileWriter>(*impl_, FileWriter::Resume{}, upload_id, sender, expected);
+}
+
+const std::string& Store::dir() const { return impl_->dir; }
 
 void Store::check_room(const std::string& sender, uint64_t bytes)
 {
