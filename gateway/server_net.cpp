@@ -911,6 +911,14 @@ struct Frontend {
         c->req.reset();
         c->window_start = c->last_progress = Clock::now();
         c->window_bytes = 0;
+        if (c->recv_left > 0) {
+            // A long body: OpenSSL reads ahead in large socket reads and keeps
+            // its buffer, instead of two read()s and a malloc per 16 KiB
+            // record. Bytes it reads past the body stay in its buffer for the
+            // next request (read_request() asks OpenSSL before the socket).
+            SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+            SSL_set_read_ahead(c->ssl, 1);
+        }
     }
 
     // Feeds the body to the sink until it ends or the socket is empty; never waits.
@@ -966,6 +974,8 @@ struct Frontend {
             if (turn >= kTurn && c->recv_left > 0)
                 return Next::requeue;   // let the others in line have a worker too
         }
+        SSL_set_read_ahead(c->ssl, 0);
+        SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
         std::unique_ptr<BodySink> sink = std::move(c->sink);
         Response resp;
         resp.setVersion(Poco::Net::HTTPMessage::HTTP_1_1);
