@@ -14,6 +14,7 @@
 #include <Poco/Net/HTTPResponse.h>
 
 #include <ostream>
+#include <set>
 
 namespace mm {
 
@@ -108,13 +109,16 @@ size_t UploadService::expire()
 {
     // Held while the rows go: no PATCH can take one of them meanwhile.
     std::lock_guard<std::mutex> l(mu_);
+    std::set<std::string> busy;
     for (auto it = open_.begin(); it != open_.end();) {
-        if (!it->second->busy)
+        if (!it->second->busy) {
             it = open_.erase(it);   // the writer goes; the file stays for the next PATCH
-        else
+        } else {
+            busy.insert(it->first);
             ++it;
+        }
     }
-    std::vector<std::string> gone = up_.expire();
+    std::vector<std::string> gone = up_.expire(busy);
     for (const auto& id : gone)
         log_info("upload expired and removed" + kv("upload", id));
     return gone.size();

@@ -139,11 +139,15 @@ void Uploads::remove(const std::string& id)
     unlink(layout::upload_path(store_.dir(), id).c_str());
 }
 
-std::vector<std::string> Uploads::expire()
+std::vector<std::string> Uploads::expire(const std::set<std::string>& busy)
 {
-    std::vector<std::string> gone = index_->expired_uploads(static_cast<int64_t>(time(nullptr)));
-    for (const auto& id : gone)
+    std::vector<std::string> gone;
+    for (const auto& id : index_->expired_uploads(static_cast<int64_t>(time(nullptr)))) {
+        if (busy.count(id))
+            continue;
         remove(id);
+        gone.push_back(id);
+    }
     // Files without a row: the row went (DELETE, expiry) but the unlink did not happen.
     std::vector<std::string> ids = index_->upload_ids();
     std::set<std::string> known(ids.begin(), ids.end());
@@ -152,7 +156,7 @@ std::vector<std::string> Uploads::expire()
         time_t now = time(nullptr);
         while (dirent* e = readdir(d)) {
             std::string name = e->d_name;
-            if (!is_lower_hex(name, 32) || known.count(name))
+            if (!is_lower_hex(name, 32) || known.count(name) || busy.count(name))
                 continue;
             struct stat st;
             std::string path = dir + "/" + name;

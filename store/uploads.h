@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -74,9 +75,10 @@ public:
     void discard_item(const std::string& item_id) { store_.remove_item(item_id); }
     /// Removes an upload's row and file (a DELETE, a checksum mismatch, expiry).
     void remove(const std::string& id);
-    /// Removes the uploads whose expiry passed, and files in uploads/ no row
-    /// names (after a crash between the two). Returns the ids removed.
-    std::vector<std::string> expire();
+    /// Removes the uploads whose expiry passed, except those in `busy` (a
+    /// request is writing them: they go at the next round), and files in
+    /// uploads/ no row names (after a crash between the two). Returns the ids removed.
+    std::vector<std::string> expire(const std::set<std::string>& busy = {});
 
     int64_t expiry_seconds() const { return expiry_; }
 
