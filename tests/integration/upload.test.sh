@@ -21,7 +21,8 @@ mm_write_conf
 # four open uploads per user.
 sed -i 's/^\[milter\]$/[milter]\nsender_quota = 40M/' "$MM_CONF"
 sed -i "s|^dir = $MM_STORE\$|dir = $MM_STORE\nmin_free = 0|" "$MM_CONF"
-sed -i 's/^\[gateway\]$/[gateway]\nupload_max_open = 4/' "$MM_CONF"
+# A sender slower than 4 KB/s over 2 s is cut (as a slow reader is).
+sed -i 's/^\[gateway\]$/[gateway]\nupload_max_open = 4\nmin_rate_window = 2s/' "$MM_CONF"
 mkdir -p "$MM_STORE"
 start_gateway() {
   mm_start_program mm-gateway
@@ -230,6 +231,22 @@ st=$(api DELETE "$LOC1" -H "Authorization: Bearer $TOKEN")
 [ "$st" = 204 ] || mm_fail "DELETE of an open upload got $st"
 [ "$(uploads)" -eq 3 ] || mm_fail "expected 3 open uploads after the DELETE, found $(uploads)"
 mm_log "gateway.upload_max_open: the fifth open upload 429; DELETE frees one"
+
+# A sender trickling its body holds no worker for long: cut by gateway.min_rate,
+# and what it sent stays for a resume.
+head -c 1000000 /dev/urandom >"$MM_TMP/1m.bin"
+new_upload 1000000
+start=$SECONDS
+st=$(timeout 30 curl -sk -o /dev/null -w '%{http_code}' --limit-rate 1000 -X PATCH -H "Authorization: Bearer $TOKEN" \
+  -H "Upload-Offset: 0" -H "Content-Type: application/offset+octet-stream" --data-binary @"$MM_TMP/1m.bin" \
+  "$BASE$LOC" || true)
+[ $((SECONDS - start)) -lt 20 ] || mm_fail "a 1 KB/s upload was not cut in time"
+mm_wait_for 5 grep -q "PATCH aborted .*id=${LOC#/upload/}" "$MM_TMP/mm-gateway.log" ||
+  mm_fail "no aborted PATCH logged for the slow sender (curl: $st)"
+api HEAD "$LOC" -H "Authorization: Bearer $TOKEN" -I >/dev/null
+off=$(tr -d '\r' <"$MM_TMP/h" | awk 'tolower($1)=="upload-offset:"{print $2}')
+[ -n "$off" ] && [ "$off" -lt 1000000 ] || mm_fail "the slow upload's offset is '$off'"
+mm_log "a 1 KB/s sender cut by gateway.min_rate after $((SECONDS - start)) s; its $off bytes kept for a resume"
 
 [ "$(items)" -eq "$before" ] || mm_fail "a refused upload left an item ($(items), expected $before)"
 mm_log "no refused upload left an item"
