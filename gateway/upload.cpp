@@ -204,6 +204,8 @@ public:
 private:
     void finish_with(bool forget)
     {
+        if (!done_ && open_->writer)
+            open_->writer->idle();   // no hashing thread waits between two requests
         if (!done_)
             svc_.give_back(open_, forget);
         done_ = true;

@@ -13,6 +13,10 @@
 #include "core/util.h"
 
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
@@ -192,6 +196,61 @@ void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const L
     item.url = s_.public_url + "/m/" + item.id + "/" + item.token;
 }
 
+// Hashes (SHA-256 and segment digests) on a thread of its own, in order, the
+// pieces given to feed(): an upload's bytes are decrypted and written by the
+// gateway's worker while another core hashes them. At most kMaxQueued bytes
+// wait (copied), so memory stays bounded and a slow hasher slows the writer.
+class HashPipe {
+public:
+    HashPipe(Sha256& sha, SegmentHasher& seg) : sha_(sha), seg_(seg), thread_([this] { run(); }) {}
+    /// Hashes what is still queued, then ends the thread.
+    ~HashPipe()
+    {
+        {
+            std::lock_guard<std::mutex> l(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+    void feed(const void* data, size_t len)
+    {
+        std::unique_lock<std::mutex> l(mu_);
+        space_.wait(l, [&] { return queued_ == 0 || queued_ + len <= kMaxQueued; });
+        q_.emplace_back(static_cast<const char*>(data), len);
+        queued_ += len;
+        cv_.notify_one();
+    }
+
+private:
+    void run()
+    {
+        std::unique_lock<std::mutex> l(mu_);
+        for (;;) {
+            cv_.wait(l, [&] { return stop_ || !q_.empty(); });
+            if (q_.empty())
+                return;   // stopping, nothing left
+            std::string piece = std::move(q_.front());
+            q_.pop_front();
+            l.unlock();
+            sha_.update(piece.data(), piece.size());
+            seg_.update(piece.data(), piece.size());
+            l.lock();
+            queued_ -= piece.size();
+            space_.notify_all();
+        }
+    }
+    static constexpr size_t kMaxQueued = 8 << 20;
+    Sha256& sha_;
+    SegmentHasher& seg_;
+    std::mutex mu_;
+    std::condition_variable cv_, space_;
+    std::deque<std::string> q_;
+    size_t queued_ = 0;
+    bool stop_ = false;
+    std::thread thread_;   // last: started once the rest exists
+};
+
 class FileWriter : public Store::Writer {
 public:
     FileWriter(Store::Impl& s, std::string sender, uint64_t expected)
@@ -250,6 +309,7 @@ public:
     }
 
     uint64_t size() const override { return size_; }
+    void idle() override { pipe_.reset(); }   // hashes what is queued; the thread ends
 
     ~FileWriter() override
     {
@@ -294,8 +354,14 @@ public:
             p += n;
             left -= static_cast<size_t>(n);
         }
-        hash_.update(data, len);
-        segments_.update(data, len);
+        if (keep_ && !pipe_)
+            pipe_ = std::make_unique<HashPipe>(hash_, segments_);
+        if (pipe_) {
+            pipe_->feed(data, len);
+        } else {
+            hash_.update(data, len);
+            segments_.update(data, len);
+        }
         size_ += len;
         if (size_ - started_ >= kWritebackEvery) {
             // Start writing back what we have so far: commit's fsync then waits
@@ -322,6 +388,7 @@ public:
         }
         fd_ = -1;
 
+        pipe_.reset();   // drains: every byte written is hashed
         NewItem item;
         item.sha256 = hash_.hex_digest();
         item.size = size_;
@@ -380,6 +447,9 @@ private:
     static constexpr uint64_t kWritebackEvery = 8ULL << 20;
     Sha256 hash_;
     SegmentHasher segments_;
+    // An upload's writer hashes on another thread (HashPipe); last, so that
+    // it is stopped before the hashes it feeds are destroyed.
+    std::unique_ptr<HashPipe> pipe_;
 };
 
 } // namespace

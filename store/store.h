@@ -101,6 +101,9 @@ public:
         virtual void write(const void* data, size_t len) = 0;   // throws StoreError
         virtual NewItem commit(const ItemMeta& meta) = 0;        // throws StoreError
         virtual uint64_t size() const = 0;                       // bytes written (and hashed) so far
+        /// No more writes for a while (an upload between two requests): let
+        /// go of what a running write holds (an upload's hashing thread).
+        virtual void idle() {}
     };
     std::unique_ptr<Writer> create(const std::string& sender = "", uint64_t expected = 0);
 
