@@ -63,6 +63,10 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxHead = 32 * 1024;         // request line + fields; Poco's own caps apply inside it
 constexpr size_t kReadChunk = 16 * 1024;       // one TLS record
 constexpr size_t kBodyBuffer = 1024 * 1024;    // an upload's bytes handed to its sink at once
+constexpr uint64_t kBodyWake = 256 * 1024;     // socket bytes that wake a body's reader (SO_RCVLOWAT)
+// Below what is left of the body by more than OpenSSL may hold read ahead (a
+// record and a bit): the last bytes must always wake the reader.
+constexpr uint64_t kBodySlack = 64 * 1024;
 constexpr size_t kWriteChunk = 512 * 1024;     // OpenSSL cuts it into full 16 KiB records
 constexpr uint64_t kMapWindow = 64 * 1024 * 1024;
 constexpr uint64_t kTurn = 8 * 1024 * 1024;    // bytes a worker sends before serving the next in line
@@ -188,6 +192,7 @@ struct Conn {
     std::unique_ptr<BodySink> sink;
     uint64_t recv_left = 0, received = 0;
     bool peer_keep_alive = true;   // the request's own wish, for the answer after the body
+    int rcvlowat = 1;              // SO_RCVLOWAT now (receive())
 
     // The answer being sent: `out` (head and small body), then the file.
     bool responding = false, keep_alive = false, transfer = false;
@@ -960,8 +965,10 @@ struct Frontend {
                 break;
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_READ)
+                if (e == SSL_ERROR_WANT_READ) {
+                    wake_at(c, std::min<uint64_t>(kBodyWake, c->recv_left > kBodySlack ? c->recv_left - kBodySlack : 1));
                     return Next::wait_read;
+                }
                 if (e == SSL_ERROR_WANT_WRITE)
                     return Next::wait_write;
                 ERR_clear_error();
@@ -976,6 +983,7 @@ struct Frontend {
         }
         SSL_set_read_ahead(c->ssl, 0);
         SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+        wake_at(c, 1);
         std::unique_ptr<BodySink> sink = std::move(c->sink);
         Response resp;
         resp.setVersion(Poco::Net::HTTPMessage::HTTP_1_1);
@@ -992,6 +1000,17 @@ struct Frontend {
         if (!c->responding)
             return Next::close;
         return pump(c);
+    }
+
+    // SO_RCVLOWAT: the loop hears of the socket only once it holds `bytes`.
+    // While a long body streams, a worker then takes a few hundred KiB per
+    // turn instead of the one segment that just came: each turn is a hand-off
+    // between threads, and those, not the bytes, were the cost.
+    void wake_at(Conn* c, uint64_t bytes)
+    {
+        int v = static_cast<int>(std::max<uint64_t>(1, bytes));
+        if (c->rcvlowat != v && setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) == 0)
+            c->rcvlowat = v;
     }
 
     // Lays out the answer `resp` (status from the handler or a sink) for pump().

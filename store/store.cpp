@@ -12,9 +12,9 @@
 #include "core/fileio.h"
 #include "core/util.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <cstring>
@@ -197,12 +197,17 @@ void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const L
 }
 
 // Hashes (SHA-256 and segment digests) on a thread of its own, in order, the
-// pieces given to feed(): an upload's bytes are decrypted and written by the
-// gateway's worker while another core hashes them. At most kMaxQueued bytes
-// wait (copied), so memory stays bounded and a slow hasher slows the writer.
+// bytes given to feed(): an upload's bytes are decrypted and written by the
+// gateway's worker while another core hashes them. The bytes are copied into
+// a ring of kSlots buffers allocated once (fresh large buffers per piece cost
+// more in page faults than the copy); when it is full the writer waits, so
+// memory stays bounded and a slow hasher slows the writer.
 class HashPipe {
 public:
-    HashPipe(Sha256& sha, SegmentHasher& seg) : sha_(sha), seg_(seg), thread_([this] { run(); }) {}
+    HashPipe(Sha256& sha, SegmentHasher& seg)
+        : sha_(sha), seg_(seg), ring_(new char[kSlots * kSlot]), thread_([this] { run(); })
+    {
+    }
     /// Hashes what is still queued, then ends the thread.
     ~HashPipe()
     {
@@ -210,16 +215,26 @@ public:
             std::lock_guard<std::mutex> l(mu_);
             stop_ = true;
         }
-        cv_.notify_all();
+        ready_.notify_all();
         thread_.join();
     }
     void feed(const void* data, size_t len)
     {
-        std::unique_lock<std::mutex> l(mu_);
-        space_.wait(l, [&] { return queued_ == 0 || queued_ + len <= kMaxQueued; });
-        q_.emplace_back(static_cast<const char*>(data), len);
-        queued_ += len;
-        cv_.notify_one();
+        const char* p = static_cast<const char*>(data);
+        while (len > 0) {
+            size_t n = std::min(len, kSlot);
+            std::unique_lock<std::mutex> l(mu_);
+            free_.wait(l, [&] { return queued_ < kSlots; });
+            size_t slot = (head_ + queued_) % kSlots;
+            l.unlock();
+            std::memcpy(ring_.get() + slot * kSlot, p, n);   // the slot is ours until queued
+            l.lock();
+            sizes_[slot] = n;
+            ++queued_;
+            ready_.notify_one();
+            p += n;
+            len -= n;
+        }
     }
 
 private:
@@ -227,26 +242,29 @@ private:
     {
         std::unique_lock<std::mutex> l(mu_);
         for (;;) {
-            cv_.wait(l, [&] { return stop_ || !q_.empty(); });
-            if (q_.empty())
+            ready_.wait(l, [&] { return stop_ || queued_ > 0; });
+            if (queued_ == 0)
                 return;   // stopping, nothing left
-            std::string piece = std::move(q_.front());
-            q_.pop_front();
+            size_t slot = head_;
             l.unlock();
-            sha_.update(piece.data(), piece.size());
-            seg_.update(piece.data(), piece.size());
+            const char* p = ring_.get() + slot * kSlot;
+            sha_.update(p, sizes_[slot]);
+            seg_.update(p, sizes_[slot]);
             l.lock();
-            queued_ -= piece.size();
-            space_.notify_all();
+            head_ = (head_ + 1) % kSlots;
+            --queued_;
+            free_.notify_one();
         }
     }
-    static constexpr size_t kMaxQueued = 8 << 20;
+    static constexpr size_t kSlot = 256 * 1024;
+    static constexpr size_t kSlots = 16;   // 4 MiB per upload being written
     Sha256& sha_;
     SegmentHasher& seg_;
+    std::unique_ptr<char[]> ring_;
+    size_t sizes_[kSlots] = {};
+    size_t head_ = 0, queued_ = 0;   // the oldest queued slot; how many are queued
     std::mutex mu_;
-    std::condition_variable cv_, space_;
-    std::deque<std::string> q_;
-    size_t queued_ = 0;
+    std::condition_variable ready_, free_;
     bool stop_ = false;
     std::thread thread_;   // last: started once the rest exists
 };
