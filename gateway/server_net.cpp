@@ -44,6 +44,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -193,6 +194,7 @@ struct Conn {
     uint64_t recv_left = 0, received = 0;
     bool peer_keep_alive = true;   // the request's own wish, for the answer after the body
     int rcvlowat = 1;              // SO_RCVLOWAT now (receive())
+    uint64_t credited = 0;         // socket bytes the sweep counted as progress, not read yet
 
     // The answer being sent: `out` (head and small body), then the file.
     bool responding = false, keep_alive = false, transfer = false;
@@ -739,6 +741,16 @@ struct Frontend {
         for (Conn* c : all) {
             if (c->phase != Phase::send_wait && c->phase != Phase::recv_wait)
                 continue;
+            if (c->phase == Phase::recv_wait) {
+                // Under SO_RCVLOWAT (receive()) bytes may have come without
+                // waking us: what waits in the socket is progress all the same.
+                int waiting = 0;
+                if (ioctl(c->fd, FIONREAD, &waiting) == 0 && static_cast<uint64_t>(waiting) > c->credited) {
+                    c->window_bytes += static_cast<uint64_t>(waiting) - c->credited;
+                    c->credited = static_cast<uint64_t>(waiting);
+                    c->last_progress = now;
+                }
+            }
             if (now - c->last_progress >= lim.timeout) {
                 ++cut_stall;
                 gateway_metrics().error(ErrorKind::stalled);
@@ -895,6 +907,7 @@ struct Frontend {
     {
         c->sink = std::move(sink);
         c->received = 0;
+        c->credited = 0;
         if (c->body_unread) {
             c->recv_left = static_cast<uint64_t>(c->req->getContentLength64());
             c->body_unread = false;        // the sink takes it
@@ -958,7 +971,11 @@ struct Frontend {
                 stopped = !c->sink->write(buf.get(), fill);
                 c->recv_left -= fill;
                 c->received += fill;
-                progress(c, static_cast<int>(fill));
+                // Bytes the sweep credited while they waited in the socket count once.
+                uint64_t already = std::min<uint64_t>(fill, c->credited);
+                c->credited -= already;
+                if (fill > already)
+                    progress(c, static_cast<int>(fill - already));
                 turn += fill;
             }
             if (stopped)
