@@ -124,6 +124,9 @@ const KeyDef kKeys[] = {
          "address on the relay that gateway.relay_port is opened on; empty: all of its addresses"),
     seconds("gateway.relay_backoff_max", "60s", 1, 3600,
             "longest wait between two attempts to reach the relay (the wait doubles from 1s)"),
+    number("gateway.upload_max_open", "4", 1, 1000, "uploads one user may have open (not yet complete) at once"),
+    seconds("gateway.upload_expiry", "24h", 60, kNoMax,
+            "an upload not completed this long after its POST is removed, with its bytes"),
 
     text("milter.socket", "inet:8891@127.0.0.1",
          "where mm-milter listens for Postfix: inet:PORT@ADDRESS, inet6:PORT@ADDRESS, unix:PATH; empty: none"),
@@ -222,9 +225,18 @@ const KeyDef kKeys[] = {
     text("mmsend.user", "", "SMTP AUTH user name; empty: no authentication"),
     text("mmsend.password_file", "", "file whose first line is the SMTP password"),
     choice("mmsend.auth", "any", "any|plain|login", "SASL mechanism for SMTP AUTH"),
-    text("mmsend.ca_file", "", "CA certificates (PEM) for the SMTP server; empty: the system's"),
+    text("mmsend.ca_file", "", "CA certificates (PEM) for the SMTP server and mmsend.gateway; empty: the system's"),
     seconds("mmsend.timeout", "60s", 0, kNoMax, "network timeout for the SMTP server"),
     typed("mmsend.spool_dir", Type::path, "/var/tmp", "where mmsend writes the message before sending it"),
+    text("mmsend.gateway", "",
+         "upload media to this mm-gateway (https://HOST[:PORT]) instead of a local store; empty: local store"),
+    text("mmsend.gateway_token_file", "", "file whose first line is this user's upload token (mm-gateway token add)"),
+    typed("mmsend.gateway_pin", Type::pin, "",
+          "the gateway's key pin (sha256//BASE64, as mm-gateway prints it); empty: check with mmsend.ca_file"),
+    bytes("mmsend.gateway_chunk", "64M", 64 * 1024, "bytes sent per PATCH request of an upload"),
+    number("mmsend.gateway_retries", "6", 0, 100, "attempts after a failed upload request, with a doubling pause"),
+    {"mmsend.gateway_max_rate", Type::size, "0", 0, uint64_t{1} << 40, nullptr,
+     "upload bytes per second at most (0: no limit)"},
 
     choice("log.level", "info", "error|warning|info|debug", "least important messages logged"),
     choice("log.target", "stderr", "stderr|syslog|file", "where log lines go: standard error, syslog, or log.file"),
@@ -772,7 +784,17 @@ void Config::verify(std::string_view program) const
                 if (!(isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':'))
                     throw invalid("gateway.relay_bind", "expected an address or a host name, or empty");
         }
-    } else if (program != "mmsend") {
+    } else if (program == "mmsend") {
+        // Uploads carry the user's token: HTTPS only, and an URL that is only a base.
+        const std::string& gw = str("mmsend.gateway");
+        if (!gw.empty()) {
+            if (gw.rfind("https://", 0) != 0 || gw.size() <= 8 || gw.size() > 2048 ||
+                gw.find_first_of("?# \t\r\n", 8) != std::string::npos)
+                throw invalid("mmsend.gateway", "expected https://HOST[:PORT][/PATH] without query or spaces");
+            if (str("mmsend.gateway_token_file").empty())
+                throw invalid("mmsend.gateway", "needs mmsend.gateway_token_file");
+        }
+    } else {
         // gateway.tls_cert/tls_key and gateway.archive_dir are checked where the
         // store uses them (store/tls_identity.cpp, store/lifecycle.cpp).
         throw std::logic_error("Config::verify: no program " + std::string(program));

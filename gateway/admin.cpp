@@ -8,6 +8,7 @@
 #include "store/lifecycle.h"
 #include "gateway/page.h"
 #include "store/store.h"
+#include "store/uploads.h"
 
 #include "core/address.h"
 #include "core/log.h"
@@ -210,12 +211,49 @@ bool parse_since(std::string_view t, time_t& out)
 
 bool is_admin_command(const std::string& c)
 {
-    return c == "list" || c == "show" || c == "revoke" || c == "gc" || c == "stats";
+    return c == "list" || c == "show" || c == "revoke" || c == "gc" || c == "stats" || c == "token";
 }
+
+namespace {
+
+// token add USER | token list | token revoke USER: upload tokens (store/uploads.h).
+int cmd_token(const Config& cfg, const std::vector<std::string>& args)
+{
+    std::string sub = args.size() > 1 ? args[1] : "";
+    bool takes_user = sub == "add" || sub == "revoke";
+    if (!(takes_user || sub == "list") || args.size() != (takes_user ? 3u : 2u)) {
+        std::fprintf(stderr, "mm-gateway: token takes: add USER | list | revoke USER\n");
+        return 64;
+    }
+    if (takes_user && !valid_upload_user(args[2])) {
+        std::fprintf(stderr, "mm-gateway: token %s: '%s' is not a user name (1-64 letters, digits, . _ - @ +)\n",
+                     sub.c_str(), printable(args[2], 80).c_str());
+        return 64;
+    }
+    Store store(cfg);
+    Uploads uploads(cfg, store);
+    if (sub == "list") {
+        for (const auto& [user, created] : uploads.tokens())
+            std::printf("%s\t%s\n", user.c_str(), created.c_str());
+        return 0;
+    }
+    if (sub == "revoke") {
+        bool done = uploads.revoke_token(args[2]);
+        std::printf(done ? "revoked\n" : "not revoked: %s has no token\n", args[2].c_str());
+        return done ? 0 : 1;
+    }
+    // Printed once: only its hash is kept, so a lost token is replaced, never shown again.
+    std::printf("%s\n", uploads.add_token(args[2]).c_str());
+    return 0;
+}
+
+} // namespace
 
 int run_admin(const Config& cfg, const std::vector<std::string>& args)
 {
     const std::string& cmd = args.at(0);
+    if (cmd == "token")
+        return cmd_token(cfg, args);
     bool json = false;
     std::string recipient;   // revoke ID --recipient ADDR
     std::vector<std::string> pos;

@@ -15,6 +15,8 @@
 #include "gateway/page.h"
 #include "gateway/range.h"
 #include "gateway/server_net.h"
+#include "gateway/upload.h"
+#include "gateway/upload_parse.h"
 #include "store/store.h"
 
 #include "core/fileio.h"
@@ -71,7 +73,9 @@ bool ascii_contains_ci(std::string_view hay, std::string_view needle)
 
 class MediaHandler {
 public:
-    MediaHandler(Store& store, Lifecycle& life) : store_(store), life_(life) {}
+    MediaHandler(Store& store, Lifecycle& life, UploadService& uploads) : store_(store), life_(life), uploads_(uploads)
+    {
+    }
 
     // Runs on a front-end worker; the front end writes the access log line
     // once the answer is sent (or cut).
@@ -125,6 +129,10 @@ private:
             resp.setKeepAlive(false);
             return small(resp, HTTPResponse::HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "request header fields too large\n");
         }
+        // The upload API (upload.cpp) has its own methods and answers.
+        std::string upload_id;
+        if (parse_upload_target(req.getURI(), upload_id))
+            return uploads_.handle(req, resp, upload_id, id_prefix);
         bool head = method == "HEAD";
         bool post = method == "POST";
         if (method != "GET" && !head && !post) {
@@ -331,6 +339,7 @@ private:
 
     Store& store_;
     Lifecycle& life_;
+    UploadService& uploads_;
 };
 
 // Our keys are never encrypted; if one is, refuse rather than prompt on a console.
@@ -385,6 +394,8 @@ struct Gateway::Impl {
     TlsIdentity tls;   // first: a bad key pair fails before the store is touched
     Store store;
     Lifecycle life;
+    Uploads uploads;
+    UploadService upload_service;
     MediaHandler handler;
     Poco::Net::Context::Ptr ctx;
     std::unique_ptr<HttpFrontend> front;   // built once the Context exists
@@ -399,7 +410,8 @@ struct Gateway::Impl {
     std::thread gc_thread;
 
     explicit Impl(const Config& cfg)
-        : tls(tls_identity(cfg)), store(cfg), life(cfg), handler(store, life),
+        : tls(tls_identity(cfg)), store(cfg), life(cfg), uploads(cfg, store), upload_service(uploads),
+          handler(store, life, upload_service),
           gc_interval(cfg.duration("gateway.gc_interval"))
     {
     }
@@ -415,6 +427,11 @@ struct Gateway::Impl {
                          " temp files removed");
         } catch (const std::exception& e) {
             log_error(std::string("gc failed: ") + e.what());
+        }
+        try {
+            upload_service.expire();
+        } catch (const std::exception& e) {
+            log_error(std::string("expiring uploads failed: ") + e.what());
         }
     }
 

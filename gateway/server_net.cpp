@@ -44,6 +44,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -62,6 +63,11 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxHead = 32 * 1024;         // request line + fields; Poco's own caps apply inside it
 constexpr size_t kReadChunk = 16 * 1024;       // one TLS record
+constexpr size_t kBodyBuffer = 1024 * 1024;    // an upload's bytes handed to its sink at once
+constexpr uint64_t kBodyWake = 256 * 1024;     // socket bytes that wake a body's reader (SO_RCVLOWAT)
+// Below what is left of the body by more than OpenSSL may hold read ahead (a
+// record and a bit): the last bytes must always wake the reader.
+constexpr uint64_t kBodySlack = 64 * 1024;
 constexpr size_t kWriteChunk = 512 * 1024;     // OpenSSL cuts it into full 16 KiB records
 constexpr uint64_t kMapWindow = 64 * 1024 * 1024;
 constexpr uint64_t kTurn = 8 * 1024 * 1024;    // bytes a worker sends before serving the next in line
@@ -72,13 +78,14 @@ enum class Phase {
     handshake,   // loop: TLS handshake
     head,        // loop: reading the request head
     body,        // loop: reading a small request body
-    worker,      // a worker runs the handler or sends
+    worker,      // a worker runs the handler, takes an upload's body or sends
+    recv_wait,   // loop: waiting for more of an upload's body (BodySink)
     send_wait,   // loop: waiting for the peer to read what was sent
     closed,      // freed after the current batch of events
 };
 
 // What a worker wants done with a connection it gives back.
-enum class Next { read_next, wait_write, requeue, close };
+enum class Next { read_next, wait_read, wait_write, requeue, close };
 
 void reset_on_close(int fd)
 {
@@ -181,6 +188,13 @@ struct Conn {
     std::string body;   // the request body, decoded
     std::unique_ptr<Request> req;
     int requests = 0;
+
+    // A body taken by a BodySink (an upload): recv_left bytes still to come.
+    std::unique_ptr<BodySink> sink;
+    uint64_t recv_left = 0, received = 0;
+    bool peer_keep_alive = true;   // the request's own wish, for the answer after the body
+    int rcvlowat = 1;              // SO_RCVLOWAT now (receive())
+    uint64_t credited = 0;         // socket bytes the sweep counted as progress, not read yet
 
     // The answer being sent: `out` (head and small body), then the file.
     bool responding = false, keep_alive = false, transfer = false;
@@ -560,6 +574,10 @@ struct Frontend {
     // Frees what the connection holds; the Conn itself is deleted by the caller.
     void destroy(Conn* c)
     {
+        if (c->sink) {
+            c->sink->abort();
+            c->sink.reset();
+        }
         end_transfer(c);
         c->unmap();
         c->file.reset();
@@ -581,6 +599,7 @@ struct Frontend {
         case Phase::head:
         case Phase::body: read_request(c); break;
         case Phase::send_wait:
+        case Phase::recv_wait:
             set_events(c, 0);
             to_worker(c);
             break;
@@ -726,8 +745,12 @@ struct Frontend {
             switch (next) {
             case Next::close: close_conn(c, true); break;
             case Next::wait_write:
-                c->phase = Phase::send_wait;
+                c->phase = c->sink ? Phase::recv_wait : Phase::send_wait;
                 set_events(c, EPOLLOUT);
+                break;
+            case Next::wait_read:
+                c->phase = Phase::recv_wait;
+                set_events(c, EPOLLIN);
                 break;
             case Next::requeue: to_worker(c); break;
             case Next::read_next:
@@ -759,8 +782,18 @@ struct Frontend {
         }
         std::vector<Conn*> cut;
         for (Conn* c : all) {
-            if (c->phase != Phase::send_wait)
+            if (c->phase != Phase::send_wait && c->phase != Phase::recv_wait)
                 continue;
+            if (c->phase == Phase::recv_wait) {
+                // Under SO_RCVLOWAT (receive()) bytes may have come without
+                // waking us: what waits in the socket is progress all the same.
+                int waiting = 0;
+                if (ioctl(c->fd, FIONREAD, &waiting) == 0 && static_cast<uint64_t>(waiting) > c->credited) {
+                    c->window_bytes += static_cast<uint64_t>(waiting) - c->credited;
+                    c->credited = static_cast<uint64_t>(waiting);
+                    c->last_progress = now;
+                }
+            }
             if (now - c->last_progress >= lim.timeout) {
                 ++cut_stall;
                 gateway_metrics().error(ErrorKind::stalled);
@@ -828,9 +861,12 @@ struct Frontend {
             }
             Next next = Next::close;
             try {
-                if (!c->responding)
+                if (!c->responding && !c->sink)
                     respond(c);
-                next = c->responding ? pump(c) : Next::close;
+                if (c->sink)
+                    next = receive(c);
+                else
+                    next = c->responding ? pump(c) : Next::close;
             } catch (const std::exception& e) {
                 log_error("request " + c->method + " id=" + c->log_id + " failed: " + e.what());
                 log_line(c, true);
@@ -894,14 +930,152 @@ struct Frontend {
             resp.setVersion(req.getVersion());
             resp.setKeepAlive(req.getKeepAlive() && !c->body_unread && c->requests < kMaxRequestsPerConnection);
             req.peer_ = c->peer;
+            c->peer_keep_alive = req.getKeepAlive();
             req.body_.str(c->body);
             resp.take_transfer_ = [this, c] { return take_transfer(c); };
             status = handler(req, resp);
             c->log_id = resp.log_id;
+            if (resp.sink_ && status >= 0)
+                return start_receiving(c, std::move(resp.sink_));
         }
         c->in.erase(0, c->bad_request || c->body_unread ? c->in.size() : c->head_len + c->body_len);
         c->body.clear();
         c->req.reset();
+        lay_out(c, resp, status);
+    }
+
+    // The handler gave the body to a sink: what the loop read of it already
+    // goes first, then receive() takes the rest from the socket.
+    void start_receiving(Conn* c, std::unique_ptr<BodySink> sink)
+    {
+        c->sink = std::move(sink);
+        c->received = 0;
+        c->credited = 0;
+        if (c->body_unread) {
+            c->recv_left = static_cast<uint64_t>(c->req->getContentLength64());
+            c->body_unread = false;        // the sink takes it
+            c->in.erase(0, c->head_len);   // keeps the body bytes read with the head
+            if (c->req->getExpectContinue() && c->recv_left > c->in.size()) {
+                static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                if (SSL_write(c->ssl, kContinue, sizeof kContinue - 1) != static_cast<int>(sizeof kContinue - 1))
+                    throw std::runtime_error("cannot send 100 Continue");
+            }
+        } else {
+            // A small body the loop read whole: the sink gets it at once.
+            c->recv_left = 0;
+            if (!c->body.empty())
+                c->sink->write(c->body.data(), c->body.size());
+            c->received = c->body.size();
+            c->in.erase(0, c->head_len + c->body_len);
+        }
+        c->body.clear();
+        c->req.reset();
+        c->window_start = c->last_progress = Clock::now();
+        c->window_bytes = 0;
+        if (c->recv_left > 0) {
+            // A long body: OpenSSL reads ahead in large socket reads and keeps
+            // its buffer, instead of two read()s and a malloc per 16 KiB
+            // record. Bytes it reads past the body stay in its buffer for the
+            // next request (read_request() asks OpenSSL before the socket).
+            SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+            SSL_set_read_ahead(c->ssl, 1);
+        }
+    }
+
+    // Feeds the body to the sink until it ends or the socket is empty; never waits.
+    Next receive(Conn* c)
+    {
+        thread_local std::unique_ptr<char[]> buf;
+        if (!buf)
+            buf.reset(new char[kBodyBuffer]);   // one per worker thread, not per upload
+        uint64_t turn = 0;
+        bool stopped = false;
+        // Bytes the loop read along with the head (never more than recv_left:
+        // a pipelined request after the body stays in `in`).
+        if (c->recv_left > 0 && !c->in.empty()) {
+            size_t n = static_cast<size_t>(std::min<uint64_t>(c->recv_left, c->in.size()));
+            stopped = !c->sink->write(c->in.data(), n);
+            c->in.erase(0, n);
+            c->recv_left -= n;
+            c->received += n;
+        }
+        while (c->recv_left > 0 && !stopped) {
+            size_t fill = 0;
+            int r = 1;
+            // Several TLS records per write(): the sink hashes and writes in large pieces.
+            while (fill < kBodyBuffer && fill < c->recv_left) {
+                size_t want = static_cast<size_t>(std::min<uint64_t>(kBodyBuffer - fill, c->recv_left - fill));
+                r = SSL_read(c->ssl, buf.get() + fill, static_cast<int>(want));
+                if (r <= 0)
+                    break;
+                fill += static_cast<size_t>(r);
+            }
+            if (fill > 0) {
+                stopped = !c->sink->write(buf.get(), fill);
+                c->recv_left -= fill;
+                c->received += fill;
+                // Bytes the sweep credited while they waited in the socket count once.
+                uint64_t already = std::min<uint64_t>(fill, c->credited);
+                c->credited -= already;
+                if (fill > already)
+                    progress(c, static_cast<int>(fill - already));
+                turn += fill;
+            }
+            if (stopped)
+                break;
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_READ) {
+                    wake_at(c, std::min<uint64_t>(kBodyWake, c->recv_left > kBodySlack ? c->recv_left - kBodySlack : 1));
+                    return Next::wait_read;
+                }
+                if (e == SSL_ERROR_WANT_WRITE)
+                    return Next::wait_write;
+                ERR_clear_error();
+                c->sink->abort();
+                c->sink.reset();
+                c->status = -1;
+                log_line(c, true);
+                return Next::close;   // the peer went away mid-body
+            }
+            if (turn >= kTurn && c->recv_left > 0)
+                return Next::requeue;   // let the others in line have a worker too
+        }
+        SSL_set_read_ahead(c->ssl, 0);
+        SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+        wake_at(c, 1);
+        std::unique_ptr<BodySink> sink = std::move(c->sink);
+        Response resp;
+        resp.setVersion(Poco::Net::HTTPMessage::HTTP_1_1);
+        resp.setDate(Poco::Timestamp());
+        resp.setKeepAlive(c->peer_keep_alive && c->recv_left == 0 && c->requests < kMaxRequestsPerConnection);
+        resp.log_id = c->log_id;
+        int status = sink->finish(resp);
+        c->log_id = resp.log_id;
+        if (c->recv_left > 0) {
+            resp.setKeepAlive(false);   // the rest of the body stays unread
+            c->body_unread = true;
+        }
+        lay_out(c, resp, status);
+        if (!c->responding)
+            return Next::close;
+        return pump(c);
+    }
+
+    // SO_RCVLOWAT: the loop hears of the socket only once it holds `bytes`.
+    // While a long body streams, a worker then takes a few hundred KiB per
+    // turn instead of the one segment that just came: each turn is a hand-off
+    // between threads, and those, not the bytes, were the cost.
+    void wake_at(Conn* c, uint64_t bytes)
+    {
+        int v = static_cast<int>(std::max<uint64_t>(1, bytes));
+        if (c->rcvlowat != v && setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) == 0)
+            c->rcvlowat = v;
+    }
+
+    // Lays out the answer `resp` (status from the handler or a sink) for pump().
+    void lay_out(Conn* c, Response& resp, int status)
+    {
         if (status < 0) {
             c->status = -1;
             log_line(c, true);
@@ -925,6 +1099,7 @@ struct Frontend {
         c->mapped = resp.mapped_;
         c->sent = 0;
         c->responding = true;
+        c->body_unread = false;
         c->window_start = c->last_progress = Clock::now();
         c->window_bytes = 0;
     }
@@ -1021,8 +1196,10 @@ struct Frontend {
         log_info(c->method + " " + (aborted ? std::string("aborted") : std::to_string(c->status)) +
                  " bytes=" + std::to_string(c->sent) + " id=" + c->log_id + " peer=" + c->peer.toString() +
                  kv("item", c->log_id) + kv("client", c->peer.host().toString()) +
-                 kv("status", aborted ? std::string("aborted") : std::to_string(c->status)));
+                 kv("status", aborted ? std::string("aborted") : std::to_string(c->status)) +
+                 (c->received ? kv("received", std::to_string(c->received)) : std::string()));
         c->method = "-";
+        c->received = 0;
     }
 };
 

@@ -48,6 +48,27 @@ private:
     std::istringstream body_;
 };
 
+class Response;
+
+/// Takes a request body of any length (an upload, docs/gateway-api.md) after
+/// the handler accepted its head: the front end feeds it the body as it
+/// arrives, on a worker and never waiting on the peer (a slow sender holds no
+/// worker, and is cut by gateway.min_rate and gateway.timeout as a slow reader
+/// is), then lets it build the answer. Exactly one of finish() or abort() is called.
+class BodySink {
+public:
+    virtual ~BodySink() = default;
+    /// The next bytes of the body; false to stop taking them (finish() then
+    /// answers, and the connection closes after the answer).
+    virtual bool write(const char* data, size_t len) = 0;
+    /// The body ended (or write() said stop): build the answer as a handler
+    /// does and return its status (-1: close without one).
+    virtual int finish(Response& resp) = 0;
+    /// The connection was cut before the body ended (peer gone, deadline,
+    /// shutdown). What was written stays written.
+    virtual void abort() noexcept = 0;
+};
+
 /// The answer a handler builds. send() gives a stream for a small body; a
 /// file body is given with send_file() and sent by the front end after the
 /// handler returns, so that no worker waits on a slow reader.
@@ -68,6 +89,11 @@ public:
     bool begin_transfer() { return take_transfer_ && take_transfer_(); }
     /// The id shown in the access log line ("-" if none).
     std::string log_id = "-";
+    /// Accepts the request's body into `sink` (Content-Length bytes; the
+    /// handler checked that it has one). The answer is then finish()'s, and
+    /// whatever the handler put here is dropped. A 100-continue the client
+    /// waits for is sent now.
+    void receive(std::unique_ptr<BodySink> sink) { sink_ = std::move(sink); }
 
 private:
     friend struct Frontend;
@@ -76,6 +102,7 @@ private:
     uint64_t first_ = 0, count_ = 0;
     bool mapped_ = false;
     std::function<bool()> take_transfer_;
+    std::unique_ptr<BodySink> sink_;
 };
 
 /// Runs on a worker; returns the HTTP status sent, or -1 after an internal

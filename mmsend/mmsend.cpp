@@ -11,12 +11,14 @@
 #include "mmsend/options.h"
 #include "mmsend/progress.h"
 #include "mmsend/submit.h"
+#include "mmsend/upload.h"
 
 #include "store/quota.h"
 #include "store/store.h"
 #include "store/store_sink.h"
 #include "core/address.h"
 #include "core/config.h"
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/program.h"
 #include "core/text.h"
@@ -54,6 +56,7 @@ public:
         rmdir(dir_.c_str());
     }
     std::string path(const char* name) const { return dir_ + "/" + name; }
+    const std::string& dir() const { return dir_; }
 
 private:
     std::string dir_;
@@ -128,10 +131,13 @@ class SendSink : public MediaSink {
 public:
     /// `open_store` is called on the first part to detach, never before: a mail
     /// with nothing to detach needs no store (and no write access to one).
+    /// With `uploader` the media goes to a remote gateway instead (mmsend
+    /// --gateway); parts read from a message are spooled under `spool_dir` first.
     SendSink(std::function<Store&()> open_store, std::vector<std::string> rcpts, const Options& o,
-             const std::vector<ComposedPart>& parts, bool progress, const std::string& envelope_from)
+             const std::vector<ComposedPart>& parts, bool progress, const std::string& envelope_from,
+             Uploader* uploader = nullptr, std::string spool_dir = "")
         : open_store_(std::move(open_store)), rcpts_(std::move(rcpts)), o_(o), parts_(parts), progress_(progress),
-          sender_(sender_identity(envelope_from))
+          sender_(sender_identity(envelope_from)), uploader_(uploader), spool_dir_(std::move(spool_dir))
     {
     }
 
@@ -157,6 +163,8 @@ public:
         const ComposedPart* cp = idx < parts_.size() ? &parts_[idx] : nullptr;
         if (o_.link && cp)
             return std::make_unique<LinkPart>(*this, *cp, *att, type);
+        if (uploader_)
+            return std::make_unique<UploadPart>(*this, cp, att, type, spool_dir_ + "/media-" + std::to_string(++spooled_));
         return std::make_unique<CopyPart>(*this, inner().begin(type, name), att, cp ? cp->size : 0, name);
     }
 
@@ -239,6 +247,68 @@ private:
         std::string type_;
     };
 
+    // mmsend --gateway: the bytes go to a remote gateway's upload API
+    // (upload.h). A composed attachment is sent from its own file; a part of
+    // a message read on standard input is spooled first, so that an upload
+    // cut short can resume from the file.
+    struct UploadPart : Part {
+        UploadPart(SendSink& s, const ComposedPart* cp, const Attachment* att, const std::string& type,
+                   std::string spool)
+            : s_(s), cp_(cp), att_(att), type_(type), spool_(std::move(spool))
+        {
+        }
+        ~UploadPart() override
+        {
+            if (!cp_)
+                unlink(spool_.c_str());
+        }
+        void write(const void* data, size_t len) override
+        {
+            if (cp_)
+                return;   // the file itself is sent; the engine's hash must be its hash
+            if (!out_) {
+                out_ = UniqueFd(open(spool_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+                if (!out_)
+                    throw Failure(ex_cantcreat, "cannot create " + spool_ + ": " + std::strerror(errno));
+            }
+            if (!write_all(out_.get(), data, len))
+                throw Failure(ex_ioerr, "cannot write " + spool_ + ": " + std::strerror(errno));
+        }
+        void finish(Handle& h) override
+        {
+            describe(h, att_);
+            if (!cp_) {
+                if (!out_)   // an empty part: nothing was written
+                    out_ = UniqueFd(open(spool_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+                out_.reset();
+            }
+            ItemMeta meta;
+            meta.type = type_;
+            meta.name = h.name;
+            meta.title = h.title;
+            meta.note = h.note;
+            meta.copyright = h.copyright;
+            meta.recipients = s_.rcpts_;
+            Progress bar("uploading " + h.name, h.size, s_.progress_);
+            NewItem item = s_.uploader_->upload(cp_ ? cp_->path : spool_, h.size, h.sha256, meta,
+                                                [&](uint64_t done) { bar.update(done); });
+            bar.finish();
+            h.url = item.url;
+            h.pin = item.pin;
+            h.expires = item.expires;
+            h.seg_size = item.seg_size;
+            h.seg_sha256 = item.seg_sha256;
+            s_.copies.add(h, item);
+            s_.created.push_back(Created{h, false});
+            s_.uploaded.push_back(item.id);
+        }
+        SendSink& s_;
+        const ComposedPart* cp_;
+        const Attachment* att_;
+        std::string type_, spool_;
+        UniqueFd out_;
+    };
+
     std::function<Store&()> open_store_;
     std::unique_ptr<StoreSink> inner_;
     std::vector<std::string> rcpts_;
@@ -247,6 +317,12 @@ private:
     size_t next_ = 0;
     bool progress_;
     std::string sender_;   // whom quotas count, set on the StoreSink once it exists
+    Uploader* uploader_;
+    std::string spool_dir_;
+    unsigned spooled_ = 0;
+
+public:
+    std::vector<std::string> uploaded;   // items made on the remote gateway
 };
 
 void print_json(const std::vector<Created>& created)
@@ -379,8 +455,25 @@ int run_checked(const Options& o)
         policy.min_size = 1;
         policy.types = {"*/*"};
     }
-    SendSink sink(open_store, rcpts, o, parts, bars, envelope_from);
-    if (!o.link) {
+    // mmsend --gateway (mmsend.gateway): no local store at all.
+    std::unique_ptr<Uploader> uploader;
+    if (const std::string& gw = cfg.str("mmsend.gateway"); !gw.empty()) {
+        GatewaySettings g;
+        g.base = gw;
+        while (!g.base.empty() && g.base.back() == '/')
+            g.base.pop_back();
+        g.token = read_upload_token(cfg.str("mmsend.gateway_token_file"));
+        g.pin = cfg.str("mmsend.gateway_pin");
+        g.ca_file = cfg.str("mmsend.ca_file");
+        g.chunk = cfg.size("mmsend.gateway_chunk");
+        g.retries = static_cast<int>(cfg.integer("mmsend.gateway_retries"));
+        g.max_rate = cfg.size("mmsend.gateway_max_rate");
+        g.timeout = cfg.duration("mmsend.timeout");
+        g.insecure = o.insecure;
+        uploader = std::make_unique<Uploader>(g);
+    }
+    SendSink sink(open_store, rcpts, o, parts, bars, envelope_from, uploader.get(), spool.dir());
+    if (!o.link && !uploader) {   // the gateway checks its quotas at each upload's POST
         // The attachments' sizes are known: a store or sender quota that they
         // would exceed is told now, before any encoding or copying.
         uint64_t total = 0;
@@ -465,6 +558,9 @@ int run_checked(const Options& o)
             unlink(copy.c_str());
         }
     } catch (...) {
+        if (sent == 0 && !sink.uploaded.empty())
+            log_warning("the mail was not sent: its " + std::to_string(sink.uploaded.size()) +
+                        " uploaded item(s) stay on the gateway, unreachable, until they expire");
         if (sent == 0)
             undo();   // no copy left: the items are unreachable
         else

@@ -137,6 +137,10 @@ Options parse_options(const std::vector<std::string>& args)
         } else if (name == "--link") {
             flag();
             o.link = true;
+        } else if (name == "--gateway") {
+            // The same as mmsend.gateway, checked with the other keys (Config::verify).
+            o.overrides.push_back("mmsend.gateway=" + value());
+            o.gateway = true;
         } else if (name == "--insecure") {
             flag();
             o.insecure = true;
@@ -174,6 +178,8 @@ Options parse_options(const std::vector<std::string>& args)
     if (compose_opt && sendmail_opt)
         throw UsageError("compose options (--from, --to, --attach ...) and sendmail options (-t, -f, "
                          "recipients) cannot be mixed");
+    if (o.link && o.gateway)
+        throw UsageError("--link and --gateway cannot be combined: the gateway needs the bytes");
     if (sendmail_opt) {
         o.mode = Mode::sendmail;
         if (o.link)
@@ -199,8 +205,9 @@ const char* usage_text()
     return "usage: mmsend [-c FILE] [--set section.key=value]... --from ADDR --to ADDR [--to ADDR]...\n"
            "              [--cc ADDR]... [--bcc ADDR]... --subject TEXT [--body TEXT | --body-file FILE]\n"
            "              [--attach FILE [--title T] [--note N] [--copyright C]]...\n"
-           "              [--detach-all] [--link] [--insecure] [--json] [-q]\n"
-           "       mmsend [-c FILE] -t [-f SENDER] [-oi] [--detach-all] [--insecure] [--json] [--] [RCPT]... < MESSAGE\n"
+           "              [--detach-all] [--link | --gateway URL] [--insecure] [--json] [-q]\n"
+           "       mmsend [-c FILE] -t [-f SENDER] [-oi] [--detach-all] [--gateway URL] [--insecure] [--json]\n"
+           "              [--] [RCPT]... < MESSAGE\n"
            "       mmsend [-c FILE] [--set section.key=value]... --check | --version\n"
            "\n"
            "Sends mail with big media detached into the local MediaMail store (served by\n"
@@ -209,6 +216,9 @@ const char* usage_text()
            "  --attach FILE     attach a file; --title/--note/--copyright describe the last one\n"
            "  --detach-all      detach every attachment, not only large media\n"
            "  --link            register media files in place instead of copying them\n"
+           "  --gateway URL     upload media to that mm-gateway instead of a local store\n"
+           "                    (mmsend.gateway; token in mmsend.gateway_token_file); an\n"
+           "                    upload cut short resumes, also in a second run (exit 75)\n"
            "  --insecure        allow SMTP without TLS and skip certificate checks\n"
            "  --json            print the handles created, as JSON, on standard output\n"
            "  -q, --quiet       no progress bar\n"

@@ -55,6 +55,7 @@ struct Options {
     std::vector<std::string> recipients;    // argv
     // Both.
     bool detach_all = false, link = false, insecure = false, json = false, quiet = false;
+    bool gateway = false;                   // --gateway URL (put into overrides as mmsend.gateway)
     bool help = false, version = false, check = false;
     std::string config_path;
     std::vector<std::string> overrides;

@@ -251,6 +251,30 @@ void add_trace_columns(sqlite3* db, const std::string& path)
     exec(db, path, "CREATE INDEX IF NOT EXISTS items_message_id ON items(message_id)");
 }
 
+// Version 8: uploads to the gateway (docs/gateway-api.md, "Uploads"). Each
+// user's upload token, hashed like item tokens, and the uploads still open:
+// what their POST declared. The bytes are in uploads/<id> (layout.h); an
+// upload becomes an item, with its own row in items, on its last byte.
+void add_uploads(sqlite3* db, const std::string& path)
+{
+    exec(db, path,
+         "CREATE TABLE IF NOT EXISTS upload_tokens ("
+         " user TEXT PRIMARY KEY,"
+         " token_sha256 TEXT NOT NULL UNIQUE,"
+         " created TEXT NOT NULL);"
+         "CREATE TABLE IF NOT EXISTS uploads ("
+         " id TEXT PRIMARY KEY,"
+         " user TEXT NOT NULL,"
+         " size INTEGER NOT NULL,"
+         " sha256 TEXT NOT NULL,"   // as declared by the client ('' if none): the resume key
+         " type TEXT NOT NULL, name TEXT NOT NULL, title TEXT NOT NULL, note TEXT NOT NULL,"
+         " copyright TEXT NOT NULL, date TEXT NOT NULL,"
+         " recipients TEXT NOT NULL,"   // one address per line
+         " created_unix INTEGER NOT NULL,"
+         " expires_unix INTEGER NOT NULL);"
+         "CREATE INDEX IF NOT EXISTS uploads_user ON uploads(user, sha256, size)");
+}
+
 const struct Migration {
     int to;
     void (*apply)(sqlite3*, const std::string&);
@@ -261,6 +285,7 @@ const struct Migration {
     {5, add_quota_accounting},
     {6, add_recipient_tokens},   // again: see above
     {7, add_trace_columns},
+    {8, add_uploads},
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == Index::kVersion - 1, "one migration per version after 1");
 
@@ -385,6 +410,7 @@ void Index::migrate()
             exec(db_, path_, kReceiptsTable);
             add_quota_accounting(db_, path_);   // version 5's columns, appended as on an old index
             add_trace_columns(db_, path_);      // and version 6's
+            add_uploads(db_, path_);            // and version 8's
         } else {
             if (v == 0)
                 v = 1;   // written before user_version was kept: at least version 1
@@ -771,6 +797,160 @@ uint64_t Index::receipt_count()
     std::lock_guard<std::recursive_mutex> lock(mu_);
     Statement q(db_, path_, "SELECT count(*) FROM receipts");
     return q.row() ? static_cast<uint64_t>(q.num(0)) : 0;
+}
+
+// ---- uploads (version 8) ----
+
+void Index::set_upload_token(const std::string& user, const std::string& token_sha256, const std::string& created)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement ins(db_, path_, "INSERT OR REPLACE INTO upload_tokens (user, token_sha256, created) VALUES (?,?,?)");
+    ins.bind(1, user).bind(2, token_sha256).bind(3, created).run();
+}
+
+bool Index::delete_upload_token(const std::string& user)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement del(db_, path_, "DELETE FROM upload_tokens WHERE user = ?");
+    return del.bind(1, user).run() > 0;
+}
+
+std::vector<std::pair<std::string, std::string>> Index::upload_tokens()
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, "SELECT user, created FROM upload_tokens ORDER BY user");
+    std::vector<std::pair<std::string, std::string>> out;
+    while (q.row())
+        out.emplace_back(q.text(0), q.text(1));
+    return out;
+}
+
+std::optional<std::string> Index::upload_token_user(const std::string& token_sha256)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, "SELECT user FROM upload_tokens WHERE token_sha256 = ?");
+    q.bind(1, token_sha256);
+    if (!q.row())
+        return std::nullopt;
+    return q.text(0);
+}
+
+namespace {
+
+const char* const kUploadSelect =
+    "SELECT id, user, size, sha256, type, name, title, note, copyright, date, recipients, created_unix, "
+    "expires_unix FROM uploads ";
+
+UploadRow upload_of(Statement& q)
+{
+    UploadRow u;
+    u.id = q.text(0);
+    u.user = q.text(1);
+    u.size = static_cast<uint64_t>(q.num(2));
+    u.sha256 = q.text(3);
+    u.meta.type = q.text(4);
+    u.meta.name = q.text(5);
+    u.meta.title = q.text(6);
+    u.meta.note = q.text(7);
+    u.meta.copyright = q.text(8);
+    u.meta.date = q.text(9);
+    std::string all = q.text(10);
+    for (size_t pos = 0; pos < all.size();) {
+        size_t nl = all.find('\n', pos);
+        if (nl == std::string::npos)
+            nl = all.size();
+        if (nl > pos)
+            u.meta.recipients.push_back(all.substr(pos, nl - pos));
+        pos = nl + 1;
+    }
+    u.created_unix = q.num(11);
+    u.expires_unix = q.num(12);
+    return u;
+}
+
+} // namespace
+
+void Index::insert_upload(const UploadRow& u)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    std::string rcpts;
+    for (const auto& r : u.meta.recipients)
+        rcpts += r + "\n";
+    Statement ins(db_, path_,
+                  "INSERT INTO uploads (id, user, size, sha256, type, name, title, note, copyright, date, recipients, "
+                  "created_unix, expires_unix) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    ins.bind(1, u.id)
+        .bind(2, u.user)
+        .bind(3, static_cast<int64_t>(u.size))
+        .bind(4, u.sha256)
+        .bind(5, u.meta.type)
+        .bind(6, u.meta.name)
+        .bind(7, u.meta.title)
+        .bind(8, u.meta.note)
+        .bind(9, u.meta.copyright)
+        .bind(10, u.meta.date)
+        .bind(11, rcpts)
+        .bind(12, u.created_unix)
+        .bind(13, u.expires_unix)
+        .run();
+}
+
+std::optional<UploadRow> Index::find_upload(const std::string& id)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, (std::string(kUploadSelect) + "WHERE id = ?").c_str());
+    q.bind(1, id);
+    if (!q.row())
+        return std::nullopt;
+    return upload_of(q);
+}
+
+std::optional<UploadRow> Index::find_upload_by_key(const std::string& user, const std::string& sha256, uint64_t size)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_,
+                (std::string(kUploadSelect) + "WHERE user = ? AND sha256 = ? AND size = ? ORDER BY created_unix DESC")
+                    .c_str());
+    q.bind(1, user).bind(2, sha256).bind(3, static_cast<int64_t>(size));
+    if (!q.row())
+        return std::nullopt;
+    return upload_of(q);
+}
+
+uint64_t Index::upload_count(const std::string& user)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, "SELECT count(*) FROM uploads WHERE user = ?");
+    q.bind(1, user);
+    return q.row() ? static_cast<uint64_t>(q.num(0)) : 0;
+}
+
+bool Index::delete_upload(const std::string& id)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement del(db_, path_, "DELETE FROM uploads WHERE id = ?");
+    return del.bind(1, id).run() > 0;
+}
+
+std::vector<std::string> Index::expired_uploads(int64_t now)
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, "SELECT id FROM uploads WHERE expires_unix <= ?");
+    q.bind(1, now);
+    std::vector<std::string> out;
+    while (q.row())
+        out.push_back(q.text(0));
+    return out;
+}
+
+std::vector<std::string> Index::upload_ids()
+{
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Statement q(db_, path_, "SELECT id FROM uploads");
+    std::vector<std::string> out;
+    while (q.row())
+        out.push_back(q.text(0));
+    return out;
 }
 
 } // namespace mm

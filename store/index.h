@@ -40,6 +40,15 @@ struct ItemRef {
     bool linked = false;   // served from the sender's own file, not from objects/
 };
 
+/// An upload still open (schema version 8): what its POST declared.
+struct UploadRow {
+    std::string id, user;
+    uint64_t size = 0;
+    std::string sha256;   // declared by the client, "" if it did not
+    ItemMeta meta;        // type, name, descriptive fields, envelope recipients
+    int64_t created_unix = 0, expires_unix = 0;
+};
+
 /// `mm-gateway list`'s filters; empty fields filter nothing.
 struct ItemFilter {
     std::string recipient;    // an envelope recipient, compared normalized (address.h)
@@ -62,8 +71,9 @@ public:
     /// 5: items' sender and created_unix, and reservations (store quotas,
     /// quota.h); 6: version 4 again, for stores made while step 4 was an empty
     /// placeholder (index.cpp, add_recipient_tokens); 7: items' message_id,
-    /// envelope_from and queue_id (tracing one mail).
-    static constexpr int kVersion = 7;
+    /// envelope_from and queue_id (tracing one mail); 8: upload_tokens and
+    /// uploads (mm-gateway's upload API, store/uploads.h).
+    static constexpr int kVersion = 8;
 
     enum class Open {
         create,     // make the file if it is missing (Store: the first program to run)
@@ -173,6 +183,25 @@ public:
     /// Records which mail the item went out in. The values come from the mail
     /// (hostile): control bytes are dropped and each is cut (sanitize_trace).
     void set_item_trace(const std::string& id, const ItemTrace& trace);
+
+    // ---- uploads (version 8; the write methods belong inside write()) ----
+
+    /// Sets (or replaces) `user`'s upload token, by its SHA-256.
+    void set_upload_token(const std::string& user, const std::string& token_sha256, const std::string& created);
+    bool delete_upload_token(const std::string& user);
+    /// Every user with a token and when it was made, by user.
+    std::vector<std::pair<std::string, std::string>> upload_tokens();
+    /// The user whose token has this SHA-256.
+    std::optional<std::string> upload_token_user(const std::string& token_sha256);
+    void insert_upload(const UploadRow& row);
+    std::optional<UploadRow> find_upload(const std::string& id);
+    /// The user's newest open upload of this declared SHA-256 and size.
+    std::optional<UploadRow> find_upload_by_key(const std::string& user, const std::string& sha256, uint64_t size);
+    uint64_t upload_count(const std::string& user);
+    bool delete_upload(const std::string& id);
+    /// Open uploads whose expiry (unix time) is at or before now.
+    std::vector<std::string> expired_uploads(int64_t now);
+    std::vector<std::string> upload_ids();
 
     // ---- admin views ----
 

@@ -26,11 +26,19 @@ std::string index_path(const std::string& dir) { return dir + "/index.sqlite"; }
 std::string objects_dir(const std::string& dir) { return dir + "/objects"; }
 std::string tmp_dir(const std::string& dir) { return dir + "/tmp"; }
 std::string tls_dir(const std::string& dir) { return dir + "/tls"; }
+std::string uploads_dir(const std::string& dir) { return dir + "/uploads"; }
+
+std::string upload_path(const std::string& dir, const std::string& id)
+{
+    if (!is_lower_hex(id, 32))
+        throw StoreError("not an upload id: " + printable(id, 80));
+    return uploads_dir(dir) + "/" + id;
+}
 
 std::vector<std::string> opened_paths(const std::string& dir)
 {
     const std::string index = index_path(dir), tls = tls_dir(dir);
-    std::vector<std::string> paths{objects_dir(dir), tmp_dir(dir), index, index + "-wal", index + "-shm",
+    std::vector<std::string> paths{objects_dir(dir), tmp_dir(dir), uploads_dir(dir), index, index + "-wal", index + "-shm",
                                    index + "-journal", tls, tls + "/key.pem", tls + "/cert.pem"};
     // A store.dir of "/" is a mistake; the root directory is never given away.
     if (dir != "/")

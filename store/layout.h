@@ -26,6 +26,9 @@ std::string index_path(const std::string& dir);     // dir/index.sqlite
 std::string objects_dir(const std::string& dir);    // dir/objects
 std::string tmp_dir(const std::string& dir);        // dir/tmp: files being written
 std::string tls_dir(const std::string& dir);        // dir/tls: the gateway's own key pair
+std::string uploads_dir(const std::string& dir);    // dir/uploads: uploads to the gateway still open
+/// dir/uploads/<id>: an open upload's bytes. Throws StoreError unless id is 32 lowercase hex digits.
+std::string upload_path(const std::string& dir, const std::string& id);
 
 /// What opening a Store in dir may create: dir, its objects/, tmp/, the index
 /// with its SQLite side files, tls/ and the key pair in it. A program started

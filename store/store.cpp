@@ -12,7 +12,11 @@
 #include "core/fileio.h"
 #include "core/util.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
@@ -115,6 +119,7 @@ Store::Store(const Config& cfg, FreeSpaceFn free_space) : impl_(std::make_unique
     make_dirs(s.dir, 0750);
     ensure_dir(layout::objects_dir(s.dir), 0750);
     ensure_dir(layout::tmp_dir(s.dir), 0700);
+    ensure_dir(layout::uploads_dir(s.dir), 0700);
     s.index = std::make_unique<Index>(layout::index_path(s.dir), Index::Open::create);
 }
 
@@ -191,6 +196,79 @@ void register_item(Store::Impl& s_, NewItem& item, const ItemMeta& meta, const L
     item.url = s_.public_url + "/m/" + item.id + "/" + item.token;
 }
 
+// Hashes (SHA-256 and segment digests) on a thread of its own, in order, the
+// bytes given to feed(): an upload's bytes are decrypted and written by the
+// gateway's worker while another core hashes them. The bytes are copied into
+// a ring of kSlots buffers allocated once (fresh large buffers per piece cost
+// more in page faults than the copy); when it is full the writer waits, so
+// memory stays bounded and a slow hasher slows the writer.
+class HashPipe {
+public:
+    HashPipe(Sha256& sha, SegmentHasher& seg)
+        : sha_(sha), seg_(seg), ring_(new char[kSlots * kSlot]), thread_([this] { run(); })
+    {
+    }
+    /// Hashes what is still queued, then ends the thread.
+    ~HashPipe()
+    {
+        {
+            std::lock_guard<std::mutex> l(mu_);
+            stop_ = true;
+        }
+        ready_.notify_all();
+        thread_.join();
+    }
+    void feed(const void* data, size_t len)
+    {
+        const char* p = static_cast<const char*>(data);
+        while (len > 0) {
+            size_t n = std::min(len, kSlot);
+            std::unique_lock<std::mutex> l(mu_);
+            free_.wait(l, [&] { return queued_ < kSlots; });
+            size_t slot = (head_ + queued_) % kSlots;
+            l.unlock();
+            std::memcpy(ring_.get() + slot * kSlot, p, n);   // the slot is ours until queued
+            l.lock();
+            sizes_[slot] = n;
+            ++queued_;
+            ready_.notify_one();
+            p += n;
+            len -= n;
+        }
+    }
+
+private:
+    void run()
+    {
+        std::unique_lock<std::mutex> l(mu_);
+        for (;;) {
+            ready_.wait(l, [&] { return stop_ || queued_ > 0; });
+            if (queued_ == 0)
+                return;   // stopping, nothing left
+            size_t slot = head_;
+            l.unlock();
+            const char* p = ring_.get() + slot * kSlot;
+            sha_.update(p, sizes_[slot]);
+            seg_.update(p, sizes_[slot]);
+            l.lock();
+            head_ = (head_ + 1) % kSlots;
+            --queued_;
+            free_.notify_one();
+        }
+    }
+    static constexpr size_t kSlot = 256 * 1024;
+    static constexpr size_t kSlots = 16;   // 4 MiB per upload being written
+    Sha256& sha_;
+    SegmentHasher& seg_;
+    std::unique_ptr<char[]> ring_;
+    size_t sizes_[kSlots] = {};
+    size_t head_ = 0, queued_ = 0;   // the oldest queued slot; how many are queued
+    std::mutex mu_;
+    std::condition_variable ready_, free_;
+    bool stop_ = false;
+    std::thread thread_;   // last: started once the rest exists
+};
+
 class FileWriter : public Store::Writer {
 public:
     FileWriter(Store::Impl& s, std::string sender, uint64_t expected)
@@ -208,12 +286,56 @@ public:
         }
     }
 
+    // An upload's file (Store::resume_upload): what is there already is hashed
+    // first, and the file stays when we go without a commit.
+    struct Resume {};
+    FileWriter(Store::Impl& s, Resume, const std::string& upload_id, std::string sender, uint64_t expected)
+        : s_(s), sender_(std::move(sender)), reservation_("upload-" + upload_id), keep_(true)
+    {
+        tmp_path_ = layout::upload_path(s_.dir, upload_id);
+        fd_ = open(tmp_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd_ < 0)
+            throw StoreError("cannot open " + tmp_path_ + ": " + errno_text(errno));
+        try {
+            struct stat st;
+            if (fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))
+                throw StoreError(tmp_path_ + " is not a regular file");
+            uint64_t have = static_cast<uint64_t>(st.st_size);
+            if (have > expected)
+                throw StoreError(tmp_path_ + " holds more than the upload's declared size");
+            reserved_ = s_.index->write([&] { return s_.reserve(reservation_, sender_, expected, have, 0); });
+            std::string buf(1 << 20, '\0');
+            while (size_ < have) {
+                ssize_t n = pread(fd_, buf.data(), buf.size(), static_cast<off_t>(size_));
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n <= 0)
+                    throw StoreError("cannot read " + tmp_path_ + ": " + (n < 0 ? errno_text(errno) : "short file"));
+                hash_.update(buf.data(), static_cast<size_t>(n));
+                segments_.update(buf.data(), static_cast<size_t>(n));
+                size_ += static_cast<uint64_t>(n);
+            }
+            started_ = size_;
+            if (lseek(fd_, static_cast<off_t>(size_), SEEK_SET) < 0)
+                throw StoreError("cannot seek in " + tmp_path_ + ": " + errno_text(errno));
+        } catch (...) {
+            close(fd_);
+            fd_ = -1;
+            release();
+            throw;
+        }
+    }
+
+    uint64_t size() const override { return size_; }
+    void idle() override { pipe_.reset(); }   // hashes what is queued; the thread ends
+
     ~FileWriter() override
     {
         if (fd_ >= 0)
             close(fd_);
         if (!done_) {
-            unlink(tmp_path_.c_str());
+            if (!keep_)
+                unlink(tmp_path_.c_str());
             release();
         }
     }
@@ -232,7 +354,8 @@ public:
                 if (fd_ >= 0)
                     close(fd_);
                 fd_ = -1;
-                unlink(tmp_path_.c_str());
+                if (!keep_)
+                    unlink(tmp_path_.c_str());
                 release();
                 throw;
             }
@@ -249,8 +372,14 @@ public:
             p += n;
             left -= static_cast<size_t>(n);
         }
-        hash_.update(data, len);
-        segments_.update(data, len);
+        if (keep_ && !pipe_)
+            pipe_ = std::make_unique<HashPipe>(hash_, segments_);
+        if (pipe_) {
+            pipe_->feed(data, len);
+        } else {
+            hash_.update(data, len);
+            segments_.update(data, len);
+        }
         size_ += len;
         if (size_ - started_ >= kWritebackEvery) {
             // Start writing back what we have so far: commit's fsync then waits
@@ -277,6 +406,7 @@ public:
         }
         fd_ = -1;
 
+        pipe_.reset();   // drains: every byte written is hashed
         NewItem item;
         item.sha256 = hash_.hex_digest();
         item.size = size_;
@@ -324,6 +454,7 @@ private:
 
     Store::Impl& s_;
     std::string sender_, reservation_;
+    bool keep_ = false;       // an upload's file: it stays without a commit
     uint64_t reserved_ = 0;   // bytes our row in reservations holds
     static constexpr uint64_t kReserveStep = 8ULL << 20;
     std::string tmp_path_;
@@ -334,6 +465,9 @@ private:
     static constexpr uint64_t kWritebackEvery = 8ULL << 20;
     Sha256 hash_;
     SegmentHasher segments_;
+    // An upload's writer hashes on another thread (HashPipe); last, so that
+    // it is stopped before the hashes it feeds are destroyed.
+    std::unique_ptr<HashPipe> pipe_;
 };
 
 } // namespace
@@ -342,6 +476,14 @@ std::unique_ptr<Store::Writer> Store::create(const std::string& sender, uint64_t
 {
     return std::make_unique<FileWriter>(*impl_, sender, expected);
 }
+
+std::unique_ptr<Store::Writer> Store::resume_upload(const std::string& upload_id, const std::string& sender,
+                                                    uint64_t expected)
+{
+    return std::make_unique<FileWriter>(*impl_, FileWriter::Resume{}, upload_id, sender, expected);
+}
+
+const std::string& Store::dir() const { return impl_->dir; }
 
 void Store::check_room(const std::string& sender, uint64_t bytes)
 {

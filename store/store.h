@@ -100,8 +100,22 @@ public:
         virtual ~Writer() = default;
         virtual void write(const void* data, size_t len) = 0;   // throws StoreError
         virtual NewItem commit(const ItemMeta& meta) = 0;        // throws StoreError
+        virtual uint64_t size() const = 0;                       // bytes written (and hashed) so far
+        /// No more writes for a while (an upload between two requests): let
+        /// go of what a running write holds (an upload's hashing thread).
+        virtual void idle() {}
     };
     std::unique_ptr<Writer> create(const std::string& sender = "", uint64_t expected = 0);
+
+    /// A Writer that appends to an open upload's file (layout::upload_path;
+    /// created if missing), after hashing what the file already holds: an
+    /// upload resumes across requests and restarts, and is hashed as it is
+    /// written all the same. Its reservation is named after the upload, so a
+    /// new Writer for it replaces the old one's. Destroying it without
+    /// commit() keeps the file; commit() moves it into objects/ as create()'s do.
+    std::unique_ptr<Writer> resume_upload(const std::string& upload_id, const std::string& sender, uint64_t expected);
+    /// The store's directory (store.dir without trailing slashes).
+    const std::string& dir() const;
 
     /// Throws QuotaError if `bytes` more media from `sender` would not fit
     /// now; reserves nothing (a Writer still checks as it writes). For callers

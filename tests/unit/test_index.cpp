@@ -211,7 +211,7 @@ TEST_CASE("index: a new index is created at the latest version in one go")
     }
     CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
     CHECK(raw_one(t.index(), "PRAGMA journal_mode") == "wal");
-    CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
+    CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations", "upload_tokens", "uploads"});
     // Opening again changes nothing.
     auto before = items_columns(t.index());
     { Index again(t.index(), Index::Open::existing); }
@@ -271,7 +271,7 @@ TEST_CASE("index: an older index is migrated and keeps serving its items")
         CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
         CHECK(items_columns(t.index()) == latest_columns);
         CHECK(recipients_columns(t.index()) == latest_recipients);
-        CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
+        CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations", "upload_tokens", "uploads"});
 
         // The old item is served as before: same token, same bytes, not linked.
         auto item = s.authorize(old.id, old.token);
@@ -429,7 +429,7 @@ TEST_CASE("index: several processes opening one index at once all migrate it saf
                 CHECK(WEXITSTATUS(status) == 0);
             }
             CHECK(raw_one(t.index(), "PRAGMA user_version") == std::to_string(Index::kVersion));
-            CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations"});
+            CHECK(tables(t.index()) == std::vector<std::string>{"items", "receipts", "recipients", "reservations", "upload_tokens", "uploads"});
             CHECK(raw_one(t.index(), "SELECT count(*) FROM pragma_table_info('items') WHERE name LIKE 'link_%'") ==
                   "3");
             CHECK(raw_one(t.index(), "SELECT count(*) FROM items") == (c.old ? "1" : "0"));
