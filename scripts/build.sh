@@ -6,6 +6,15 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${MM_BUILD_DIR:-$here/build}
 
 bash "$here/scripts/install-deps.sh"
-cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE="${MM_BUILD_TYPE:-RelWithDebInfo}" ${MM_CMAKE_ARGS:-} >/dev/null
+# ccache (installed by install-deps.sh): a second tree with the same flags -- the
+# package test's /usr tree, a fresh clone's -- compiles from the cache. The build
+# directory is left out of the hash (CCACHE_NOHASHDIR) so that trees in other
+# directories share it; only the debug info's compile directory differs.
+launcher=()
+if [ "${MM_CCACHE:-1}" = 1 ] && command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  export CCACHE_NOHASHDIR=true
+fi
+cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE="${MM_BUILD_TYPE:-RelWithDebInfo}" "${launcher[@]}" ${MM_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" -j"$(nproc)"
 echo "build: done in $build"

@@ -7,7 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build
-  g++ cmake make pkg-config
+  g++ cmake make pkg-config ccache
   libpoco-dev libgmime-3.0-dev libssl-dev libcurl4-openssl-dev
   libmilter-dev libsqlite3-dev doctest-dev
   # mm-gateway's relay client (gateway.relay) and the private sshd of its test

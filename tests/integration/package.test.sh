@@ -158,7 +158,16 @@ pkg_check_files() {
   expect_stat /usr/bin/mm-fetcher "root:root 755"
   expect_stat /usr/bin/mmsend "root:root 755"
   expect_stat /etc/mediamail/mediamail.conf "root:root 644"
-  cmp -s /etc/mediamail/mediamail.conf "$MM_SOURCE_DIR/conf/mediamail.conf" || mm_fail "the installed config is not conf/mediamail.conf"
+  # The installed config is the documented one with exactly two lines set: the
+  # milter on the unix socket in Postfix's chroot (docs/postfix.md, docs/deploy.md).
+  diff "$MM_SOURCE_DIR/conf/mediamail.conf" /etc/mediamail/mediamail.conf | grep '^[<>]' >"$MM_TMP/conf.diff" || true
+  printf '%s\n' '< #socket = inet:8891@127.0.0.1' '< #socket_group =' \
+    '> socket = unix:/var/spool/postfix/mediamail/milter.sock' '> socket_group = postfix' | sort >"$MM_TMP/conf.want"
+  sort "$MM_TMP/conf.diff" | cmp -s - "$MM_TMP/conf.want" ||
+    mm_fail "the installed config differs from conf/mediamail.conf in more than the milter socket: $(cat "$MM_TMP/conf.diff")"
+  (cd /tmp && /usr/sbin/mm-milter --check >"$MM_TMP/check-default" 2>&1) || true
+  grep -qx "milter.socket = unix:/var/spool/postfix/mediamail/milter.sock" "$MM_TMP/check-default" ||
+    mm_fail "mm-milter --check does not show the installed unix socket: $(head -5 "$MM_TMP/check-default")"
   expect_stat /var/lib/mediamail "mediamail:mediamail 750"
   expect_stat /var/cache/mediamail "mediamail:mediamail 750"
   if [ -d /var/spool/postfix ] && getent group postfix >/dev/null; then
