@@ -77,7 +77,8 @@ TEST_CASE("reinsert_media: bad media and bad messages give false with err, never
 
     std::string err;
     REQUIRE_MESSAGE(reinsert_media(out, sink.files, back, err), err);
-    CHECK(read_file(back) == "X-Media-Handles: 1\r\n" + media_message("\r\n", video));
+    // Byte for byte the original, the sender's X-Media-Handles replaced by the trace field.
+    CHECK(read_file(back) == "X-Media-Restored: 1; sha256=" + sha256_hex(video) + "\r\n" + media_message("\r\n", video));
     // Nothing replaced: the message as it is.
     REQUIRE_MESSAGE(reinsert_media(out, std::vector<std::string>{""}, back, err), err);
     CHECK(read_file(back) == read_file(out));
