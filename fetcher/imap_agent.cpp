@@ -186,9 +186,11 @@ private:
                 if (opt_.folders.size() > 1 && !c_.select(opt_.folders.front(), validity, err))
                     return false;
                 bool changed = false;
+                // Mail waiting for a download retry, or more folders than the
+                // one IDLE watches, need a look every fetcher.imap_poll.
                 auto idle_for = pending_ ? kPendingRecheck
                                          : std::min<std::chrono::seconds>(
-                                               opt_.poll * (opt_.folders.size() > 1 ? 1 : 10),
+                                               opt_.poll * (opt_.folders.size() > 1 || !waiting_.empty() ? 1 : 10),
                                                std::chrono::duration_cast<std::chrono::seconds>(kIdleMax));
                 if (!c_.idle(idle_for, &stop_, changed, err))
                     return false;
@@ -306,8 +308,13 @@ private:
             if (copy) {
                 log_info("imap: copy of an earlier run found, removing the original" + tag +
                          kv("message_id", message_id));
-                if (!remove_original(folder, uid, tag, err))
+                bool removed = false;
+                if (!remove_original(folder, uid, tag, removed, err))
                     return false;
+                if (!removed) {
+                    leave(key);   // the journal stays: tried again at the next look
+                    return true;
+                }
                 unlink(journal.c_str());
                 unlink(eml.c_str());
                 unlink(raw.c_str());
@@ -321,6 +328,8 @@ private:
             return true;
         }
         if (!file_size(eml, have) && !file_size(raw, have)) {
+            log_info("imap: mail with location parts" + tag + kv("message_id", message_id) +
+                     kv("size", static_cast<unsigned long long>(meta.size)));
             const std::string tmp = raw + ".tmp" + random_hex(4);
             ImapClient::Body b = c_.uid_fetch_body(uid, tmp, sync_.max_message_size ? sync_.max_message_size
                                                                                       : UINT64_MAX, err);
@@ -405,9 +414,11 @@ private:
         if (!c_.append(folder, flags, now.internal_date.empty() ? meta.internal_date : now.internal_date, eml,
                        new_uid, err)) {
             log_warning("imap: " + printable(err) + tag);
-            unlink(journal.c_str());
+            // A broken connection leaves it open whether the server stored the
+            // copy: the journal stays, and the next look searches for it.
             if (!c_.connected())
                 return false;
+            unlink(journal.c_str());   // refused (NO/BAD): no copy exists
             leave(key);
             return true;
         }
@@ -418,10 +429,15 @@ private:
             for (;;)
                 pause();
         }
-        if (!remove_original(folder, uid, tag, err))
+        bool removed = false;
+        if (!remove_original(folder, uid, tag, removed, err))
             return false;
-        unlink(journal.c_str());
         unlink(eml.c_str());
+        if (!removed) {
+            leave(key);   // both stay; the journal tells the next look the copy is there
+            return true;
+        }
+        unlink(journal.c_str());
         log_info("imap: media put back in place" + tag + kv("message_id", message_id));
         return true;
     }
@@ -466,14 +482,18 @@ private:
     /// UIDPLUS; else UID MOVE (or COPY and \Deleted, left for the client to
     /// expunge) to fetcher.imap_originals. Never a plain EXPUNGE, which would
     /// take every other \Deleted mail of the folder with it.
-    bool remove_original(const std::string& folder, uint32_t uid, const std::string& tag, std::string& err)
+    /// `removed` says whether it is gone; false only when the connection failed.
+    bool remove_original(const std::string& folder, uint32_t uid, const std::string& tag, bool& removed,
+                         std::string& err)
     {
+        removed = false;
         const std::string u = std::to_string(uid);
         if (c_.has("UIDPLUS")) {
             if (!c_.ok("UID STORE " + u + " +FLAGS.SILENT (\\Deleted)", err) || !c_.ok("UID EXPUNGE " + u, err)) {
                 log_warning("imap: original not removed (both stay): " + printable(err) + tag);
                 return c_.connected();
             }
+            removed = true;
             return true;
         }
         const std::string dest = imap_quote(opt_.originals);
@@ -495,6 +515,7 @@ private:
                         printable(err) + tag);
             return c_.connected();
         }
+        removed = true;
         return true;
     }
 
