@@ -16,6 +16,8 @@ set -euo pipefail
 . "$MM_SOURCE_DIR/tests/integration/lib/mediamail.sh"
 
 mm_tmpdir_init
+T0=$SECONDS
+mm_log() { echo "  ok: $* [$((SECONDS - T0)) s]"; }
 mm_mediamail_start_servers
 mm_dovecot_tls_enable
 mm_dovecot_imap_enable
