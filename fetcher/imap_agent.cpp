@@ -496,7 +496,15 @@ private:
             removed = true;
             return true;
         }
-        const std::string dest = imap_quote(opt_.originals);
+        // fetcher.imap_originals spells levels with '/'; the server may use
+        // another delimiter (Dovecot's Maildir++ uses '.').
+        std::string name = opt_.originals;
+        char d = '/';
+        if (!c_.delimiter(d, err))
+            return c_.connected() ? (log_warning("imap: " + printable(err) + tag), true) : false;
+        if (d != 0 && d != '/')
+            std::replace(name.begin(), name.end(), '/', d);
+        const std::string dest = imap_quote(name);
         if (dest.empty() || opt_.originals == folder) {
             log_warning("imap: fetcher.imap_originals unusable: original kept beside its copy" + tag);
             return true;
@@ -511,7 +519,7 @@ private:
                                    : c_.ok("UID COPY " + u + " " + dest, err) &&
                                          c_.ok("UID STORE " + u + " +FLAGS.SILENT (\\Deleted)", err);
         if (!done) {
-            log_warning("imap: original not moved to " + printable(opt_.originals) + " (both stay): " +
+            log_warning("imap: original not moved to " + printable(name) + " (both stay): " +
                         printable(err) + tag);
             return c_.connected();
         }

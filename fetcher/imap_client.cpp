@@ -344,6 +344,26 @@ bool ImapClient::select(const std::string& folder, uint32_t& uidvalidity, std::s
     return true;
 }
 
+bool ImapClient::delimiter(char& d, std::string& err)
+{
+    ImapResponse t;
+    std::vector<ImapResponse> un;
+    if (!run("LIST \"\" \"\"", t, &un, err))
+        return false;
+    if (t.status != ImapResponse::Status::ok) {
+        err = "LIST: " + answer(t);
+        return false;
+    }
+    d = 0;
+    for (const auto& r : un)
+        if (r.name == "LIST" && r.data.size() >= 2) {
+            const ImapValue& v = r.data[1];
+            if (v.kind == ImapValue::Kind::string && v.text.size() == 1)
+                d = v.text[0];
+        }
+    return true;
+}
+
 bool ImapClient::uid_search(const std::string& criteria, std::vector<uint32_t>& uids, std::string& err)
 {
     ImapResponse t;

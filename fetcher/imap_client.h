@@ -74,6 +74,9 @@ public:
     /// UIDPLUS). False with err set when the server did not confirm it.
     bool append(const std::string& folder, const std::vector<std::string>& flags, const std::string& date,
                 const std::string& path, uint32_t& uid, std::string& err);
+    /// The server's hierarchy delimiter (LIST "" "", RFC 9051 6.3.9): '/' or
+    /// '.' mostly; 0 for a flat namespace.
+    bool delimiter(char& d, std::string& err);
     /// A command that must be answered OK ("UID EXPUNGE 7"); false with err otherwise.
     bool ok(const std::string& command, std::string& err);
     /// IDLE until the mailbox gets a new message (`changed`), `max` passes, or

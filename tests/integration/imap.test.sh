@@ -48,8 +48,12 @@ has_subject() { [ -n "$(lines_of "$1")" ]; }
 raw_count() { find "$CACHE/msg" -name '*.raw' 2>/dev/null | wc -l; }
 raws_at_least() { [ "$(raw_count)" -ge "$1" ]; }
 
-mm_make_video "$MM_TMP/base.mp4" 2
-for n in 1 2 3 4; do mm_unique_copy "$MM_TMP/base.mp4" "$MM_TMP/v$n.mp4"; done
+# A real H.264 clip of about 1.5 MB (over milter.min_size = 1M, quick to mail).
+ffmpeg -loglevel error -nostdin -y -f lavfi -i "testsrc2=size=640x360:rate=25" -t 2 -c:v libx264 -preset ultrafast \
+  -b:v 6M -minrate 6M -maxrate 6M -bufsize 2M -x264-params nal-hrd=cbr -movflags +faststart "$MM_TMP/base.mp4" \
+  >"$MM_TMP/ffmpeg.log" 2>&1 || mm_fail "ffmpeg failed: $(tail -3 "$MM_TMP/ffmpeg.log")"
+[ "$(stat -c %s "$MM_TMP/base.mp4")" -gt 1100000 ] || mm_fail "ffmpeg made only $(stat -c %s "$MM_TMP/base.mp4") bytes"
+for n in 1 2 3 4 5; do mm_unique_copy "$MM_TMP/base.mp4" "$MM_TMP/v$n.mp4"; done
 
 # 0. Configuration errors name the key.
 out=$("$(mm_bin mm-fetcher)" -c "$MM_CONF" --imap --set fetcher.imap=pop3://x 2>&1) && mm_fail "bad fetcher.imap accepted"
@@ -143,7 +147,32 @@ grep -q "copy of an earlier run found" "$ALOG" || mm_fail "the restart did not r
   mm_fail "expected 3 APPENDs in all (one, two, four; none again after the restart): $(grep -c 'rebuilt mail appended' "$ALOG")"
 mm_log "killed between APPEND and EXPUNGE, restarted: exactly one copy of mail four"
 
-# 6. Another real client: fetchmail over IMAP (keep) sees each mail once with its video.
+# 6. A server without UIDPLUS and MOVE, with APPENDLIMIT (Dovecot told to say so):
+# the original goes to fetcher.imap_originals by COPY and \Deleted (no EXPUNGE at
+# all), and a mail over the limit is left as it is, before any download.
+mm_stop_program mm-fetcher
+echo 'protocol imap {
+  imap_capability = IMAP4rev1 LITERAL+ IDLE APPENDLIMIT=3000000
+}' >>"$MM_DOVECOT_CONF"
+doveadm -c "$MM_DOVECOT_CONF" reload >/dev/null 2>&1 || mm_fail "dovecot reload"
+mm_random_mp4 "$MM_TMP/big.mp4" $((3 * 1048576))
+mm_make_media_mail "$MM_TMP/big.mp4" "$MM_TMP/big.eml" video/mp4 "Too big"
+agent_start 4
+grep "imap: logged in" "$ALOG" | tail -n1 | grep -q "uidplus=no" || mm_fail "agent still sees UIDPLUS"
+mm_swaks_send alice@example.test bob@example.test "Video five" "fifth" "$MM_TMP/v5.mp4" video/mp4
+mm_smtp_send_big alice@example.test bob@example.test "$MM_TMP/big.eml"
+mm_wait_for 30 bash -c "python3 '$MM_SOURCE_DIR/tests/integration/lib/imapctl.py' $MM_IMAP_PORT bob $MM_POP3_PASS list MediaMail.Originals 2>/dev/null | grep -q '|Video five\$'" ||
+  mm_fail "original of mail five not moved to MediaMail.Originals: $(tail -5 "$ALOG")"
+five=$(lines_of "Video five")
+grep -q '|-|R|Video five' <<<"$five" || mm_fail "no rebuilt mail five in INBOX: $five"
+grep '|H|-|Video five' <<<"$five" | grep -q 'Deleted' || mm_fail "the original of mail five in INBOX should be \\Deleted, not expunged: $five"
+mm_wait_for 30 grep -q "over the server's APPENDLIMIT 3000000: left as it is" "$ALOG" ||
+  mm_fail "APPENDLIMIT not respected: $(tail -5 "$ALOG")"
+lines_of "Too big" | grep -q '|H|-|Too big' || mm_fail "the mail over APPENDLIMIT changed: $(lines_of "Too big")"
+grep -q "verified, $(stat -c %s "$MM_TMP/big.mp4") bytes" "$ALOG" && mm_fail "media over APPENDLIMIT was downloaded"
+mm_log "without UIDPLUS: copy appended, original copied to MediaMail.Originals (COPY + \\Deleted, no EXPUNGE); over APPENDLIMIT: untouched, not downloaded"
+
+# 7. Another real client: fetchmail over IMAP (keep) sees each mail once with its video.
 mkdir -p "$MM_TMP/fm" "$MM_TMP/fmhome"
 cat >"$MM_TMP/mda.sh" <<EOF
 #!/bin/sh
