@@ -170,6 +170,10 @@ private:
     {
         while (!stop_.load()) {
             pending_ = false;
+            // One pass waits for downloads at most fetcher.login_wait in all, so
+            // that one slow sender does not hold up every mail behind it: later
+            // mails get their downloads started and are looked at again soon.
+            follow_until_ = std::chrono::steady_clock::now() + sync_.login_wait;
             for (const auto& folder : opt_.folders) {
                 if (stop_.load())
                     break;
@@ -356,7 +360,7 @@ private:
                 return true;
             }
             SyncOptions so = sync_;
-            so.follow_until = std::chrono::steady_clock::now() + sync_.login_wait;
+            so.follow_until = follow_until_;
             std::string why;
             std::shared_ptr<GrowingMessage> growing;
             unsigned back = 0;
@@ -539,6 +543,7 @@ private:
     };
     std::map<std::string, Waiting> waiting_;   // by cache key
     bool pending_ = false;
+    std::chrono::steady_clock::time_point follow_until_{};
 };
 
 } // namespace
