@@ -146,14 +146,28 @@ int run_imap_mode(mm::ImapAgentOptions& imap, const mm::SyncOptions& so, const m
     imap.sync.downloader = &downloader;
     if (status)
         status->start();
-    // The other threads keep the signals blocked: this one sees them, and a
-    // read or poll it waits in ends with EINTR, so the stop is noticed at once.
-    pthread_sigmask(SIG_SETMASK, orig, nullptr);
+    // SIGHUP: log.file reopened (logrotate); other changes apply at restart.
+    std::thread reopener([] {
+        while (!g_stop.load()) {
+            if (g_reload.exchange(false)) {
+                std::string rerr;
+                if (!log_reopen(rerr))
+                    log_error("SIGHUP: " + rerr + "; still logging to the old file");
+                else
+                    log_info("SIGHUP: log reopened; configuration changes apply at restart");
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+    });
     log_info("IMAP agent for " + imap.server.host + ":" + std::to_string(imap.server.port) +
              kv("user", imap.user) + kv("folders", std::to_string(imap.folders.size())));
     if (imap.stop_after_append)
         log_warning("test hook MM_TEST_STOP_AFTER_APPEND=1 is set: the agent stops after its first APPEND");
+    // The other threads keep the signals blocked: this one sees them, and a
+    // poll it waits in (IDLE) ends with EINTR, so the stop is noticed at once.
+    pthread_sigmask(SIG_SETMASK, orig, nullptr);
     run_imap_agent(imap, g_stop);
+    reopener.join();
     if (status)
         status->stop();
     log_info("stopping" + kv("signal", g_stop_signal.load() == SIGINT ? "SIGINT" : "SIGTERM"));

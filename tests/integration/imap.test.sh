@@ -132,6 +132,10 @@ mm_wait_for 20 grep -q "left as it is.*uid=$uidh" "$ALOG" || mm_fail "hostile ma
 lines_of Hostile | grep -q "^$uidh|.*|H|-|Hostile" || mm_fail "hostile mail changed: $(lines_of Hostile)"
 mm_log "a mail whose handle points at plain http is left untouched (same UID, X-Media-Handles kept)"
 
+# SIGHUP reopens the log and keeps the agent going; SIGTERM ends it with 0.
+kill -HUP "$(cat "$MM_TMP/mm-fetcher.pid")"
+mm_wait_for 10 grep -q "SIGHUP: log reopened" "$ALOG" || mm_fail "no log reopen on SIGHUP"
+
 # 5. SIGKILL between APPEND and the removal of the original, then a restart.
 mm_stop_program mm-fetcher
 MM_TEST_STOP_AFTER_APPEND=1 agent_start 2
