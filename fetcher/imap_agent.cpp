@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "fetcher/present.h"
+#include "fetcher/status.h"
 #include "mime/find_handles.h"
 #include "mime/header_block.h"
 
@@ -253,6 +254,7 @@ private:
         const std::string base = sync_.cache_dir + "/msg/" + key;
         unlink((base + ".raw").c_str());
         unlink((base + ".eml").c_str());
+        fetcher_status().released(key);   // no longer held for the status page
     }
 
     /// Remembers a mail left as it is, so that it is not fetched again until

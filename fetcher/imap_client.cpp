@@ -470,7 +470,7 @@ bool ImapClient::append(const std::string& folder, const std::vector<std::string
 {
     uid = 0;
     const std::string q = imap_quote(folder);
-    if (q.empty() || !imap_date_time_ok(date)) {
+    if (q.empty() || (!date.empty() && !imap_date_time_ok(date))) {
         err = "APPEND: folder or date not sendable";
         return false;
     }
@@ -486,7 +486,9 @@ bool ImapClient::append(const std::string& folder, const std::vector<std::string
             fl += (fl.empty() ? "" : " ") + f;
     const std::string tag = next_tag();
     const uint64_t size = static_cast<uint64_t>(st.st_size);
-    if (!send(tag + " APPEND " + q + " (" + fl + ") \"" + date + "\" {" + std::to_string(size) + "}\r\n", err))
+    // No date known: the server's own arrival time (RFC 9051 6.3.12).
+    const std::string when = date.empty() ? "" : " \"" + date + "\"";
+    if (!send(tag + " APPEND " + q + " (" + fl + ")" + when + " {" + std::to_string(size) + "}\r\n", err))
         return false;
     // Synchronising literal: the server says "+" before any octet goes, so a
     // refusal (over quota, APPENDLIMIT) costs nothing.

@@ -69,7 +69,7 @@ public:
     enum class Body { ok, gone, too_big, io };
     /// UID FETCH BODY.PEEK[] into a new file at `path` (at most max_size octets).
     Body uid_fetch_body(uint32_t uid, const std::string& path, uint64_t max_size, std::string& err);
-    /// APPEND the file at `path` to `folder` with `flags` and `date`, the file
+    /// APPEND the file at `path` to `folder` with `flags` and `date` ("": none), the file
     /// sent as a literal from a fixed buffer. `uid` is the APPENDUID (0 without
     /// UIDPLUS). False with err set when the server did not confirm it.
     bool append(const std::string& folder, const std::vector<std::string>& flags, const std::string& date,
