@@ -188,8 +188,11 @@ private:
                 // IDLE on the first folder: new mail there wakes us at once;
                 // other folders are looked at every fetcher.imap_poll.
                 uint32_t validity = 0;
-                if (opt_.folders.size() > 1 && !c_.select(opt_.folders.front(), validity, err))
-                    return false;
+                if (opt_.folders.size() > 1) {
+                    if (!c_.select(opt_.folders.front(), validity, err))
+                        return false;
+                    c_.clear_news();   // SELECT's own EXISTS: no news (others are polled)
+                }
                 bool changed = false;
                 // Mail waiting for a download retry, or more folders than the
                 // one IDLE watches, need a look every fetcher.imap_poll.
@@ -216,6 +219,9 @@ private:
         uint32_t validity = 0;
         if (!c_.select(folder, validity, err))
             return false;
+        // From here on an EXISTS is mail that came after this SEARCH: the next
+        // IDLE must not wait for it (imap_client.h news()).
+        c_.clear_news();
         std::vector<uint32_t> uids;
         if (!c_.uid_search("UNDELETED HEADER X-Media-Handles \"\"", uids, err))
             return false;

@@ -142,6 +142,8 @@ bool ImapClient::read_response(ImapResponse& r, LiteralSink* sink, std::string& 
         stream_.reset();
         return false;
     }
+    if (r.kind == ImapResponse::Kind::untagged && r.name == "EXISTS")
+        news_ = true;
     if (r.kind == ImapResponse::Kind::untagged && r.status == ImapResponse::Status::bye) {
         // A BYE before the tagged answer is the server hanging up (RFC 9051 7.1.5).
         log_debug("IMAP server says BYE: " + printable(r.text));
@@ -545,7 +547,9 @@ bool ImapClient::append(const std::string& folder, const std::vector<std::string
 
 bool ImapClient::idle(std::chrono::seconds max, const std::atomic<bool>* stop, bool& changed, std::string& err)
 {
-    changed = false;
+    changed = news_;
+    if (changed)
+        return true;   // told already, in an answer to an earlier command
     const std::string tag = next_tag();
     if (!send(tag + " IDLE\r\n", err))
         return false;

@@ -82,6 +82,10 @@ public:
     /// IDLE until the mailbox gets a new message (`changed`), `max` passes, or
     /// `stop` turns true (checked every second); then DONE.
     bool idle(std::chrono::seconds max, const std::atomic<bool>* stop, bool& changed, std::string& err);
+    /// Whether the server reported new mail (an untagged EXISTS) in any answer
+    /// since clear_news(): mail that came while we worked, told outside IDLE.
+    bool news() const { return news_; }
+    void clear_news() { news_ = false; }
     void logout();
     void close() { stream_.reset(); }
     bool connected() const { return stream_ != nullptr; }
@@ -97,6 +101,7 @@ private:
     std::unique_ptr<Stream> stream_;
     std::vector<std::string> caps_;
     unsigned tag_n_ = 0;
+    bool news_ = false;
 };
 
 constexpr size_t kMaxImapSearch = 100000;

@@ -165,6 +165,8 @@ TEST_CASE("imap client: login, select, search, fetch to a file, append streamed,
     uint32_t validity = 0;
     REQUIRE_MESSAGE(c.select("INBOX", validity, err), err);
     CHECK(validity == 77);
+    CHECK(c.news());   // SELECT's "* 3 EXISTS": the caller clears it, as the agent does
+    c.clear_news();
     std::vector<uint32_t> uids;
     REQUIRE_MESSAGE(c.uid_search("UNDELETED HEADER X-Media-Handles \"\"", uids, err), err);
     CHECK(uids == std::vector<uint32_t>{4, 7});
@@ -183,6 +185,10 @@ TEST_CASE("imap client: login, select, search, fetch to a file, append streamed,
     bool changed = false;
     std::atomic<bool> stop{false};
     REQUIRE_MESSAGE(c.idle(std::chrono::seconds(5), &stop, changed, err), err);
+    CHECK(changed);
+    // New mail told in an earlier answer: idle() returns at once, sends nothing.
+    CHECK(c.news());
+    REQUIRE(c.idle(std::chrono::seconds(5), &stop, changed, err));
     CHECK(changed);
     c.logout();
     s.wait();
