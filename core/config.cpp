@@ -219,6 +219,15 @@ const KeyDef kKeys[] = {
             "poll the upstream mailbox this often in the background; 0: off"),
     text("fetcher.prefetch_user", "", "POP3 user name for background polling"),
     text("fetcher.prefetch_password_file", "", "file whose first line is that user's password"),
+    text("fetcher.imap", "",
+         "the IMAP server of mm-fetcher --imap: imaps://HOST[:PORT], or imap://HOST[:PORT] with STARTTLS"),
+    text("fetcher.imap_user", "", "IMAP user name of the mailbox agent (mm-fetcher --imap)"),
+    text("fetcher.imap_password_file", "", "file whose first line is that user's IMAP password"),
+    typed("fetcher.imap_folders", Type::list, "INBOX", "folders whose mail the IMAP agent puts media back into"),
+    text("fetcher.imap_originals", "MediaMail/Originals",
+         "folder the originals are moved to when the IMAP server lacks UIDPLUS"),
+    seconds("fetcher.imap_poll", "60s", 1, kNoMax,
+            "how often the IMAP agent looks for new mail without IDLE, and retries mail left as it was"),
 
     text("mmsend.smtp", "sendmail", "how mmsend submits: sendmail, smtp://HOST:587 or smtps://HOST:465"),
     typed("mmsend.sendmail", Type::path, "/usr/sbin/sendmail", "the sendmail program used when smtp = sendmail"),
@@ -731,6 +740,40 @@ void Config::verify_loopback(const std::string& key) const
                            "without authentication");
 }
 
+// The IMAP agent's keys (mm-fetcher --imap): a URL it can use, someone to
+// log in as, and folder names that go into commands as quoted strings.
+void Config::verify_imap() const
+{
+    const std::string url = str("fetcher.imap");
+    if (url.empty())
+        return;
+    if (url.rfind("imap://", 0) != 0 && url.rfind("imaps://", 0) != 0)
+        throw invalid("fetcher.imap", "expected imaps://HOST[:PORT] or imap://HOST[:PORT]");
+    if (str("fetcher.imap_user").empty())
+        throw invalid("fetcher.imap", "needs fetcher.imap_user");
+    if (str("fetcher.imap_password_file").empty())
+        throw invalid("fetcher.imap", "needs fetcher.imap_password_file");
+    auto plain = [](const std::string& name) {
+        if (name.empty() || name.size() > 200)
+            return false;
+        for (unsigned char c : name)
+            if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+                return false;
+        return true;
+    };
+    const auto folders = list("fetcher.imap_folders");
+    if (folders.empty())
+        throw invalid("fetcher.imap_folders", "name at least one folder, e.g. INBOX");
+    for (const auto& f : folders)
+        if (!plain(f))
+            throw invalid("fetcher.imap_folders", "folder names are printable US-ASCII without \" or \\");
+    if (!plain(str("fetcher.imap_originals")))
+        throw invalid("fetcher.imap_originals", "a folder name of printable US-ASCII without \" or \\");
+    for (const auto& f : folders)
+        if (f == str("fetcher.imap_originals"))
+            throw invalid("fetcher.imap_originals", "is also one of fetcher.imap_folders");
+}
+
 void Config::verify(std::string_view program) const
 {
     // Every program that logs: a file target needs its file.
@@ -764,6 +807,7 @@ void Config::verify(std::string_view program) const
         if (duration("fetcher.prefetch_interval").count() > 0 && str("fetcher.prefetch_user").empty())
             throw invalid("fetcher.prefetch_interval", "needs fetcher.prefetch_user");
         verify_loopback("fetcher.status_listen");
+        verify_imap();
     } else if (program == "gateway") {
         verify_loopback("gateway.admin_listen");
         bool relay = !str("gateway.relay").empty();

@@ -76,6 +76,7 @@ private:
     std::map<std::string, Value> values_;
     const Value& get(const std::string& key) const;
     void verify_loopback(const std::string& key) const;
+    void verify_imap() const;
     void set(const std::string& key, const std::string& value, const std::string& origin);
 };
 

@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "fetcher/clamd.h"
 #include "fetcher/download.h"
+#include "fetcher/imap_agent.h"
 #include "core/log.h"
 #include "fetcher/sync.h"
 #include "fetcher/server.h"
@@ -28,6 +29,7 @@
 #include <cstdio>
 #include <iostream>
 #include <pthread.h>
+#include <algorithm>
 
 namespace {
 
@@ -50,6 +52,7 @@ const std::vector<std::string> kLiveKeys = {"log.level"};
 
 const char kUsage[] =
     "usage: mm-fetcher [-c FILE] [--set section.key=value]... [--check]\n"
+    "       mm-fetcher [-c FILE] --imap             the IMAP mailbox agent (fetcher.imap)\n"
     "       mm-fetcher [-c FILE] fetch SHA256|URL   download media of fetcher.mode = ask\n"
     "       mm-fetcher [-c FILE] status             mail held back and its downloads, from the\n"
     "                                               running fetcher's fetcher.status_listen\n"
@@ -58,6 +61,9 @@ const char kUsage[] =
     "Local POP3 proxy: point the mail client at fetcher.listen; messages are\n"
     "fetched from fetcher.upstream, their media downloaded and verified, and\n"
     "presented with the original attachments put back.\n"
+    "With --imap it is instead an agent beside the user's IMAP server\n"
+    "(fetcher.imap): it puts the media back into the mail in place, for every\n"
+    "IMAP client at once (docs/imap.md).\n"
     "\n"
     "  --check    check the configuration, print what is not default, exit\n"
     "\n"
@@ -111,6 +117,64 @@ int status_command(const mm::HostPort& at)
     return 0;
 }
 
+/// mm-fetcher --imap: the downloader, the status page if configured, and the
+/// IMAP agent on this thread until SIGTERM/SIGINT (signals as in POP3 mode).
+int run_imap_mode(mm::ImapAgentOptions& imap, const mm::SyncOptions& so, const mm::DownloadOptions& dl,
+                  const mm::HostPort& status_listen, const sigset_t* orig)
+{
+    using namespace mm;
+    int status_fd = -1;
+    try {
+        if (!status_listen.host.empty())
+            status_fd = listen_on("fetcher.status_listen", status_listen);
+    } catch (const ExitError& e) {
+        std::cerr << "mm-fetcher: " << e.what() << "\n";
+        return code(e.exit);
+    }
+    std::unique_ptr<StatusServer> status;
+    if (status_fd >= 0)
+        status = std::make_unique<StatusServer>(status_fd, "status_listen", [media = dl.media_dir](const std::string& p) {
+            return fetcher_status_reply(p, fetcher_status(), media);
+        });
+    Downloader downloader(dl);
+    std::string err;
+    if (!downloader.start(err)) {
+        std::cerr << "mm-fetcher: " << err << "\n";
+        return code(Exit::cant_create);
+    }
+    imap.sync = so;
+    imap.sync.downloader = &downloader;
+    if (status)
+        status->start();
+    // SIGHUP: log.file reopened (logrotate); other changes apply at restart.
+    std::thread reopener([] {
+        while (!g_stop.load()) {
+            if (g_reload.exchange(false)) {
+                std::string rerr;
+                if (!log_reopen(rerr))
+                    log_error("SIGHUP: " + rerr + "; still logging to the old file");
+                else
+                    log_info("SIGHUP: log reopened; configuration changes apply at restart");
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+    });
+    log_info("IMAP agent for " + imap.server.host + ":" + std::to_string(imap.server.port) +
+             kv("user", imap.user) + kv("folders", std::to_string(imap.folders.size())));
+    if (imap.stop_after_append)
+        log_warning("test hook MM_TEST_STOP_AFTER_APPEND=1 is set: the agent stops after its first APPEND");
+    // The other threads keep the signals blocked: this one sees them, and a
+    // poll it waits in (IDLE) ends with EINTR, so the stop is noticed at once.
+    pthread_sigmask(SIG_SETMASK, orig, nullptr);
+    run_imap_agent(imap, g_stop);
+    reopener.join();
+    if (status)
+        status->stop();
+    log_info("stopping" + kv("signal", g_stop_signal.load() == SIGINT ? "SIGINT" : "SIGTERM"));
+    downloader.stop();
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -124,6 +188,7 @@ int main(int argc, char** argv)
     std::vector<std::string> command;
     HostPort tls_listen, status_listen;
     std::string tls_cert, tls_key, upstream_ca;
+    ImapAgentOptions imap;
     CommonArgs args;
     try {
         args = parse_common_args(argc, argv);
@@ -140,6 +205,15 @@ int main(int argc, char** argv)
         return 0;
     }
     command = args.rest;
+    bool imap_mode = false;
+    if (auto it = std::find(command.begin(), command.end(), "--imap"); it != command.end()) {
+        imap_mode = true;
+        command.erase(it);
+    }
+    if (imap_mode && !command.empty()) {
+        std::cerr << "mm-fetcher: --imap takes no command\n" << kUsage;
+        return code(Exit::usage);
+    }
     if (!command.empty()) {
         std::string bad;
         if (command[0] == "fetch" && command.size() != 2)
@@ -217,6 +291,29 @@ int main(int argc, char** argv)
             if (!read_secret_line(cfg.str("fetcher.prefetch_password_file"), 255, prefetch_password, err))
                 throw cfg.invalid("fetcher.prefetch_password_file", err);
         }
+        if (imap_mode) {
+            ImapConfig& ic = imap.server;
+            if (cfg.str("fetcher.imap").empty())
+                throw cfg.invalid("fetcher.imap", "--imap needs the IMAP server: imaps://HOST[:PORT]");
+            if (!parse_imap_url(cfg.str("fetcher.imap"), ic))
+                throw cfg.invalid("fetcher.imap", "expected imaps://HOST[:PORT] or imap://HOST[:PORT]");
+            ic.tls_required = up.tls_required;
+            ic.timeout = up.timeout;
+            ic.pin = up.pin;
+            imap.user = cfg.str("fetcher.imap_user");
+            std::string err;
+            // Sent as a quoted string or literal: any length a password file holds.
+            if (!read_secret_line(cfg.str("fetcher.imap_password_file"), 1024, imap.password, err))
+                throw cfg.invalid("fetcher.imap_password_file", err);
+            imap.folders = cfg.list("fetcher.imap_folders");
+            imap.originals = cfg.str("fetcher.imap_originals");
+            imap.poll = cfg.duration("fetcher.imap_poll");
+            // Test hook (docs/imap.md, tests/integration/imap.test.sh): stop still
+            // between a confirmed APPEND and the removal of the original.
+            const char* hook = getenv("MM_TEST_STOP_AFTER_APPEND");
+            imap.stop_after_append = hook && std::string(hook) == "1";
+            so.upstream_id = "imap:" + ic.host + ":" + std::to_string(ic.port);
+        }
     } catch (const ExitError& e) {
         std::cerr << "mm-fetcher: " << e.what() << "\n";
         return code(e.exit);
@@ -268,6 +365,9 @@ int main(int argc, char** argv)
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &orig);
+
+    if (imap_mode)
+        return run_imap_mode(imap, sc.session.sync, dl, status_listen, &orig);
 
     int fd = -1, tls_fd = -1, status_fd = -1;
     try {

@@ -516,17 +516,20 @@ void log_put_back(const std::string& raw, const std::vector<FoundHandle>& found,
 }
 
 Presented present_mail(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
-                       std::shared_ptr<GrowingMessage>& growing);
+                       std::shared_ptr<GrowingMessage>& growing, unsigned& put_back);
 
 } // namespace
 
 Presented present_raw(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
-                      std::shared_ptr<GrowingMessage>& growing)
+                      std::shared_ptr<GrowingMessage>& growing, unsigned* put_back)
 {
     // Listed before the downloads are asked for, so that their log lines
     // already find the mail's Message-ID (media_trace).
     report_held(base, base + ".raw");
-    Presented p = present_mail(base, user, opt, why, growing);
+    unsigned back = 0;
+    Presented p = present_mail(base, user, opt, why, growing, back);
+    if (put_back)
+        *put_back = back;
     if (p == Presented::shown)
         fetcher_status().released(base.substr(base.rfind('/') + 1));
     return p;
@@ -535,8 +538,9 @@ Presented present_raw(const std::string& base, const std::string& user, const Sy
 namespace {
 
 Presented present_mail(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
-                       std::shared_ptr<GrowingMessage>& growing)
+                       std::shared_ptr<GrowingMessage>& growing, unsigned& put_back)
 {
+    put_back = 0;
     const std::string presented = base + ".eml";
     const std::string raw = base + ".raw";
     if (auto b = GrowingMessage::find(presented)) {
@@ -602,8 +606,10 @@ Presented present_mail(const std::string& base, const std::string& user, const S
             media[i] = std::make_unique<SniffedMedia>(std::move(media[i]), lower_ascii(found[i].parsed.handle.type),
                                                       found[i].parsed.handle.size);
     Presented p = place_presented(raw, presented, media, notes, following, why);
-    if (p == Presented::shown)
-        log_put_back(presented, found, media);   // the raw copy may be gone: the same headers are here
+    if (p == Presented::shown) {
+        put_back = static_cast<unsigned>(std::count_if(media.begin(), media.end(), [](const auto& m) { return m != nullptr; }));
+        log_put_back(presented, found, media);
+    }   // the raw copy may be gone: the same headers are here
     return p;
 }
 

@@ -28,9 +28,11 @@ enum class Presented { shown, held, pending };
 /// it is shown with its links. The raw copy is durable (made so when fetched):
 /// later logins build on it. With fetcher.stream a message whose media are
 /// downloading may be shown while they arrive: `growing` is then set. `why`
-/// says why a message is not shown.
+/// says why a message is not shown. `put_back`, when given, is set to how many
+/// media went back in (0: the mail is shown as it came, or with notes only):
+/// the IMAP agent replaces a mail only when that is not 0.
 Presented present_raw(const std::string& base, const std::string& user, const SyncOptions& opt, std::string& why,
-                      std::shared_ptr<GrowingMessage>& growing);
+                      std::shared_ptr<GrowingMessage>& growing, unsigned* put_back = nullptr);
 
 /// Whether `address` matches a fetcher.priority_senders / ignore_senders entry:
 /// "a@b.org" the address, "@b.org" or "b.org" the domain (case-insensitive).

@@ -3,7 +3,7 @@
 # for a set time or number of inputs, seeded from fuzz/seeds/ and, for the MIME
 # targets, from the shared corpus ../shared/corpus/mime (relative to the repo root).
 #
-#   [MM_FUZZ_MAX_LEN=N] fuzz/run.sh TARGET [LIMIT]     TARGET: handle | part_header | mime | pop3 | http | milter | smtp | upstream | all
+#   [MM_FUZZ_MAX_LEN=N] fuzz/run.sh TARGET [LIMIT]     TARGET: handle | part_header | mime | pop3 | http | milter | smtp | upstream | imap | all
 #                                  LIMIT:  600s (seconds) or 1000000 (inputs); default 60s
 #
 # Build tree: $MM_FUZZ_BUILD (default build-fuzz/). New corpus entries go to
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${MM_FUZZ_BUILD:-$here/build-fuzz}
 target=${1:?usage: fuzz/run.sh TARGET [600s|1000000]}
 limit=${2:-60s}
-targets=(handle part_header mime pop3 http milter smtp upstream)
+targets=(handle part_header mime pop3 http milter smtp upstream imap)
 
 if [ "$target" = all ]; then
   for t in "${targets[@]}"; do "$0" "$t" "$limit"; done
@@ -33,7 +33,7 @@ artifacts=$build/artifacts/$target
 mkdir -p "$corpus" "$artifacts" "$build/logs"
 seeds=()
 case $target in
-  handle | part_header | pop3 | smtp | upstream) seeds=("$here/fuzz/seeds/$target") ;;
+  handle | part_header | pop3 | smtp | upstream | imap) seeds=("$here/fuzz/seeds/$target") ;;
   http) seeds=("$here/fuzz/seeds/http" "$here/fuzz/seeds/range") ;;
   mime | milter)
     seeds=("$here/fuzz/seeds/mime")

@@ -99,6 +99,76 @@ struct LineEnds {
     }
 };
 
+constexpr size_t kMaxTopHeader = 256 * 1024;   // a longer top-level header block is copied as it is
+
+bool starts_ci(std::string_view s, std::string_view p)
+{
+    if (s.size() < p.size())
+        return false;
+    for (size_t i = 0; i < p.size(); ++i) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = static_cast<char>(c - 'A' + 'a');
+        if (c != p[i])
+            return false;
+    }
+    return true;
+}
+
+/// The top of a rebuilt message (docs/handle-format.md, "After re-insertion"):
+/// "X-Media-Restored: N; sha256=H1,H2" first, in the message's own line end,
+/// and the sender side's top-level "X-Media-Handles: N" field (with any
+/// continuation lines) left out, or, while some location parts stay, made
+/// the number of those. Writes through `copy` up to the end of the dropped
+/// field and returns where copying goes on (0 when nothing was replaced).
+template <class Copy>
+uint64_t restored_header(const InFile& in, const std::vector<Located>& found, const std::vector<bool>& replace,
+                         Copy& copy, OutFile* out, ReinsertLayout& layout, LineEnds& ends)
+{
+    std::string hashes;
+    size_t restored = 0;
+    for (size_t i = 0; i < found.size(); ++i)
+        if (replace[i]) {
+            ++restored;
+            hashes += (hashes.empty() ? "" : ",") + found[i].parsed.handle.sha256;
+        }
+    if (restored == 0)
+        return 0;
+    std::string head(static_cast<size_t>(std::min<uint64_t>(in.size(), kMaxTopHeader)), '\0');
+    head.resize(in.pread_some(head.data(), head.size(), 0));
+    size_t first_nl = head.find('\n');
+    const std::string eol = first_nl != std::string::npos && first_nl > 0 && head[first_nl - 1] == '\r' ? "\r\n" : "\n";
+    auto emit = [&](const std::string& text) {
+        if (out)
+            out->write(text);
+        layout.size += text.size();
+        ends.see(text);
+    };
+    emit("X-Media-Restored: " + std::to_string(restored) + "; sha256=" + hashes + eol);
+    // The header block ends at the first empty line; only fields inside it count.
+    size_t end = std::min(head.find("\n\r\n"), head.find("\n\n"));
+    if (end == std::string::npos && head.size() < in.size())
+        return 0;   // a header block over kMaxTopHeader: copied as it is
+    end = end == std::string::npos ? head.size() : end + 1;
+    uint64_t pos = 0;
+    for (size_t i = 0; i < end;) {
+        size_t nl = head.find('\n', i);
+        size_t next = nl == std::string::npos || nl + 1 > end ? end : nl + 1;
+        if (starts_ci(std::string_view(head).substr(i), "x-media-handles:")) {
+            copy(pos, i);
+            while (next < end && (head[next] == ' ' || head[next] == '\t')) {
+                nl = head.find('\n', next);
+                next = nl == std::string::npos || nl + 1 > end ? end : nl + 1;
+            }
+            pos = next;
+            if (restored < found.size())
+                emit("X-Media-Handles: " + std::to_string(found.size() - restored) + eol);
+        }
+        i = next;
+    }
+    return pos;
+}
+
 /// The one walk behind reinsert_media and reinsert_layout: copies the message,
 /// replacing location part i when replace[i], with its media from media[i]
 /// into `out`; with `out` null it only works out the layout.
@@ -135,7 +205,7 @@ bool reinsert(const std::string& in_path, const std::vector<bool>& replace, cons
               " notes given";
         return false;
     }
-    uint64_t pos = 0;
+    uint64_t pos = restored_header(in, found, replace, copy, out, layout, ends);
     for (size_t i = 0; i < found.size(); ++i) {
         const Located& l = found[i];
         if (!replace[i]) {

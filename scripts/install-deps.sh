@@ -33,6 +33,8 @@ PACKAGES=(
   # dpkg-shlibdeps (and file), lintian, systemd-analyze, the man page checks, its postinst;
   # python3 above also writes mediamail.conf(5) at build time
   dpkg-dev file lintian systemd man-db groff-base adduser
+  # the IMAP mailbox agent's tests (mm-fetcher --imap): Dovecot serving IMAP
+  dovecot-imapd
 )
 
 if [ "$(id -u)" -ne 0 ]; then

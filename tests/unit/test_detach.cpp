@@ -41,10 +41,14 @@ RoundTrip round_trip(TempDir& t, const std::string& msg, const DetachPolicy& pol
     return rt;
 }
 
-/// The original with the header that detaching adds.
-std::string with_header(const std::string& msg, unsigned n, const std::string& eol)
+/// The original as re-insertion gives it back: the sender side's
+/// X-Media-Handles gone, the receiver's trace field on top (handle-format.md).
+std::string restored_as(const std::string& msg, const DetachResult& r, const std::string& eol)
 {
-    return "X-Media-Handles: " + std::to_string(n) + eol + msg;
+    std::string hashes;
+    for (const auto& h : r.handles)
+        hashes += (hashes.empty() ? "" : ",") + h.sha256;
+    return "X-Media-Restored: " + std::to_string(r.handles.size()) + "; sha256=" + hashes + eol + msg;
 }
 
 } // namespace
@@ -71,7 +75,7 @@ TEST_CASE("a video attachment is detached and re-inserted byte for byte")
         CHECK(rt.rewritten.find("Here it is." + eol + "--b1") != std::string::npos);
         CHECK(rt.rewritten.find("X-Media-Handle:") != std::string::npos);
         CHECK(rt.rewritten.compare(0, 18, "X-Media-Handles: 1") == 0);
-        CHECK(rt.restored == with_header(msg, 1, eol));
+        CHECK(rt.restored == restored_as(msg, rt.r, eol));
         // The body offset the milter uses points just past the empty line.
         std::string hdr_end = eol + eol;
         CHECK(rt.r.out_body_offset == rt.rewritten.find(hdr_end) + hdr_end.size());
@@ -93,7 +97,7 @@ TEST_CASE("layouts: other line lengths, a final line break, an exact multiple")
         p.min_size = 1000;
         RoundTrip rt = round_trip(t, msg, p);
         REQUIRE(rt.r.detached == 1);
-        CHECK(rt.restored == with_header(msg, 1, "\r\n"));
+        CHECK(rt.restored == restored_as(msg, rt.r, "\r\n"));
     }
 }
 
@@ -135,7 +139,7 @@ TEST_CASE("octet-stream that sniffs as video is detached; its declared type is k
     RoundTrip rt = round_trip(t, msg, p);
     REQUIRE(rt.r.detached == 1);
     CHECK(rt.r.handles[0].type == "application/octet-stream");
-    CHECK(rt.restored == with_header(msg, 1, "\r\n"));
+    CHECK(rt.restored == restored_as(msg, rt.r, "\r\n"));
     p.sniff = false;
     unlink((t.path + "/out.eml").c_str());
     CHECK(round_trip(t, msg, p).r.detached == 0);
@@ -160,7 +164,7 @@ TEST_CASE("nested: forwarded message/rfc822, alternative, several media")
     REQUIRE(rt.r.detached == 2);
     CHECK(rt.r.handles[0].name == "beach.mp4");
     CHECK(rt.r.handles[1].name == "song.mp3");
-    CHECK(rt.restored == with_header(msg, 2, "\r\n"));
+    CHECK(rt.restored == restored_as(msg, rt.r, "\r\n"));
 }
 
 TEST_CASE("irregular base64 is detached and re-encoded; the decoded bytes are the same")
@@ -181,7 +185,7 @@ TEST_CASE("irregular base64 is detached and re-encoded; the decoded bytes are th
     RoundTrip rt = round_trip(t, msg, p);
     REQUIRE(rt.r.detached == 1);
     CHECK(rt.r.handles[0].sha256 == sha256_hex(video));
-    CHECK(rt.restored != with_header(msg, 1, "\r\n"));
+    CHECK(rt.restored != restored_as(msg, rt.r, "\r\n"));
     CHECK(rt.restored.find(b64_lines(video, 76, "\r\n")) != std::string::npos);
 }
 
@@ -234,7 +238,7 @@ TEST_CASE("every corpus message: no crash, untouched without media, exact round 
         size_t nl = original.find('\n');
         std::string eol = (nl == std::string::npos || (nl > 0 && original[nl - 1] == '\r')) ? "\r\n" : "\n";
         bool all_regular = r.skipped_why.empty();
-        if (back == "X-Media-Handles: " + std::to_string(r.detached) + eol + original)
+        if (back == restored_as(original, r, eol))
             ++exact;
         else
             CHECK_MESSAGE(!all_regular, "regular layout but not restored exactly");
@@ -326,7 +330,7 @@ TEST_CASE("corpus with media: one attachment retyped video/mp4 and grown is deta
         CHECK(out.compare(out.size() - (modified.size() - part_end), std::string::npos, modified, part_end) == 0);
         CHECK(rt.r.handles[0].size == media.size());
         // And the round trip gives back the grown message byte for byte.
-        CHECK(rt.restored == top + modified);
+        CHECK(rt.restored == restored_as(modified, rt.r, eol));
     }
     MESSAGE("corpus: " << used << " messages with one attachment retyped video/mp4 and grown, detached");
     CHECK(used >= 20);

@@ -46,6 +46,23 @@ TEST_CASE("reinsert_layout: the size, the first media octet and the line ends, b
             REQUIRE_MESSAGE(reinsert_layout(t.path + "/out.eml", replace, lay, err), err);
             CHECK(lay.size == back.size());
             CHECK(lay.crlf_clean == (eol == "\r\n"));
+            // The top: X-Media-Restored with what went back; X-Media-Handles
+            // gone, or the number of location parts that stay.
+            const size_t back_n = (replace[0] ? 1 : 0) + (replace[1] ? 1 : 0);
+            if (back_n == 0) {
+                CHECK(back == read_file(t.path + "/out.eml"));
+            } else {
+                std::string hashes = replace[0] ? r.handles[0].sha256 : "";
+                if (replace[1])
+                    hashes += (hashes.empty() ? "" : ",") + r.handles[1].sha256;
+                std::string top = "X-Media-Restored: " + std::to_string(back_n) + "; sha256=" + hashes + eol;
+                if (back_n == 1)
+                    top += "X-Media-Handles: 1" + eol;
+                CHECK(back.compare(0, top.size(), top) == 0);
+                CHECK(back.find("X-Media-Handles: 2") == std::string::npos);
+                if (back_n == 2)
+                    CHECK(back.substr(top.size()) == msg);
+            }
             if (!replace[0] && !replace[1]) {
                 CHECK(lay.first_media == UINT64_MAX);
             } else {
@@ -77,7 +94,8 @@ TEST_CASE("reinsert_media: bad media and bad messages give false with err, never
 
     std::string err;
     REQUIRE_MESSAGE(reinsert_media(out, sink.files, back, err), err);
-    CHECK(read_file(back) == "X-Media-Handles: 1\r\n" + media_message("\r\n", video));
+    // Byte for byte the original, the sender's X-Media-Handles replaced by the trace field.
+    CHECK(read_file(back) == "X-Media-Restored: 1; sha256=" + sha256_hex(video) + "\r\n" + media_message("\r\n", video));
     // Nothing replaced: the message as it is.
     REQUIRE_MESSAGE(reinsert_media(out, std::vector<std::string>{""}, back, err), err);
     CHECK(read_file(back) == read_file(out));
@@ -114,4 +132,33 @@ TEST_CASE("reinsert_media: bad media and bad messages give false with err, never
     CHECK_NOTHROW(ok = reinsert_media(out, in, back, err));
     CHECK_FALSE(ok);
     CHECK(err == "download failed");
+}
+
+TEST_CASE("reinsert_media: a folded or repeated X-Media-Handles goes whole; one in the body stays")
+{
+    TempDir t;
+    std::string video = fake_mp4(200000);
+    write_file(t.path + "/in.eml", media_message("\r\n", video));
+    FileSink sink(t.path);
+    DetachPolicy p;
+    p.min_size = 100000;
+    DetachResult r = detach_message(t.path + "/in.eml", t.path + "/out.eml", p, sink);
+    REQUIRE(r.detached == 1);
+    std::string out = read_file(t.path + "/out.eml");
+    REQUIRE(out.compare(0, 20, "X-Media-Handles: 1\r\n") == 0);
+    // Folded, repeated, in another case; and the same words in the body.
+    std::string edited = "x-media-HANDLES:\r\n\t1\r\nX-Media-Handles: 1\r\n" + out.substr(20);
+    size_t body = edited.find("\r\n\r\n");
+    REQUIRE(body != std::string::npos);
+    edited.insert(body + 4, "X-Media-Handles: 9\r\n");
+    write_file(t.path + "/edited.eml", edited);
+    std::string err;
+    REQUIRE_MESSAGE(reinsert_media(t.path + "/edited.eml", sink.files, t.path + "/back.eml", err), err);
+    std::string back = read_file(t.path + "/back.eml");
+    std::string want = media_message("\r\n", video);
+    want.insert(want.find("\r\n\r\n") + 4, "X-Media-Handles: 9\r\n");
+    CHECK(back == "X-Media-Restored: 1; sha256=" + sha256_hex(video) + "\r\n" + want);
+    ReinsertLayout lay;
+    REQUIRE(reinsert_layout(t.path + "/edited.eml", {true}, lay, err));
+    CHECK(lay.size == back.size());
 }

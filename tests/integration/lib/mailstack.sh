@@ -595,3 +595,15 @@ mm_dovecot_tls_enable() {
   doveadm -c "$MM_DOVECOT_CONF" reload >>"$MM_TMP/dovecot.start.out" 2>&1 || mm_fail "dovecot reload failed"
   mm_wait_port "$MM_POP3S_PORT" 20 || mm_fail "dovecot pop3s not listening on $MM_POP3S_PORT"
 }
+
+# Opt-in, after mm_dovecot_start (and mm_dovecot_tls_enable for STARTTLS): Dovecot
+# serves IMAP too, on a free loopback port, for the same users and Maildirs.
+# Exports MM_IMAP_PORT.
+mm_dovecot_imap_enable() {
+  MM_IMAP_PORT=$(mm_free_port) || mm_fail "no free port for imap"
+  export MM_IMAP_PORT
+  sed -i -e "s|^protocols = pop3$|protocols = pop3 imap|" \
+    -e "/inet_listener imap {/,/}/ s|port = 0|address = ${MM_LISTEN_IP:-127.0.0.1}\n    port = $MM_IMAP_PORT|" "$MM_DOVECOT_CONF"
+  doveadm -c "$MM_DOVECOT_CONF" reload >>"$MM_TMP/dovecot.start.out" 2>&1 || mm_fail "dovecot reload failed"
+  mm__wait_banner "$MM_IMAP_PORT" "* OK" 30 || mm_fail "dovecot imap not answering on $MM_IMAP_PORT"
+}
