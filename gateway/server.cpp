@@ -326,14 +326,10 @@ private:
         if (head)
             return status;
 
-        // The front end sends the body once this returns, in large TLS writes
-        // and never waiting on the peer. Objects never change once placed
-        // (content-addressed; the store only ever unlinks them, which keeps a
-        // mapping valid), so they are mapped and OpenSSL encrypts straight from
-        // the page cache. Linked files are the sender's own and could be
-        // truncated under us (SIGBUS), so they are read.
+        // The front end sends the body once this returns, never waiting on the
+        // peer, reading the file in small pieces that stay in the CPU cache.
         if (count > 0)
-            resp.send_file(std::move(file), first, count, item.link_path.empty());
+            resp.send_file(std::move(file), first, count);
         return status;
     }
 

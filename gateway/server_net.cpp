@@ -46,7 +46,6 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <thread>
@@ -68,8 +67,12 @@ constexpr uint64_t kBodyWake = 256 * 1024;     // socket bytes that wake a body'
 // Below what is left of the body by more than OpenSSL may hold read ahead (a
 // record and a bit): the last bytes must always wake the reader.
 constexpr uint64_t kBodySlack = 64 * 1024;
-constexpr size_t kWriteChunk = 512 * 1024;     // OpenSSL cuts it into full 16 KiB records
-constexpr uint64_t kMapWindow = 64 * 1024 * 1024;
+// A body is read with pread into this per-thread buffer, then SSL_write: two
+// full 16 KiB records. Small on purpose: the buffer stays in the CPU cache, so
+// OpenSSL's copy into its record and the encryption read it hot. Larger chunks
+// (512 KiB) or mapping the file cost 1.2-2.0 s of CPU per GiB against 0.94
+// (bench/gateway_vs_nginx.sh, PERFORMANCE.md "TLS 1.3 with default settings").
+constexpr size_t kWriteChunk = 32 * 1024;
 constexpr uint64_t kTurn = 8 * 1024 * 1024;    // bytes a worker sends before serving the next in line
 constexpr int kMaxRequestsPerConnection = 100;
 constexpr int kEvents = 256;
@@ -201,23 +204,12 @@ struct Conn {
     std::string out;
     size_t out_off = 0;
     UniqueFd file;
-    bool mapped = false;
     uint64_t file_off = 0, file_left = 0;
-    char* map = nullptr;
-    uint64_t map_base = 0, map_len = 0;
     uint64_t sent = 0;   // body bytes of the file, for the log
     std::string method, log_id;
     int status = 0;
     Clock::time_point window_start, last_progress;
     uint64_t window_bytes = 0;
-
-    void unmap()
-    {
-        if (map)
-            munmap(map, map_len);
-        map = nullptr;
-        map_len = 0;
-    }
 };
 
 struct PerAddress {
@@ -579,7 +571,6 @@ struct Frontend {
             c->sink.reset();
         }
         end_transfer(c);
-        c->unmap();
         c->file.reset();
         if (c->ssl)
             SSL_free(c->ssl);
@@ -1096,7 +1087,6 @@ struct Frontend {
         c->file = std::move(resp.file_);
         c->file_off = resp.first_;
         c->file_left = c->file ? resp.count_ : 0;
-        c->mapped = resp.mapped_;
         c->sent = 0;
         c->responding = true;
         c->body_unread = false;
@@ -1125,36 +1115,16 @@ struct Frontend {
         while (c->file_left > 0) {
             const char* p;
             size_t n;
-            if (c->mapped) {
-                if (!c->map || c->file_off >= c->map_base + c->map_len) {
-                    // A window at a time, so that a 4 GiB file does not pin 4 GiB of address space.
-                    static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-                    c->unmap();
-                    uint64_t base = c->file_off & ~(page - 1);
-                    uint64_t len = std::min<uint64_t>(c->file_off + c->file_left - base, kMapWindow);
-                    void* m = mmap(nullptr, len, PROT_READ, MAP_SHARED, c->file.get(), static_cast<off_t>(base));
-                    if (m == MAP_FAILED)
-                        throw std::runtime_error(std::string("cannot map the object: ") + std::strerror(errno));
-                    madvise(m, len, MADV_SEQUENTIAL | MADV_WILLNEED);
-                    c->map = static_cast<char*>(m);
-                    c->map_base = base;
-                    c->map_len = len;
-                }
-                p = c->map + (c->file_off - c->map_base);
-                n = static_cast<size_t>(std::min<uint64_t>({c->map_base + c->map_len - c->file_off, c->file_left,
-                                                            kWriteChunk}));
-            } else {
-                if (!buf)
-                    buf.reset(new char[kWriteChunk]);   // one per worker thread, not per request
-                size_t want = static_cast<size_t>(std::min<uint64_t>(c->file_left, kWriteChunk));
-                ssize_t r = pread(c->file.get(), buf.get(), want, static_cast<off_t>(c->file_off));
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0)
-                    throw std::runtime_error("read error or short file at offset " + std::to_string(c->file_off));
-                p = buf.get();
-                n = static_cast<size_t>(r);
-            }
+            if (!buf)
+                buf.reset(new char[kWriteChunk]);   // one per worker thread, not per request
+            size_t want = static_cast<size_t>(std::min<uint64_t>(c->file_left, kWriteChunk));
+            ssize_t r = pread(c->file.get(), buf.get(), want, static_cast<off_t>(c->file_off));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                throw std::runtime_error("read error or short file at offset " + std::to_string(c->file_off));
+            p = buf.get();
+            n = static_cast<size_t>(r);
             int w = SSL_write(c->ssl, p, static_cast<int>(n));
             if (w <= 0)
                 return write_failed(c, w);
@@ -1168,7 +1138,6 @@ struct Frontend {
         }
         log_line(c, false);
         end_transfer(c);
-        c->unmap();
         c->file.reset();
         c->out.clear();
         c->responding = false;

@@ -75,14 +75,12 @@ public:
 class Response : public Poco::Net::HTTPResponse {
 public:
     std::ostream& send() { return body_; }
-    /// Sends [first, first + count) of `file` as the body; `mapped` maps it
-    /// (immutable store objects) instead of reading it (linked files).
-    void send_file(UniqueFd file, uint64_t first, uint64_t count, bool mapped)
+    /// Sends [first, first + count) of `file` as the body.
+    void send_file(UniqueFd file, uint64_t first, uint64_t count)
     {
         file_ = std::move(file);
         first_ = first;
         count_ = count;
-        mapped_ = mapped;
     }
     /// Takes one of the peer address's gateway.max_transfers_per_ip slots for
     /// this answer's body; false if they are all taken.
@@ -100,7 +98,6 @@ private:
     std::ostringstream body_;
     UniqueFd file_;
     uint64_t first_ = 0, count_ = 0;
-    bool mapped_ = false;
     std::function<bool()> take_transfer_;
     std::unique_ptr<BodySink> sink_;
 };
