@@ -20,7 +20,8 @@
 #   mmsend-gw  mmsend --gateway on A: uploads the video to B's mm-gateway (no store on
 #            A), the small mail -> B -> C -> mm-fetcher on D, which fetches from B
 #
-# For each case: send -> readable (the attachment extracted and verified on D),
+# For each case: send -> readable (the mail read on D; its attachment is then
+# extracted and checked, untimed),
 # delivered -> readable (the receiver's phase), the bytes on each link (veth
 # counters, both directions), the bytes the two mail servers held (queue peaks
 # and the Maildir), and the case's floor: for each link, the bytes that crossed
@@ -305,7 +306,7 @@ for name, rs in rows.items():
     med[name] = (m(0), m(1), links, m(3), m(4))
     print(cols % (name, "%d" % m(0), "%d" % m(1), "%d" % links[0], "%d" % links[1], "%d" % links[2], "%d" % m(3),
                   "%d" % m(4), "%.2f" % (m(0) / m(4))))
-print("wall_ms: send start on A to the attachment extracted and verified on D; receiver_ms: delivered in C's "
+print("wall_ms: send start on A to the mail read on D (RETR done; its attachment is checked after, untimed); receiver_ms: delivered in C's "
       "Maildir to that; link bytes: both directions, from the veth counters; servers_B: B's and C's queue peaks "
       "plus C's Maildir; floor_ms: for each link, its bytes over its rate, summed along the path; medians over rounds.")
 if "plain" in med:
