@@ -117,6 +117,16 @@ int status_command(const mm::HostPort& at)
     return 0;
 }
 
+/// The status page (fetcher.status_listen) served on FD; none when FD < 0.
+std::unique_ptr<mm::StatusServer> status_page(int fd, const std::string& media_dir)
+{
+    if (fd < 0)
+        return nullptr;
+    return std::make_unique<mm::StatusServer>(fd, "status_listen", [media_dir](const std::string& p) {
+        return mm::fetcher_status_reply(p, mm::fetcher_status(), media_dir);
+    });
+}
+
 /// mm-fetcher --imap: the downloader, the status page if configured, and the
 /// IMAP agent on this thread until SIGTERM/SIGINT (signals as in POP3 mode).
 int run_imap_mode(mm::ImapAgentOptions& imap, const mm::SyncOptions& so, const mm::DownloadOptions& dl,
@@ -131,11 +141,7 @@ int run_imap_mode(mm::ImapAgentOptions& imap, const mm::SyncOptions& so, const m
         std::cerr << "mm-fetcher: " << e.what() << "\n";
         return code(e.exit);
     }
-    std::unique_ptr<StatusServer> status;
-    if (status_fd >= 0)
-        status = std::make_unique<StatusServer>(status_fd, "status_listen", [media = dl.media_dir](const std::string& p) {
-            return fetcher_status_reply(p, fetcher_status(), media);
-        });
+    std::unique_ptr<StatusServer> status = status_page(status_fd, dl.media_dir);
     Downloader downloader(dl);
     std::string err;
     if (!downloader.start(err)) {
@@ -380,11 +386,7 @@ int main(int argc, char** argv)
         std::cerr << "mm-fetcher: " << e.what() << "\n";
         return code(e.exit);
     }
-    std::unique_ptr<StatusServer> status;
-    if (status_fd >= 0)
-        status = std::make_unique<StatusServer>(status_fd, "status_listen", [media = dl.media_dir](const std::string& p) {
-            return fetcher_status_reply(p, fetcher_status(), media);
-        });
+    std::unique_ptr<StatusServer> status = status_page(status_fd, dl.media_dir);
     Downloader downloader(dl);
     if (!downloader.start(err)) {
         std::cerr << "mm-fetcher: " << err << "\n";

@@ -39,6 +39,20 @@ namespace mm::send {
 namespace {
 
 // The private spool directory; removed with everything in it at the end.
+/// What the store or the gateway records with an item: the handle's
+/// descriptive fields, the media type and the envelope recipients.
+ItemMeta item_meta(const Handle& h, const std::string& type, const std::vector<std::string>& recipients)
+{
+    ItemMeta meta;
+    meta.type = type;
+    meta.name = h.name;
+    meta.title = h.title;
+    meta.note = h.note;
+    meta.copyright = h.copyright;
+    meta.recipients = recipients;
+    return meta;
+}
+
 class Spool {
 public:
     explicit Spool(const std::string& parent)
@@ -220,13 +234,7 @@ private:
         void finish(Handle& h) override
         {
             describe(h, &att_);
-            ItemMeta meta;
-            meta.type = type_;
-            meta.name = h.name;
-            meta.title = h.title;
-            meta.note = h.note;
-            meta.copyright = h.copyright;
-            meta.recipients = s_.rcpts_;
+            ItemMeta meta = item_meta(h, type_, s_.rcpts_);
             Progress bar("hashing " + cp_.name, cp_.size, s_.progress_);
             NewItem item = s_.open_store_().link_file(cp_.path, meta, [&](uint64_t done, uint64_t) { bar.update(done); });
             bar.finish();
@@ -282,13 +290,7 @@ private:
                     out_ = UniqueFd(open(spool_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
                 out_.reset();
             }
-            ItemMeta meta;
-            meta.type = type_;
-            meta.name = h.name;
-            meta.title = h.title;
-            meta.note = h.note;
-            meta.copyright = h.copyright;
-            meta.recipients = s_.rcpts_;
+            ItemMeta meta = item_meta(h, type_, s_.rcpts_);
             Progress bar("uploading " + h.name, h.size, s_.progress_);
             NewItem item = s_.uploader_->upload(cp_ ? cp_->path : spool_, h.size, h.sha256, meta,
                                                 [&](uint64_t done) { bar.update(done); });
