@@ -625,6 +625,9 @@ bool Downloader::start_transfer(const std::string& id, Job& j, int64_t now)
         log_debug("media " + sha.substr(0, 16) + ": receipt started");
     } else {
         fetcher_status().downloads_active++;
+        std::string mid = fetcher_status().message_id_of(sha);
+        if (!mid.empty())
+            j.message_id = mid;
         log_info("media " + sha.substr(0, 16) + ": download started" + (t->have ? " at " + std::to_string(t->have) : "") +
                  media_trace(sha, j.handle.url));
     }
@@ -710,7 +713,7 @@ void Downloader::verified(const std::string& id, Job& j, int64_t now)
     ++counters_.verified;
     fetcher_status().downloads_verified++;
     log_info("media " + sha.substr(0, 16) + ": verified, " + std::to_string(j.handle.size) + " bytes" +
-             media_trace(sha, j.handle.url));
+             media_trace(sha, j.handle.url, j.message_id));
     // Other sources of the same file have nothing left to fetch; they served
     // nothing, so they get no receipt (it goes to the source that served the bytes).
     for (auto it = jobs_.begin(); it != jobs_.end();) {

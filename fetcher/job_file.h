@@ -28,6 +28,10 @@ struct Job {
     int64_t next_try = 0;           // unix seconds
     std::set<std::string> recipients;   // receipts still to send
     std::string last_error;
+    // In memory only (not in the file): the Message-ID of the held mail that
+    // named the media when its download started, for the trace of the
+    // "verified" line, which the mail may no longer be held at.
+    std::string message_id;
 };
 
 constexpr size_t kMaxJobFile = 64 * 1024;

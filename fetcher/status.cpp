@@ -108,13 +108,15 @@ std::string item_id_of_url(const std::string& url)
     return id;
 }
 
-std::string media_trace(const std::string& sha256, const std::string& url)
+std::string media_trace(const std::string& sha256, const std::string& url, const std::string& known_message_id)
 {
     std::string out = kv("hash", sha256.substr(0, 12));
     std::string item = item_id_of_url(url);
     if (!item.empty())
         out += kv("item", item);
     std::string mid = fetcher_status().message_id_of(sha256);
+    if (mid.empty())
+        mid = known_message_id;
     if (!mid.empty())
         out += kv("message_id", mid);
     return out;

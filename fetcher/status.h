@@ -76,8 +76,9 @@ FetcherStatus& fetcher_status();
 std::string item_id_of_url(const std::string& url);
 
 /// The trace fields of one media file for a log line: hash= (12 hex digits),
-/// item= when the URL names one, message_id= when a held mail names the media.
-std::string media_trace(const std::string& sha256, const std::string& url);
+/// item= when the URL names one, message_id= when a held mail names the media
+/// (else `known_message_id`, when not empty).
+std::string media_trace(const std::string& sha256, const std::string& url, const std::string& known_message_id = "");
 
 /// Progress of `media` in media_dir: the verified file, or its .part.
 MediaProgress media_progress(const std::string& media_dir, const HeldMedia& media);
