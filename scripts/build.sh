@@ -5,7 +5,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${MM_BUILD_DIR:-$here/build}
 
-bash "$here/scripts/install-deps.sh"
+# MM_SKIP_DEPS=1: the caller has just run install-deps.sh (test.sh's second tree).
+[ "${MM_SKIP_DEPS:-0}" = 1 ] || bash "$here/scripts/install-deps.sh"
 # ccache (installed by install-deps.sh): a second tree with the same flags -- the
 # package test's /usr tree, a fresh clone's -- compiles from the cache. The build
 # directory is left out of the hash (CCACHE_NOHASHDIR) so that trees in other
