@@ -14,7 +14,9 @@
 # (what mmsend does with mmsend.gateway_chunk at least the file's size); its
 # time is the PATCH's, which includes hashing (SHA-256 and segments), the fsync
 # and the index row the last byte costs. nginx's PUT writes the file and
-# renames it into place, without fsync. Needs nginx (with the dav module, as
+# renames it into place, without fsync; a second reference is that PUT followed
+# by `sync FILE` (an fsync of it), timed together: the durability the gateway's
+# answer promises, without the hashing. Needs nginx (with the dav module, as
 # Debian's), curl, python3. Starts and stops its own servers.
 set -euo pipefail
 
@@ -123,13 +125,17 @@ gw_one() {   # -> bytes per second of the PATCH that carries the whole file
     echo "${out##* }"
 }
 
-ng_one() {   # ROUND -> bytes per second of the PUT
-    local out
+ng_one() {   # ROUND -> "PUT-rate durable-rate": bytes per second of the PUT, and of the PUT
+             # followed by an fsync of the file it wrote (what the gateway's answer promises)
+    local out t0 t1
+    t0=$(date +%s.%N)
     out=$("${CURL[@]}" -o /dev/null -w '%{http_code} %{size_upload} %{speed_upload}' -T "$T/big.bin" \
         "$NG_BASE/dav/big-$1.bin")
     [ "${out% *}" = "201 $BYTES" ] || { echo "PUT to nginx failed: $out" >&2; exit 1; }
+    sync "$T/www/dav/big-$1.bin"
+    t1=$(date +%s.%N)
     rm -f "$T/www/dav/big-$1.bin"
-    echo "${out##* }"
+    echo "${out##* } $(awk -v b="$BYTES" -v a="$t0" -v z="$t1" 'BEGIN {printf "%.0f", b / (z - a)}')"
 }
 
 # CPU time (ms, 10 ms resolution) used so far by the processes given, user and
@@ -145,18 +151,23 @@ nginx_pids() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID"); }
 median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 mbs() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 
-: >"$T/gw"; : >"$T/ng"; : >"$T/ratio"
+: >"$T/gw"; : >"$T/ng"; : >"$T/ngd"; : >"$T/ratio"; : >"$T/ratio_durable"
 echo "one client, ${SIZE_MIB} MiB up, $REPS rounds, alternating servers (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $(seq 1 "$REPS"); do
     c0=$(cpu_ms "$GW_PID"); d0=$(cpu_ms $(nginx_pids))
-    if [ $((r % 2)) -eq 1 ]; then g=$(gw_one); n=$(ng_one "$r"); else n=$(ng_one "$r"); g=$(gw_one); fi
+    if [ $((r % 2)) -eq 1 ]; then g=$(gw_one); read -r n nd <<<"$(ng_one "$r")"
+    else read -r n nd <<<"$(ng_one "$r")"; g=$(gw_one); fi
     c1=$(cpu_ms "$GW_PID"); d1=$(cpu_ms $(nginx_pids))
     gc=$(((c1 - c0) * 1024 / SIZE_MIB)); nc=$(((d1 - d0) * 1024 / SIZE_MIB))
-    echo "$g" >>"$T/gw"; echo "$n" >>"$T/ng"
+    echo "$g" >>"$T/gw"; echo "$n" >>"$T/ng"; echo "$nd" >>"$T/ngd"
     awk -v g="$g" -v n="$n" 'BEGIN {printf "%.3f\n", g / n}' >>"$T/ratio"
-    printf '  round %d: mm-gateway %s MiB/s (%s ms CPU/GiB), nginx WebDAV PUT %s MiB/s (%s ms CPU/GiB), ratio %s\n' \
-        "$r" "$(mbs "$g")" "$gc" "$(mbs "$n")" "$nc" "$(tail -1 "$T/ratio")"
+    awk -v g="$g" -v n="$nd" 'BEGIN {printf "%.3f\n", g / n}' >>"$T/ratio_durable"
+    printf '  round %d: mm-gateway %s MiB/s (%s ms CPU/GiB), nginx WebDAV PUT %s MiB/s (%s ms CPU/GiB), ratio %s; PUT + fsync %s MiB/s, ratio %s\n' \
+        "$r" "$(mbs "$g")" "$gc" "$(mbs "$n")" "$nc" "$(tail -1 "$T/ratio")" "$(mbs "$nd")" "$(tail -1 "$T/ratio_durable")"
 done
-G=$(median <"$T/gw"); N=$(median <"$T/ng"); R=$(sort -n "$T/ratio" | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
+fmedian() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+G=$(median <"$T/gw"); N=$(median <"$T/ng"); ND=$(median <"$T/ngd")
+R=$(fmedian <"$T/ratio"); RD=$(fmedian <"$T/ratio_durable")
 echo "median: mm-gateway $(mbs "$G") MiB/s, nginx $(mbs "$N") MiB/s; median ratio of rounds $R x (goal >= 0.9)"
+echo "        nginx PUT followed by an fsync of its file $(mbs "$ND") MiB/s; median ratio $RD x"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
