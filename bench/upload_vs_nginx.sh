@@ -8,7 +8,9 @@
 #   bench/upload_vs_nginx.sh [SIZE_MIB] [REPS]
 #     SIZE_MIB  file size (default 1024 = 1 GiB)
 #     REPS      rounds, each one upload to each server, alternating; medians reported (default 3)
-# Env: MM_BUILD_DIR (default ./build).
+# Env: MM_BUILD_DIR (default ./build), MM_UPLOAD_SETTLE (seconds of pause before
+# each upload, default 2; see the loop below). Needs SIZE_MIB x REPS of disk
+# for nginx's files, which stay until the end (see the loop for why).
 #
 # One upload to mm-gateway is POST /upload, then the whole file in one PATCH
 # (what mmsend does with mmsend.gateway_chunk at least the file's size); its
@@ -134,7 +136,6 @@ ng_one() {   # ROUND -> "PUT-rate durable-rate": bytes per second of the PUT, an
     [ "${out% *}" = "201 $BYTES" ] || { echo "PUT to nginx failed: $out" >&2; exit 1; }
     sync "$T/www/dav/big-$1.bin"
     t1=$(date +%s.%N)
-    rm -f "$T/www/dav/big-$1.bin"
     echo "${out##* } $(awk -v b="$BYTES" -v a="$t0" -v z="$t1" 'BEGIN {printf "%.0f", b / (z - a)}')"
 }
 
@@ -153,10 +154,23 @@ mbs() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 
 : >"$T/gw"; : >"$T/ng"; : >"$T/ngd"; : >"$T/ratio"; : >"$T/ratio_durable"
 echo "one client, ${SIZE_MIB} MiB up, $REPS rounds, alternating servers (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+# nginx's files are kept until the end, as the gateway keeps its objects. On a
+# virtual machine with free page reporting (virtio-balloon, as the test
+# machines have), memory freed a moment ago is still backed by the host and
+# cheap to fill again, while memory freed longer ago has been handed back and
+# must be faulted in anew: `dd` of 1 GiB into the page cache took 0.4 s 2 s
+# after deleting the previous 1 GiB file, 0.8 s after 5 s, 1.2 s after 10 s and
+# 1.7 s after 30 s. When the script deleted each PUT's file, nginx ran 2-3x
+# faster whenever it followed its own previous round than when it followed the
+# gateway's, and the ratio measured the order of the rounds. Keeping the files,
+# every write, either server's, lands in memory nothing just freed, as on a
+# server that is not deleting a 1 GiB file a moment before each upload. A short
+# pause before each upload lets the previous one's writeback settle.
+SETTLE=${MM_UPLOAD_SETTLE:-2}
 for r in $(seq 1 "$REPS"); do
     c0=$(cpu_ms "$GW_PID"); d0=$(cpu_ms $(nginx_pids))
-    if [ $((r % 2)) -eq 1 ]; then g=$(gw_one); read -r n nd <<<"$(ng_one "$r")"
-    else read -r n nd <<<"$(ng_one "$r")"; g=$(gw_one); fi
+    if [ $((r % 2)) -eq 1 ]; then sleep "$SETTLE"; g=$(gw_one); sleep "$SETTLE"; read -r n nd <<<"$(ng_one "$r")"
+    else sleep "$SETTLE"; read -r n nd <<<"$(ng_one "$r")"; sleep "$SETTLE"; g=$(gw_one); fi
     c1=$(cpu_ms "$GW_PID"); d1=$(cpu_ms $(nginx_pids))
     gc=$(((c1 - c0) * 1024 / SIZE_MIB)); nc=$(((d1 - d0) * 1024 / SIZE_MIB))
     echo "$g" >>"$T/gw"; echo "$n" >>"$T/ng"; echo "$nd" >>"$T/ngd"

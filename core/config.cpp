@@ -84,6 +84,8 @@ const KeyDef kKeys[] = {
           "the sender's media store: media files, their index, the gateway's TLS key, the milter's spool"),
     bytes("store.max_bytes", "0", 0, "media bytes the store may hold in all; more is refused with 452 4.3.1 (0: no limit)"),
     bytes("store.min_free", "1G", 0, "free space kept on store.dir's file system; media that would eat into it is refused"),
+    typed("store.direct_io", Type::boolean, "true",
+          "write media with O_DIRECT where store.dir's file system takes it (false: through the page cache)"),
 
     typed("gateway.listen", Type::optional_hostport, "0.0.0.0:8443",
           "address mm-gateway listens on for HTTPS requests; empty: none (serve through gateway.relay only)"),

@@ -4,6 +4,7 @@
 // gateway.public_url, gateway.retention, and the quota keys (quota.h).
 #include "store/store.h"
 
+#include "store/append_file.h"
 #include "store/index.h"
 #include "store/layout.h"
 #include "store/quota.h"
@@ -65,6 +66,7 @@ struct Store::Impl {
     std::unique_ptr<Index> index;   // opened once the directories exist
     QuotaLimits limits;
     FreeSpaceFn free_space;
+    bool direct_io = true;   // store.direct_io: media blocks around the page cache (append_file.h)
 
     /// Within index->write(): reserves `total` bytes for writer `id` (of which
     /// `written` are on disk), with up to `slack` more when that fits too, so a
@@ -106,6 +108,7 @@ Store::Store(const Config& cfg, FreeSpaceFn free_space) : impl_(std::make_unique
     while (!s.public_url.empty() && s.public_url.back() == '/')
         s.public_url.pop_back();
     s.retention = cfg.duration("gateway.retention").count();
+    s.direct_io = cfg.boolean("store.direct_io");
 
     // The TLS identity first: a misconfigured key pair fails before anything is created.
     try {
@@ -278,12 +281,13 @@ public:
         if (expected > 0)
             reserved_ = s_.index->write([&] { return s_.reserve(reservation_, sender_, expected, 0, 0); });
         tmp_path_ = layout::new_tmp_path(s_.dir);
-        fd_ = open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd_ < 0) {
+        int fd = open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
             int e = errno;
             release();
             throw StoreError("cannot create " + tmp_path_ + ": " + errno_text(e));
         }
+        file_ = std::make_unique<AppendFile>(fd, tmp_path_, 0, s_.direct_io);
     }
 
     // An upload's file (Store::resume_upload): what is there already is hashed
@@ -293,12 +297,12 @@ public:
         : s_(s), sender_(std::move(sender)), reservation_("upload-" + upload_id), keep_(true)
     {
         tmp_path_ = layout::upload_path(s_.dir, upload_id);
-        fd_ = open(tmp_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd_ < 0)
+        int fd = open(tmp_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
             throw StoreError("cannot open " + tmp_path_ + ": " + errno_text(errno));
         try {
             struct stat st;
-            if (fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))
+            if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
                 throw StoreError(tmp_path_ + " is not a regular file");
             uint64_t have = static_cast<uint64_t>(st.st_size);
             if (have > expected)
@@ -306,7 +310,7 @@ public:
             reserved_ = s_.index->write([&] { return s_.reserve(reservation_, sender_, expected, have, 0); });
             std::string buf(1 << 20, '\0');
             while (size_ < have) {
-                ssize_t n = pread(fd_, buf.data(), buf.size(), static_cast<off_t>(size_));
+                ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(size_));
                 if (n < 0 && errno == EINTR)
                     continue;
                 if (n <= 0)
@@ -315,24 +319,37 @@ public:
                 segments_.update(buf.data(), static_cast<size_t>(n));
                 size_ += static_cast<uint64_t>(n);
             }
-            started_ = size_;
-            if (lseek(fd_, static_cast<off_t>(size_), SEEK_SET) < 0)
-                throw StoreError("cannot seek in " + tmp_path_ + ": " + errno_text(errno));
         } catch (...) {
-            close(fd_);
-            fd_ = -1;
+            close(fd);
             release();
             throw;
         }
+        file_ = std::make_unique<AppendFile>(fd, tmp_path_, size_, s_.direct_io);
     }
 
     uint64_t size() const override { return size_; }
-    void idle() override { pipe_.reset(); }   // hashes what is queued; the thread ends
+    void idle() override
+    {
+        if (file_) {
+            try {
+                file_->flush();   // the file holds every byte size() counts
+            } catch (const StoreError&) {
+                file_.reset();
+                throw;
+            }
+        }
+        pipe_.reset();   // hashes what is queued; the thread ends
+    }
 
     ~FileWriter() override
     {
-        if (fd_ >= 0)
-            close(fd_);
+        if (file_ && keep_ && !done_) {
+            try {
+                file_->flush();   // an upload's file keeps what was received
+            } catch (const StoreError&) {
+            }
+        }
+        file_.reset();
         if (!done_) {
             if (!keep_)
                 unlink(tmp_path_.c_str());
@@ -342,7 +359,7 @@ public:
 
     void write(const void* data, size_t len) override
     {
-        if (done_ || fd_ < 0)
+        if (done_ || !file_)
             throw StoreError("write after commit or failure on " + tmp_path_);
         if (len > reserved_ - size_) {
             try {
@@ -351,26 +368,17 @@ public:
             } catch (const QuotaError&) {
                 // Over a quota: the partial file goes now, not when the caller
                 // gets round to destroying us; the message is refused whole.
-                if (fd_ >= 0)
-                    close(fd_);
-                fd_ = -1;
+                file_.reset();
                 if (!keep_)
                     unlink(tmp_path_.c_str());
                 release();
                 throw;
             }
         }
-        const char* p = static_cast<const char*>(data);
-        size_t left = len;
-        while (left > 0) {
-            ssize_t n = ::write(fd_, p, left);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                fail("cannot write " + tmp_path_ + ": " + errno_text(errno));
-            }
-            p += n;
-            left -= static_cast<size_t>(n);
+        try {
+            file_->append(data, len);
+        } catch (const StoreError& e) {
+            fail(e.what());
         }
         if (keep_ && !pipe_)
             pipe_ = std::make_unique<HashPipe>(hash_, segments_);
@@ -381,30 +389,21 @@ public:
             segments_.update(data, len);
         }
         size_ += len;
-        if (size_ - started_ >= kWritebackEvery) {
-            // Start writing back what we have so far: commit's fsync then waits
-            // for the last few MiB instead of the whole file (a 2 GiB video
-            // would otherwise stall the MTA for the whole flush at the end).
-            // Durability is still fsync's job; this only starts the I/O early.
-            sync_file_range(fd_, static_cast<off_t>(started_), static_cast<off_t>(size_ - started_),
-                            SYNC_FILE_RANGE_WRITE);
-            started_ = size_;
-        }
     }
 
     NewItem commit(const ItemMeta& meta) override
     {
-        if (done_ || fd_ < 0)
+        if (done_ || !file_)
             throw StoreError("commit twice or after failure on " + tmp_path_);
-        if (fsync(fd_) != 0)
-            fail("cannot fsync " + tmp_path_ + ": " + errno_text(errno));
-        if (fchmod(fd_, 0640) != 0)
-            fail("cannot chmod " + tmp_path_ + ": " + errno_text(errno));
-        if (close(fd_) != 0) {
-            fd_ = -1;
-            fail("cannot close " + tmp_path_ + ": " + errno_text(errno));
+        try {
+            file_->sync();
+            if (fchmod(file_->fd(), 0640) != 0)
+                throw StoreError("cannot chmod " + tmp_path_ + ": " + errno_text(errno));
+            file_->close();
+        } catch (const StoreError& e) {
+            fail(e.what());
         }
-        fd_ = -1;
+        file_.reset();
 
         pipe_.reset();   // drains: every byte written is hashed
         NewItem item;
@@ -446,9 +445,7 @@ private:
 
     [[noreturn]] void fail(const std::string& msg)
     {
-        if (fd_ >= 0)
-            close(fd_);
-        fd_ = -1;
+        file_.reset();
         throw StoreError(msg);
     }
 
@@ -458,11 +455,9 @@ private:
     uint64_t reserved_ = 0;   // bytes our row in reservations holds
     static constexpr uint64_t kReserveStep = 8ULL << 20;
     std::string tmp_path_;
-    int fd_ = -1;
+    std::unique_ptr<AppendFile> file_;   // null after a failure or commit
     bool done_ = false;
     uint64_t size_ = 0;
-    uint64_t started_ = 0;   // bytes whose writeback has been started
-    static constexpr uint64_t kWritebackEvery = 8ULL << 20;
     Sha256 hash_;
     SegmentHasher segments_;
     // An upload's writer hashes on another thread (HashPipe); last, so that
