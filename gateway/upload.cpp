@@ -163,6 +163,14 @@ public:
             finish_with(false);
             return answer(resp, failure_, why_);
         }
+        try {
+            open_->writer->idle();   // what was received is in the file before we say where it ends
+        } catch (const std::exception& e) {
+            log_error("upload " + row_.id + ": " + e.what());
+            open_->writer.reset();   // the next request hashes the file as it is
+            finish_with(false);
+            return answer(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
+        }
         uint64_t offset = open_->writer->size();
         if (offset < row_.size) {
             finish_with(false);
@@ -204,8 +212,16 @@ public:
 private:
     void finish_with(bool forget)
     {
-        if (!done_ && open_->writer)
-            open_->writer->idle();   // no hashing thread waits between two requests
+        if (!done_ && open_->writer) {
+            // Writes out what is staged; no hashing or writing thread waits
+            // between two requests.
+            try {
+                open_->writer->idle();
+            } catch (const std::exception& e) {
+                log_error("upload " + row_.id + ": " + e.what());
+                open_->writer.reset();   // the next request hashes the file as it is
+            }
+        }
         if (!done_)
             svc_.give_back(open_, forget);
         done_ = true;

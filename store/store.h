@@ -101,8 +101,11 @@ public:
         virtual void write(const void* data, size_t len) = 0;   // throws StoreError
         virtual NewItem commit(const ItemMeta& meta) = 0;        // throws StoreError
         virtual uint64_t size() const = 0;                       // bytes written (and hashed) so far
-        /// No more writes for a while (an upload between two requests): let
-        /// go of what a running write holds (an upload's hashing thread).
+        /// No more writes for a while (an upload between two requests): write
+        /// out what is staged, so that the file holds size() bytes, and let go
+        /// of what a running write holds (buffers, the hashing and writing
+        /// threads). Throws StoreError if the staged bytes cannot be written;
+        /// the Writer is then of no further use.
         virtual void idle() {}
     };
     std::unique_ptr<Writer> create(const std::string& sender = "", uint64_t expected = 0);
