@@ -106,6 +106,10 @@ std::string render_gateway_metrics(const GatewayMetrics& m, const StoreFigures& 
         refused.samples.emplace_back(std::string("limit=\"") + limit_name(static_cast<Limit>(l)) + "\"",
                                      m.refusals(static_cast<Limit>(l)));
     f.push_back(std::move(refused));
+    f.push_back({"mm_gateway_upload_bytes_total", "Bytes written into uploads since start (upload API).", "counter",
+                 {{"", m.upload_bytes()}}});
+    f.push_back({"mm_gateway_uploads_total", "Uploads that reached their last byte since start, by result.", "counter",
+                 {{"result=\"complete\"", m.uploads_completed()}, {"result=\"checksum_mismatch\"", m.uploads_mismatched()}}});
     if (m.relay_state() != RelayState::off) {   // gateway.relay set
         f.push_back({"mm_gateway_relay_up", "1 while the relay's port forward is open (gateway.relay), else 0.",
                      "gauge", {{"", m.relay_state() == RelayState::up ? 1u : 0u}}});

@@ -72,6 +72,17 @@ public:
         relay_channels_total_.fetch_add(1, std::memory_order_relaxed);
     }
     void relay_channel_closed() { relay_channels_.fetch_sub(1, std::memory_order_relaxed); }
+    /// Upload API: bytes written into open uploads, and uploads made into an
+    /// item on their last byte (`verified` false: the SHA-256 was not the
+    /// declared one and the item was removed).
+    void upload_bytes(uint64_t n) { upload_bytes_.fetch_add(n, std::memory_order_relaxed); }
+    void upload_completed(bool verified)
+    {
+        (verified ? uploads_completed_ : uploads_mismatched_).fetch_add(1, std::memory_order_relaxed);
+    }
+    uint64_t upload_bytes() const { return upload_bytes_.load(); }
+    uint64_t uploads_completed() const { return uploads_completed_.load(); }
+    uint64_t uploads_mismatched() const { return uploads_mismatched_.load(); }
     RelayState relay_state() const { return relay_state_.load(); }
     uint64_t relay_reconnects() const { return relay_reconnects_.load(); }
     int64_t relay_channels() const { return relay_channels_.load(); }
@@ -93,6 +104,7 @@ private:
     std::atomic<RelayState> relay_state_{RelayState::off};
     std::atomic<uint64_t> relay_reconnects_{0}, relay_channels_total_{0};
     std::atomic<int64_t> relay_channels_{0};
+    std::atomic<uint64_t> upload_bytes_{0}, uploads_completed_{0}, uploads_mismatched_{0};
 };
 
 /// The process's counters (one gateway per process).

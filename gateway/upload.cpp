@@ -5,6 +5,7 @@
 // unread and the connection closes after the answer.
 #include "gateway/upload.h"
 
+#include "gateway/metrics.h"
 #include "gateway/upload_parse.h"
 #include "store/quota.h"
 #include "core/log.h"
@@ -141,6 +142,7 @@ public:
     {
         try {
             open_->writer->write(data, len);
+            gateway_metrics().upload_bytes(len);
             return true;
         } catch (const QuotaError& e) {
             failure_ = HTTPResponse::HTTP_REQUESTENTITYTOOLARGE;
@@ -187,7 +189,9 @@ public:
             return answer(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
         }
         finish_with(true);
-        if (!row_.sha256.empty() && item.sha256 != row_.sha256) {
+        bool verified = row_.sha256.empty() || item.sha256 == row_.sha256;
+        gateway_metrics().upload_completed(verified);
+        if (!verified) {
             // The bytes are not the ones the client hashed (corrupted on the
             // way, or the file changed under it): no item, no upload; it starts over.
             svc_.up_.discard_item(item.id);

@@ -23,6 +23,8 @@ sed -i 's/^\[milter\]$/[milter]\nsender_quota = 40M/' "$MM_CONF"
 sed -i "s|^dir = $MM_STORE\$|dir = $MM_STORE\nmin_free = 0|" "$MM_CONF"
 # A sender slower than 4 KB/s over 2 s is cut (as a slow reader is).
 sed -i 's/^\[gateway\]$/[gateway]\nupload_max_open = 4\nmin_rate_window = 2s/' "$MM_CONF"
+ADMIN_PORT=$(mm_free_port) || mm_fail "no free port for gateway.admin_listen"
+sed -i "s/^\\[gateway\\]\$/[gateway]\\nadmin_listen = 127.0.0.1:$ADMIN_PORT/" "$MM_CONF"
 mkdir -p "$MM_STORE"
 start_gateway() {
   mm_start_program mm-gateway
@@ -222,6 +224,18 @@ st=$(api PATCH "$LOC" -H "Authorization: Bearer $TOKEN" -H "Upload-Offset: 0" \
 st=$(api HEAD "$LOC" -H "Authorization: Bearer $TOKEN" -I)
 [ "$st" = 404 ] || mm_fail "the mismatched upload still answers $st"
 mm_log "declared sha256 not matched: 460, the upload removed"
+
+# /metrics counts since the restart: the resumed video (at least its rest)
+# and the 460 above.
+curl -sS "http://127.0.0.1:$ADMIN_PORT/metrics" >"$MM_TMP/metrics" || mm_fail "no /metrics"
+grep -qx 'mm_gateway_uploads_total{result="checksum_mismatch"} 1' "$MM_TMP/metrics" ||
+  mm_fail "the 460 is not counted: $(grep uploads_total "$MM_TMP/metrics")"
+grep -Eqx 'mm_gateway_uploads_total\{result="complete"\} [1-9][0-9]*' "$MM_TMP/metrics" ||
+  mm_fail "no complete upload counted: $(grep uploads_total "$MM_TMP/metrics")"
+up_bytes=$(awk '$1 == "mm_gateway_upload_bytes_total" { print $2 }' "$MM_TMP/metrics")
+[ "${up_bytes:-0}" -ge $((size - on_disk + 2000)) ] ||
+  mm_fail "mm_gateway_upload_bytes_total is ${up_bytes:-none}, expected at least $((size - on_disk + 2000))"
+mm_log "/metrics: uploads complete and checksum_mismatch counted, $up_bytes bytes written into uploads"
 
 # upload_max_open = 4: one is open (the 1000-byte one); three more, then 429.
 for _ in 1 2 3; do new_upload 10; done

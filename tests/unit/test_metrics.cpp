@@ -46,6 +46,11 @@ TEST_CASE("gateway metrics: answers counted by kind, bytes summed")
     m.transfer_started();
     m.transfer_ended();
     m.receipt();
+    m.upload_bytes(1 << 20);
+    m.upload_bytes(5);
+    m.upload_completed(true);
+    m.upload_completed(false);
+    m.upload_completed(true);
 
     CHECK(m.bytes_served() == 1101);
     CHECK(m.errors(ErrorKind::not_found) == 2);
@@ -77,6 +82,10 @@ TEST_CASE("gateway metrics: answers counted by kind, bytes summed")
     CHECK(has_line(t, "mm_gateway_refused_total{limit=\"max_connections_per_ip\"} 1"));
     CHECK(has_line(t, "mm_gateway_refused_total{limit=\"max_transfers_per_ip\"} 2"));
     CHECK(has_line(t, "mm_gateway_refused_total{limit=\"max_connections\"} 0"));
+    CHECK(has_line(t, "# TYPE mm_gateway_upload_bytes_total counter"));
+    CHECK(has_line(t, "mm_gateway_upload_bytes_total 1048581"));
+    CHECK(has_line(t, "mm_gateway_uploads_total{result=\"complete\"} 2"));
+    CHECK(has_line(t, "mm_gateway_uploads_total{result=\"checksum_mismatch\"} 1"));
 
     // Every sample's family has HELP and TYPE before it, once.
     std::istringstream in(t);
