@@ -133,6 +133,8 @@ private:
         std::string upload_id;
         if (parse_upload_target(req.getURI(), upload_id))
             return uploads_.handle(req, resp, upload_id, id_prefix);
+        if (parse_upload_item_target(req.getURI(), upload_id))
+            return uploads_.handle_item(req, resp, upload_id, id_prefix);
         bool head = method == "HEAD";
         bool post = method == "POST";
         if (method != "GET" && !head && !post) {

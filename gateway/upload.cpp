@@ -239,6 +239,44 @@ private:
     bool done_ = false;
 };
 
+namespace {
+
+int unauthorized(Response& resp)
+{
+    resp.setKeepAlive(false);
+    resp.set("WWW-Authenticate", "Bearer realm=\"mediamail upload\"");
+    return answer(resp, HTTPResponse::HTTP_UNAUTHORIZED, "a valid upload token is required\n");
+}
+
+} // namespace
+
+std::optional<std::string> UploadService::token_user(Request& req)
+{
+    std::string token;
+    if (req.has("Authorization") && parse_bearer(req.get("Authorization"), token))
+        return up_.user_of(token);
+    return std::nullopt;
+}
+
+int UploadService::handle_item(Request& req, Response& resp, const std::string& item_id, std::string& log_id)
+{
+    std::optional<std::string> user = token_user(req);
+    if (!user)
+        return unauthorized(resp);
+    log_id = item_id;
+    if (req.getMethod() != "DELETE") {
+        resp.setKeepAlive(false);
+        resp.set("Allow", "DELETE");
+        return answer(resp, HTTPResponse::HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    // Another user's item and no item at all are answered alike: a token
+    // learns nothing about what others stored.
+    if (!up_.remove_own_item(item_id, *user))
+        return answer(resp, HTTPResponse::HTTP_NOT_FOUND, "no such item of yours\n");
+    log_info("uploaded item deleted by its uploader" + kv("item", item_id) + kv("user", *user));
+    return no_content(resp);
+}
+
 int UploadService::handle(Request& req, Response& resp, const std::string& id, std::string& log_id)
 {
     const std::string& method = req.getMethod();
@@ -250,15 +288,9 @@ int UploadService::handle(Request& req, Response& resp, const std::string& id, s
     }
     // The token first, whatever the method: nothing about uploads is told to
     // a client without one.
-    std::string token;
-    std::optional<std::string> user;
-    if (req.has("Authorization") && parse_bearer(req.get("Authorization"), token))
-        user = up_.user_of(token);
-    if (!user) {
-        resp.setKeepAlive(false);
-        resp.set("WWW-Authenticate", "Bearer realm=\"mediamail upload\"");
-        return answer(resp, HTTPResponse::HTTP_UNAUTHORIZED, "a valid upload token is required\n");
-    }
+    std::optional<std::string> user = token_user(req);
+    if (!user)
+        return unauthorized(resp);
     if (id.empty()) {
         if (method != "POST") {
             resp.setKeepAlive(false);

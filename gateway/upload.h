@@ -25,6 +25,9 @@ public:
     /// Answers one request to /upload or /upload/<id> (`id` empty for the
     /// former); `log_id` gets the upload id. Never throws for a client's mistake.
     int handle(Request& req, Response& resp, const std::string& id, std::string& log_id);
+    /// Answers one request to /upload/item/<id>: DELETE by the user whose
+    /// upload made the item (mmsend, when the mail could not be sent).
+    int handle_item(Request& req, Response& resp, const std::string& item_id, std::string& log_id);
 
     /// Drops expired uploads (their rows and files), except one being written
     /// right now. For the gateway's collector.
@@ -33,6 +36,9 @@ public:
     struct Open;   // an upload this process has a writer for
 
 private:
+    /// The user the request's upload token names; nullopt when there is none
+    /// (unauthorized() answers it).
+    std::optional<std::string> token_user(Request& req);
     int create(Request& req, Response& resp, const std::string& user, std::string& log_id);
     int append(Request& req, Response& resp, const std::optional<UploadRow>& row);
     std::shared_ptr<Open> take(const std::string& id);   // null when another request holds it

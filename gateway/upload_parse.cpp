@@ -238,4 +238,16 @@ bool parse_upload_target(std::string_view target, std::string& id)
     return true;
 }
 
+bool parse_upload_item_target(std::string_view target, std::string& item_id)
+{
+    constexpr std::string_view kBase = "/upload/item/";
+    if (target.size() != kBase.size() + 32 || target.substr(0, kBase.size()) != kBase)
+        return false;
+    std::string_view rest = target.substr(kBase.size());
+    if (!is_lower_hex(rest, 32))
+        return false;
+    item_id = std::string(rest);
+    return true;
+}
+
 } // namespace mm

@@ -53,5 +53,8 @@ bool parse_bearer(std::string_view field, std::string& token);
 /// The request target of the upload API: "/upload" (id empty) or
 /// "/upload/<32 lowercase hex>" (no query, nothing else).
 bool parse_upload_target(std::string_view target, std::string& id);
+/// "/upload/item/<32 lowercase hex>": an item an upload made, for its
+/// uploader to delete (the mail it was for could not be sent).
+bool parse_upload_item_target(std::string_view target, std::string& item_id);
 
 } // namespace mm

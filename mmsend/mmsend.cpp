@@ -491,6 +491,9 @@ int run_checked(const Options& o)
     }
     // Whatever fails from here on, items already in the store would be
     // unreachable (their handles never left): take them out again.
+    // Items uploaded to a remote gateway are deleted there with the upload
+    // token; one that cannot be (the gateway is unreachable now) stays,
+    // unreachable, until gateway.retention ends.
     auto undo = [&] {
         for (const auto& id : sink.ids) {
             try {
@@ -498,6 +501,14 @@ int run_checked(const Options& o)
             } catch (const std::exception& e) {
                 log_warning("could not remove stored item " + id + ": " + e.what());
             }
+        }
+        for (const auto& id : sink.uploaded) {
+            std::string why;
+            if (uploader->remove_item(id, why))
+                log_info("the mail was not sent: uploaded item " + id + " deleted from the gateway");
+            else
+                log_warning("the mail was not sent, and uploaded item " + id + " could not be deleted from the " +
+                            "gateway (" + why + "): it stays there, unreachable, until it expires");
         }
     };
     std::string out = spool.path("out.eml");
@@ -560,9 +571,6 @@ int run_checked(const Options& o)
             unlink(copy.c_str());
         }
     } catch (...) {
-        if (sent == 0 && !sink.uploaded.empty())
-            log_warning("the mail was not sent: its " + std::to_string(sink.uploaded.size()) +
-                        " uploaded item(s) stay on the gateway, unreachable, until they expire");
         if (sent == 0)
             undo();   // no copy left: the items are unreachable
         else

@@ -335,6 +335,16 @@ Uploader::Reply Uploader::request(const std::string& method, const std::string& 
     return r;
 }
 
+bool Uploader::remove_item(const std::string& item_id, std::string& why)
+{
+    Reply r = request("DELETE", s_.base + "/upload/item/" + item_id, {}, -1, 0, 0, {});
+    if (!r.ok)
+        why = r.error;
+    else if (r.status != 204)
+        why = "DELETE answered " + std::to_string(r.status);
+    return why.empty();
+}
+
 NewItem Uploader::upload(const std::string& path, uint64_t size, const std::string& sha256, const ItemMeta& meta,
                          const std::function<void(uint64_t)>& progress)
 {

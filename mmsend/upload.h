@@ -56,6 +56,10 @@ public:
     /// ex_dataerr when the gateway's hash is not `sha256`.
     NewItem upload(const std::string& path, uint64_t size, const std::string& sha256, const ItemMeta& meta,
                    const std::function<void(uint64_t)>& progress);
+    /// Deletes an item one of our uploads made (DELETE /upload/item/<id>), for
+    /// a mail that could not be sent. One attempt; false with `why` if the
+    /// gateway could not be reached or refused.
+    bool remove_item(const std::string& item_id, std::string& why);
     /// Bytes this run sent in request bodies (cut requests included).
     uint64_t bytes_sent() const { return sent_; }
 

@@ -119,6 +119,13 @@ uint64_t Uploads::offset(const std::string& id)
     return static_cast<uint64_t>(st.st_size);
 }
 
+bool Uploads::remove_own_item(const std::string& item_id, const std::string& user)
+{
+    if (index_->item_sender(item_id) != upload_sender(user))
+        return false;
+    return store_.remove_item(item_id);
+}
+
 std::unique_ptr<Store::Writer> Uploads::writer(const UploadRow& row)
 {
     return store_.resume_upload(row.id, upload_sender(row.user), row.size);

@@ -73,6 +73,9 @@ public:
     /// Takes out an item complete() made that must not stay (its hash is not
     /// the one the client declared): nobody was ever told its URL.
     void discard_item(const std::string& item_id) { store_.remove_item(item_id); }
+    /// Removes an item that an upload of `user` made (Store::remove_item);
+    /// false, removing nothing, if there is no such item or another stored it.
+    bool remove_own_item(const std::string& item_id, const std::string& user);
     /// Removes an upload's row and file (a DELETE, a checksum mismatch, expiry).
     void remove(const std::string& id);
     /// Removes the uploads whose expiry passed, except those in `busy` (a

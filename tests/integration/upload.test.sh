@@ -275,3 +275,35 @@ mm_log "a 50 KB/s sender (above gateway.min_rate) completes"
 
 [ "$(items)" -eq $((before + 1)) ] || mm_fail "a refused upload left an item ($(items), expected $((before + 1)))"
 mm_log "no refused upload left an item"
+
+# ---- 4. a mail that cannot be sent takes its uploads back ----------------------
+# The upload completes, the submission fails (nothing listens on the SMTP
+# port): mmsend deletes the item it made, with its upload token.
+before=$(items)
+DEAD_PORT=$(mm_free_port) || mm_fail "no free port"
+rc=0
+"$MMSEND" -c "$LAPTOP" --set "mmsend.smtp=smtp://127.0.0.1:$DEAD_PORT" --set mmsend.gateway_max_rate=0 \
+  --from alice@example.test --to bob@example.test --subject "never sent" --attach "$MM_TMP/clip.mp4" \
+  2>"$MM_TMP/err" || rc=$?
+[ "$rc" -ne 0 ] || mm_fail "mmsend succeeded without an SMTP server"
+grep -q "the mail was not sent: uploaded item [0-9a-f]* deleted from the gateway" "$MM_TMP/err" ||
+  mm_fail "mmsend did not delete its upload: $(cat "$MM_TMP/err")"
+[ "$(items)" -eq "$before" ] || mm_fail "the unsent mail's item stayed ($(items) items, expected $before)"
+mm_wait_for 5 grep -q "uploaded item deleted by its uploader.*user=alice" "$MM_TMP/mm-gateway.log" ||
+  mm_fail "the gateway logged no deletion"
+mm_log "SMTP down after the upload: mmsend exit $rc, its item deleted on the gateway"
+
+# The same call by others: only the uploader's own token deletes.
+ITEM=$(sqlite3 "$MM_STORE/index.sqlite" "SELECT id FROM items WHERE sender = 'sasl:alice' LIMIT 1")
+[ -n "$ITEM" ] || mm_fail "no item of alice's left to try"
+st=$(api DELETE "/upload/item/$ITEM")
+[ "$st" = 401 ] || mm_fail "a DELETE of an item without a token got $st"
+st=$(api DELETE "/upload/item/$ITEM" -H "Authorization: Bearer $BOB")
+[ "$st" = 404 ] || mm_fail "bob's DELETE of alice's item got $st"
+st=$(api DELETE "/upload/item/0123456789abcdef0123456789abcdef" -H "Authorization: Bearer $TOKEN")
+[ "$st" = 404 ] || mm_fail "a DELETE of an unknown item got $st"
+st=$(api GET "/upload/item/$ITEM" -H "Authorization: Bearer $TOKEN")
+[ "$st" = 405 ] || mm_fail "a GET of /upload/item got $st"
+[ "$(sqlite3 "$MM_STORE/index.sqlite" "SELECT count(*) FROM items WHERE id = '$ITEM'")" -eq 1 ] ||
+  mm_fail "a refused DELETE removed alice's item"
+mm_log "DELETE /upload/item/ID: without a token 401, by another user or of no item 404 alike, GET 405"

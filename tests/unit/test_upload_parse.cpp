@@ -180,6 +180,17 @@ TEST_CASE("parse_bearer and parse_upload_target")
         CAPTURE(bad);
         CHECK_FALSE(parse_upload_target(bad, id));
     }
+    CHECK(parse_upload_item_target("/upload/item/0123456789abcdef0123456789abcdef", id));
+    CHECK(id == "0123456789abcdef0123456789abcdef");
+    CHECK_FALSE(parse_upload_target("/upload/item/0123456789abcdef0123456789abcdef", id));
+    for (const char* bad : {"/upload/item", "/upload/item/", "/upload/item/0123456789abcdef0123456789abcdeF",
+                            "/upload/item/0123456789abcdef0123456789abcdef/", "/upload/item/../../m/x",
+                            "/upload/item/0123456789abcdef0123456789abcde", "/upload/items/0123456789abcdef0123456789abcdef",
+                            "/upload/item/0123456789abcdef0123456789abcdef?x", "/upload/0123456789abcdef0123456789abcdef",
+                            "//upload/item/0123456789abcdef0123456789abcdef"}) {
+        CAPTURE(bad);
+        CHECK_FALSE(parse_upload_item_target(bad, id));
+    }
 }
 
 TEST_CASE("mmsend: the gateway's complete answer is parsed strictly")

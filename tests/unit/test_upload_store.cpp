@@ -115,8 +115,12 @@ TEST_CASE("uploads: resumed by a new writer, complete on the last byte, another 
 
     {
         auto w = up.writer(row);
-        w->write(data.data(), 1000000);
-    }   // dropped without commit: the file stays
+        w->write(data.data(), 999999);
+        w->idle();   // between two requests: the file holds what size() says
+        CHECK(up.offset(row.id) == 999999);
+        CHECK(w->size() == 999999);
+        w->write(data.data() + 999999, 1);
+    }   // dropped without commit: the file stays, with what was staged
     CHECK(up.offset(row.id) == 1000000);
     auto w = up.writer(row);   // hashes the 1000000 bytes again
     CHECK(w->size() == 1000000);
@@ -135,6 +139,15 @@ TEST_CASE("uploads: resumed by a new writer, complete on the last byte, another 
     CHECK(stat(layout::upload_path(store.dir(), row.id).c_str(), &st) != 0);
     CHECK(stat(store.object_path(item.sha256).c_str(), &st) == 0);
     CHECK(store.authorize(item.id, item.token));
+
+    // Its uploader may take it back (a mail that could not be sent); nobody else.
+    CHECK_FALSE(up.remove_own_item(item.id, "bob"));
+    CHECK_FALSE(up.remove_own_item(std::string(32, '0'), "alice"));
+    CHECK(store.authorize(item.id, item.token));
+    CHECK(up.remove_own_item(item.id, "alice"));
+    CHECK_FALSE(store.authorize(item.id, item.token));
+    CHECK(stat(store.object_path(item.sha256).c_str(), &st) != 0);
+    CHECK_FALSE(up.remove_own_item(item.id, "alice"));
 }
 
 TEST_CASE("uploads: the open-upload cap, the quota at creation, expiry sparing a busy one")
