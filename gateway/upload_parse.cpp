@@ -210,44 +210,36 @@ bool parse_content_range(std::string_view text, ContentRange& out)
     return true;
 }
 
-bool parse_bearer(std::string_view field, std::string& token)
+namespace {
+
+// `text` is `prefix` followed by exactly `len` lowercase hex digits, which go to `out`.
+bool prefixed_hex(std::string_view text, std::string_view prefix, size_t len, std::string& out)
 {
-    constexpr std::string_view kScheme = "Bearer ";
-    if (field.size() != kScheme.size() + 64 || field.substr(0, kScheme.size()) != kScheme)
+    if (text.size() != prefix.size() + len || text.substr(0, prefix.size()) != prefix)
         return false;
-    std::string_view t = field.substr(kScheme.size());
-    if (!is_lower_hex(t, 64))
+    std::string_view hex = text.substr(prefix.size());
+    if (!is_lower_hex(hex, len))
         return false;
-    token = std::string(t);
+    out = std::string(hex);
     return true;
 }
 
+} // namespace
+
+bool parse_bearer(std::string_view field, std::string& token) { return prefixed_hex(field, "Bearer ", 64, token); }
+
 bool parse_upload_target(std::string_view target, std::string& id)
 {
-    constexpr std::string_view kBase = "/upload";
-    if (target == kBase) {
+    if (target == "/upload") {
         id.clear();
         return true;
     }
-    if (target.size() != kBase.size() + 1 + 32 || target.substr(0, kBase.size() + 1) != "/upload/")
-        return false;
-    std::string_view rest = target.substr(kBase.size() + 1);
-    if (!is_lower_hex(rest, 32))
-        return false;
-    id = std::string(rest);
-    return true;
+    return prefixed_hex(target, "/upload/", 32, id);
 }
 
 bool parse_upload_item_target(std::string_view target, std::string& item_id)
 {
-    constexpr std::string_view kBase = "/upload/item/";
-    if (target.size() != kBase.size() + 32 || target.substr(0, kBase.size()) != kBase)
-        return false;
-    std::string_view rest = target.substr(kBase.size());
-    if (!is_lower_hex(rest, 32))
-        return false;
-    item_id = std::string(rest);
-    return true;
+    return prefixed_hex(target, "/upload/item/", 32, item_id);
 }
 
 } // namespace mm
